@@ -1,0 +1,185 @@
+/* Private declarations shared by the library's source files. */
+#ifndef CLNORM_INTERNAL_H
+#define CLNORM_INTERNAL_H
+
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdbool.h>
+
+#include "clnorm.h"
+
+#define ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
+#define CLNORM_ERROR_SIZE 65536
+#define CLNORM_PATH_SIZE 1024
+
+/* ---- per-device parameters (params.c) ------------------------------------------------------ */
+#define CLNORM_PARAM_TABLE(X)                                                                      \
+    X(work_group_size, "work-items per work-group for reductions and elementwise kernels")         \
+    X(vector_width, "elements per vector load (1, 2, 4, 8, 16)")                                   \
+    X(items_per_thread, "vectors each work-item handles per step of an elementwise kernel")        \
+    X(partials_per_channel, "work-groups that share one channel's statistics (stage-1 split)")     \
+    X(channel_tile, "channels per work-group in channels-last reductions")
+
+typedef struct device_params {
+#define PARAM_FIELD_(name, text) long name;
+    CLNORM_PARAM_TABLE(PARAM_FIELD_)
+#undef PARAM_FIELD_
+} device_params;
+
+typedef struct device_facts {
+    cl_platform_id platform;
+    char platform_name[128], platform_version[128];
+    char name[128], vendor[128], driver_version[128], version[128];
+    cl_device_type type;
+    unsigned compute_units;
+    size_t max_work_group_size;
+    uint64_t local_mem_bytes, max_alloc_bytes, global_mem_bytes;
+} device_facts;
+
+/* Picks the built-in table's entry for the device, then applies CLNORM_PARAMS. */
+clnorm_status params_for_device(clnorm_context *ctx, const device_facts *dev, device_params *out);
+/* Index of a parameter by name, or -1. */
+int params_index(const char *name);
+clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value);
+long *params_field(device_params *p, int index);
+
+/* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
+typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_COUNT } kernel_family;
+
+#define MAX_KERNELS_PER_FAMILY 16
+
+typedef struct program_entry {
+    kernel_family family;
+    char options[512];
+    cl_program program;
+    cl_kernel kernels[MAX_KERNELS_PER_FAMILY];
+    size_t kernel_wg[MAX_KERNELS_PER_FAMILY]; /* CL_KERNEL_WORK_GROUP_SIZE of each */
+    long work_group_size;                     /* the WG_SIZE the program was built with */
+} program_entry;
+
+/* Returns the program of `family` for the context's current parameters, built or loaded on
+ * first use. Caller holds ctx->lock. */
+clnorm_status program_get(clnorm_context *ctx, kernel_family family, const program_entry **out);
+/* Kernel by name within the family's program; index into entry->kernels. */
+int program_kernel_index(kernel_family family, const char *name);
+void program_cache_release(clnorm_context *ctx);
+
+/* Disk cache: a file per (device, source, options). */
+void disk_cache_resolve_dir(const char *setting, char *dir, size_t size);
+void disk_cache_prepare_dir(char *dir);
+uint64_t hash_bytes(uint64_t seed, const void *data, size_t size);
+uint64_t device_hash(const device_facts *dev);
+bool disk_cache_has_device(const char *dir, uint64_t dev_hash);
+/* Returns malloc'd binary or NULL (reason in *why when the file existed but was rejected). */
+unsigned char *disk_cache_load(const char *dir, uint64_t dev_hash, uint64_t key, size_t *size,
+                               const char **why);
+bool disk_cache_store(const char *dir, uint64_t dev_hash, uint64_t key, const unsigned char *bin,
+                      size_t size);
+void disk_cache_path(const char *dir, uint64_t dev_hash, uint64_t key, char *path, size_t size);
+int disk_cache_remove_device(const char *dir, uint64_t dev_hash);
+
+/* Embedded kernel sources (generated kernels_embedded.c). */
+typedef struct embedded_source {
+    const char *name;
+    const char *text;
+} embedded_source;
+extern const embedded_source clnorm_embedded_sources[];
+extern const size_t clnorm_embedded_source_count;
+
+/* ---- the context ---------------------------------------------------------------------------- */
+struct clnorm_context {
+    cl_context cl_ctx;
+    cl_device_id device;
+    cl_command_queue queue;
+    bool out_of_order;
+    device_facts dev;
+    device_params params;
+
+    pthread_mutex_t lock; /* serializes calls: kernel arguments, caches, workspace, messages */
+    char error[CLNORM_ERROR_SIZE];
+    cl_int cl_error;
+    clnorm_log_fn log;
+    void *log_user;
+
+    char cache_dir[CLNORM_PATH_SIZE]; /* "" = no disk cache */
+    uint64_t dev_hash;
+    program_entry **programs;
+    size_t program_count, program_capacity;
+    clnorm_cache_stats stats;
+
+    cl_mem workspace; /* scratch for partial results, grown on demand */
+    size_t workspace_size;
+    cl_event workspace_busy; /* last kernel that used the workspace (out-of-order queues) */
+};
+
+/* ---- status (status.c) ---------------------------------------------------------------------- */
+clnorm_status set_error(clnorm_context *ctx, clnorm_status status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+clnorm_status set_cl_error(clnorm_context *ctx, cl_int code, const char *what);
+void clear_error(clnorm_context *ctx);
+void log_info(clnorm_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void copy_message(char *dst, size_t size, const char *src);
+
+/* FFmpeg-style error flow: set `status` and jump to `fail`. */
+#define CL_TRY(ctx, call, what)                                                                    \
+    do {                                                                                           \
+        cl_int cl_try_err_ = (call);                                                               \
+        if (cl_try_err_ != CL_SUCCESS) {                                                           \
+            status = set_cl_error((ctx), cl_try_err_, (what));                                     \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+#define TRY(call)                                                                                  \
+    do {                                                                                           \
+        status = (call);                                                                           \
+        if (status != CLNORM_OK)                                                                   \
+            goto fail;                                                                             \
+    } while (0)
+
+/* ---- devices (device.c) --------------------------------------------------------------------- */
+clnorm_status device_query_facts(cl_device_id device, device_facts *facts);
+/* Resolves a selector to a device; on failure writes a message naming what exists. */
+clnorm_status device_select(const char *selector, cl_platform_id *platform, cl_device_id *device,
+                            char *message, size_t message_size);
+
+/* ---- launching (launch.c) ------------------------------------------------------------------- */
+typedef struct kernel_arg {
+    size_t size;
+    const void *value; /* NULL with size > 0: local memory of that many bytes */
+} kernel_arg;
+#define ARG(x) {sizeof(x), &(x)}
+#define LOCAL_ARG(bytes) {(bytes), NULL}
+
+/* A sequence of kernels making up one operation: the first waits on the caller's events, each
+ * next one on the previous, and the caller gets the last one's event. */
+typedef struct launch_chain {
+    cl_uint num_wait;
+    const cl_event *wait;
+    cl_event last;
+} launch_chain;
+
+void chain_begin(launch_chain *chain, cl_uint num_wait, const cl_event *wait);
+clnorm_status chain_launch(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
+                           int kernel, const kernel_arg *args, size_t nargs, cl_uint dims,
+                           const size_t *global, const size_t *local);
+/* Hands the last event to *event (or releases it) and records workspace use. */
+void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool used_workspace);
+void chain_abandon(launch_chain *chain);
+size_t round_up(size_t value, size_t multiple);
+
+/* Workspace of at least `bytes`, owned by the context. */
+clnorm_status workspace_reserve(clnorm_context *ctx, size_t bytes, cl_mem *out);
+
+/* ---- validation (validate.c) ---------------------------------------------------------------- */
+clnorm_status check_buffer(clnorm_context *ctx, cl_mem buffer, const char *name, size_t bytes,
+                           bool may_be_null);
+clnorm_status check_events(clnorm_context *ctx, cl_uint num_wait, const cl_event *wait);
+clnorm_status check_finite_nonneg(clnorm_context *ctx, const char *name, double value);
+/* Product a*b, or fails with INVALID_SHAPE naming `what` when it overflows. */
+clnorm_status checked_mul(clnorm_context *ctx, size_t a, size_t b, const char *what, size_t *out);
+
+/* Lock helpers: every public call that touches the context runs between these. */
+void context_lock(clnorm_context *ctx);
+void context_unlock(clnorm_context *ctx);
+
+#endif

@@ -1,0 +1,110 @@
+/* Kernel launches: arguments from an array, ND-range rounding, event chaining, workspace. */
+#include "internal.h"
+
+size_t round_up(size_t value, size_t multiple)
+{
+    return (value + multiple - 1) / multiple * multiple;
+}
+
+void chain_begin(launch_chain *chain, cl_uint num_wait, const cl_event *wait)
+{
+    chain->num_wait = num_wait;
+    chain->wait = wait;
+    chain->last = NULL;
+}
+
+clnorm_status chain_launch(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
+                           int kernel, const kernel_arg *args, size_t nargs, cl_uint dims,
+                           const size_t *global, const size_t *local)
+{
+    cl_kernel k = prog->kernels[kernel];
+    for (size_t i = 0; i < nargs; i++) {
+        cl_int err = clSetKernelArg(k, (cl_uint)i, args[i].size, args[i].value);
+        if (err != CL_SUCCESS)
+            return set_cl_error(ctx, err, "clSetKernelArg");
+    }
+    /* The first kernel waits on the caller's events and, on an out-of-order queue, on the last
+     * user of the shared workspace; each later kernel waits on the one before it. */
+    cl_event waits[2];
+    cl_uint num_wait = 0;
+    const cl_event *wait = NULL;
+    cl_event marker = NULL;
+    if (chain->last) {
+        waits[num_wait++] = chain->last;
+        wait = waits;
+    } else if (ctx->out_of_order && ctx->workspace_busy) {
+        if (chain->num_wait > 0) {
+            cl_int err = clEnqueueMarkerWithWaitList(ctx->queue, chain->num_wait, chain->wait,
+                                                     &marker);
+            if (err != CL_SUCCESS)
+                return set_cl_error(ctx, err, "clEnqueueMarkerWithWaitList");
+            waits[num_wait++] = marker;
+        }
+        waits[num_wait++] = ctx->workspace_busy;
+        wait = waits;
+    } else {
+        num_wait = chain->num_wait;
+        wait = chain->wait;
+    }
+    cl_event done = NULL;
+    cl_int err = clEnqueueNDRangeKernel(ctx->queue, k, dims, NULL, global, local, num_wait, wait,
+                                        &done);
+    if (marker)
+        clReleaseEvent(marker);
+    if (err != CL_SUCCESS)
+        return set_cl_error(ctx, err, "clEnqueueNDRangeKernel");
+    if (chain->last)
+        clReleaseEvent(chain->last);
+    chain->last = done;
+    return CLNORM_OK;
+}
+
+void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool used_workspace)
+{
+    if (used_workspace && ctx->out_of_order && chain->last) {
+        if (ctx->workspace_busy)
+            clReleaseEvent(ctx->workspace_busy);
+        clRetainEvent(chain->last);
+        ctx->workspace_busy = chain->last;
+    }
+    if (event)
+        *event = chain->last;
+    else if (chain->last)
+        clReleaseEvent(chain->last);
+    chain->last = NULL;
+}
+
+void chain_abandon(launch_chain *chain)
+{
+    if (chain->last)
+        clReleaseEvent(chain->last);
+    chain->last = NULL;
+}
+
+clnorm_status workspace_reserve(clnorm_context *ctx, size_t bytes, cl_mem *out)
+{
+    if (bytes == 0)
+        bytes = 16;
+    if (ctx->workspace_size < bytes) {
+        if (bytes > ctx->dev.max_alloc_bytes)
+            return set_error(ctx, CLNORM_UNSUPPORTED,
+                             "workspace of %zu bytes exceeds the device's largest allocation "
+                             "(%llu bytes)",
+                             bytes, (unsigned long long)ctx->dev.max_alloc_bytes);
+        /* grow geometrically so that a sequence of growing shapes allocates only a few times */
+        size_t size = ctx->workspace_size * 2 > bytes ? ctx->workspace_size * 2 : bytes;
+        if (size > ctx->dev.max_alloc_bytes)
+            size = bytes;
+        cl_int err = CL_SUCCESS;
+        cl_mem grown = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, size, NULL, &err);
+        if (err != CL_SUCCESS)
+            return set_cl_error(ctx, err, "clCreateBuffer(workspace)");
+        /* commands in flight keep the old buffer alive until they finish */
+        if (ctx->workspace)
+            clReleaseMemObject(ctx->workspace);
+        ctx->workspace = grown;
+        ctx->workspace_size = size;
+    }
+    *out = ctx->workspace;
+    return CLNORM_OK;
+}

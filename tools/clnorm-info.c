@@ -1,0 +1,120 @@
+/* clnorm-info: lists the OpenCL devices clnorm can use, and checks one.
+ *   clnorm-info              every device with its facts
+ *   clnorm-info --selectors  one "P:D" selector per line (for running tests on every device)
+ *   clnorm-info --check [SELECTOR]
+ *                            creates a context, times the first program build (cold or from the
+ *                            disk cache), runs the self-check kernel */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "clnorm.h"
+
+static const char *type_name(cl_device_type t)
+{
+    if (t & CL_DEVICE_TYPE_GPU)
+        return "GPU";
+    if (t & CL_DEVICE_TYPE_CPU)
+        return "CPU";
+    if (t & CL_DEVICE_TYPE_ACCELERATOR)
+        return "accelerator";
+    return "other";
+}
+
+static double now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static int list_devices(int selectors_only)
+{
+    size_t count = 0;
+    clnorm_list_devices(NULL, 0, &count);
+    if (count == 0) {
+        fprintf(stderr, "clnorm-info: no OpenCL device found (install an OpenCL driver such as "
+                        "pocl-opencl-icd)\n");
+        return 1;
+    }
+    clnorm_device_info *infos = calloc(count, sizeof *infos);
+    if (!infos)
+        return 1;
+    clnorm_list_devices(infos, count, &count);
+    for (size_t i = 0; i < count; i++) {
+        const clnorm_device_info *d = &infos[i];
+        if (selectors_only) {
+            printf("%u:%u\n", d->platform_index, d->device_index);
+            continue;
+        }
+        printf("[%u:%u] %s\n", d->platform_index, d->device_index, d->name);
+        printf("    platform        %s (%s)\n", d->platform_name, d->platform_version);
+        printf("    vendor          %s\n", d->vendor);
+        printf("    type            %s\n", type_name(d->type));
+        printf("    driver          %s\n", d->driver_version);
+        printf("    OpenCL C        %s\n", d->opencl_c_version);
+        printf("    compute units   %u\n", d->compute_units);
+        printf("    global memory   %.1f MiB\n", d->global_mem_bytes / 1048576.0);
+        printf("    local memory    %.1f KiB\n", d->local_mem_bytes / 1024.0);
+        printf("    max allocation  %.1f MiB\n", d->max_alloc_bytes / 1048576.0);
+        printf("    max work-group  %zu\n", d->max_work_group_size);
+        printf("    fp16 / fp64     %s / %s\n", d->has_fp16 ? "yes" : "no",
+               d->has_fp64 ? "yes" : "no");
+        printf("    disk cache      %s\n", d->has_disk_cache ? "programs cached" : "empty");
+    }
+    free(infos);
+    return 0;
+}
+
+static int check_device(const char *selector)
+{
+    char message[4096];
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.device = selector;
+    double start = now_ms();
+    clnorm_context *ctx = NULL;
+    clnorm_status status = clnorm_context_create(&ctx, &settings, message, sizeof message);
+    if (status != CLNORM_OK) {
+        fprintf(stderr, "clnorm-info: %s\n", message);
+        return 1;
+    }
+    clnorm_device_info info;
+    clnorm_context_device_info(ctx, &info);
+    int had_cache = info.has_disk_cache;
+    status = clnorm_warm_up(ctx);
+    double ready = now_ms() - start;
+    if (status == CLNORM_OK)
+        status = clnorm_self_check(ctx);
+    clnorm_cache_stats stats;
+    clnorm_get_cache_stats(ctx, &stats);
+    if (status != CLNORM_OK) {
+        fprintf(stderr, "clnorm-info: self-check failed on %s: %s\n", info.name,
+                clnorm_last_error(ctx));
+        clnorm_context_release(ctx);
+        return 1;
+    }
+    printf("device      [%u:%u] %s (%s)\n", info.platform_index, info.device_index, info.name,
+           info.platform_name);
+    printf("disk cache  %s\n", clnorm_cache_dir(ctx)[0] ? clnorm_cache_dir(ctx) : "off");
+    printf("first call  %.1f ms from context creation to built kernels (%s: %lu built, %lu "
+           "loaded from disk)\n",
+           ready, had_cache ? "warm" : "cold", stats.builds, stats.disk_hits);
+    printf("self-check  passed\n");
+    clnorm_context_release(ctx);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc >= 2 && strcmp(argv[1], "--selectors") == 0)
+        return list_devices(1);
+    if (argc >= 2 && strcmp(argv[1], "--check") == 0)
+        return check_device(argc >= 3 ? argv[2] : NULL);
+    if (argc >= 2) {
+        fprintf(stderr, "usage: clnorm-info [--selectors | --check [SELECTOR]]\n");
+        return 2;
+    }
+    return list_devices(0);
+}
