@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# clnorm's set-up and run script: the README's two commands.
+#   bash tools/run.sh main   install what is missing, build, run the main job on the default device
+#   bash tools/run.sh test   install what is missing, build, run every test (see "test" below)
+# Idempotent; works as root, or as a user with sudo.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+
+packages=(build-essential meson ninja-build pkg-config python3 ocl-icd-opencl-dev opencl-headers
+          pocl-opencl-icd clinfo oclgrind libclblast-dev libcriterion-dev zlib1g-dev
+          dataset-fashion-mnist)
+
+install_packages() {
+    local missing=()
+    for p in "${packages[@]}"; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" ||
+            missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    echo "== installing: ${missing[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+}
+
+# build DIR [meson options...]: configure once, then compile.
+build() {
+    local dir=$1
+    shift
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "$@" >/dev/null
+    else
+        meson setup "$dir" "$@" >/dev/null
+    fi
+    ninja -C "$dir" >/dev/null
+}
+
+run_main() {
+    build build -Dwerror=true
+    echo "== OpenCL devices"
+    ./build/clnorm-info
+    echo "== self-check on the default device (cold or warm program cache)"
+    ./build/clnorm-info --check
+}
+
+# Runs a step, remembers whether it failed, goes on with the next.
+failures=()
+step() {
+    local name=$1
+    shift
+    echo
+    echo "=================== $name"
+    if "$@"; then echo "=== $name: passed"; else echo "=== $name: FAILED"; failures+=("$name"); fi
+}
+
+oclgrind_clean() {
+    # Kernel tests on small shapes under the Oclgrind simulator; any finding fails the step.
+    local log=build/oclgrind.log
+    CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off \
+        oclgrind --data-races --uninitialized --check-api \
+        ./build/tests/test_foundation --jobs=1 --filter='context/*' >"$log" 2>&1 || {
+        cat "$log"
+        return 1
+    }
+    tail -n 3 "$log"
+    if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence" "$log"; then
+        return 1
+    fi
+}
+
+install_check() {
+    # meson install + pkg-config, and use as a meson subproject.
+    local prefix=$root/build-install/prefix
+    build build-install -Dtests=false --prefix="$prefix" --libdir=lib
+    meson install -C build-install >/dev/null
+    local pc=$prefix/lib/pkgconfig
+    cc -std=c11 examples/minimal.c -o build-install/minimal \
+        $(PKG_CONFIG_PATH=$pc pkg-config --cflags --libs clnorm)
+    LD_LIBRARY_PATH=$prefix/lib ./build-install/minimal
+    local consumer=build-install/consumer
+    rm -rf "$consumer" && mkdir -p "$consumer/subprojects"
+    cp tests/consumer/meson.build examples/minimal.c "$consumer/"
+    ln -s "$root" "$consumer/subprojects/clnorm"
+    meson setup "$consumer/build" "$consumer" >/dev/null
+    ninja -C "$consumer/build" >/dev/null
+    "$consumer/build/minimal"
+}
+
+run_tests() {
+    build build -Dwerror=true
+    step "test suite on every OpenCL device" meson test -C build --print-errorlogs
+    step "strict work-group limit (POCL_MAX_WORK_GROUP_SIZE=64)" \
+        env POCL_MAX_WORK_GROUP_SIZE=64 meson test -C build --print-errorlogs
+    build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
+    step "AddressSanitizer + UBSan" \
+        env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build-asan --print-errorlogs
+    step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
+    step "install, pkg-config and meson subproject" install_check
+    echo
+    if [ ${#failures[@]} -gt 0 ]; then
+        echo "FAILED steps: ${failures[*]}"
+        return 1
+    fi
+    echo "all test steps passed"
+}
+
+case "${1:-}" in
+main) install_packages && run_main ;;
+test) install_packages && run_tests ;;
+*) echo "usage: bash tools/run.sh main|test" >&2; exit 2 ;;
+esac
