@@ -14,6 +14,11 @@ void clnorm_default_settings(clnorm_settings *settings)
 void context_lock(clnorm_context *ctx)
 {
     pthread_mutex_lock(&ctx->lock);
+}
+
+void context_begin_call(clnorm_context *ctx)
+{
+    pthread_mutex_lock(&ctx->lock);
     clear_error(ctx);
 }
 
@@ -169,8 +174,9 @@ void clnorm_context_release(clnorm_context *ctx)
         clFinish(ctx->queue); /* work in flight may still use the workspace and kernels */
     if (ctx->workspace_busy)
         clReleaseEvent(ctx->workspace_busy);
-    if (ctx->workspace)
-        clReleaseMemObject(ctx->workspace);
+    for (int i = 0; i < WORKSPACE_COUNT; i++)
+        if (ctx->workspace[i])
+            clReleaseMemObject(ctx->workspace[i]);
     program_cache_release(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);
@@ -206,7 +212,7 @@ clnorm_status clnorm_context_device_info(clnorm_context *ctx, clnorm_device_info
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
+    context_begin_call(ctx);
     clnorm_status status = CLNORM_OK;
     size_t count = 0;
     if (!info) {
@@ -257,7 +263,7 @@ clnorm_status clnorm_clear_disk_cache(clnorm_context *ctx)
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
+    context_begin_call(ctx);
     if (ctx->cache_dir[0])
         disk_cache_remove_device(ctx->cache_dir, ctx->dev_hash);
     context_unlock(ctx);
@@ -268,7 +274,7 @@ clnorm_status clnorm_warm_up(clnorm_context *ctx)
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
+    context_begin_call(ctx);
     clnorm_status status = CLNORM_OK;
     for (int f = 0; f < FAMILY_COUNT && status == CLNORM_OK; f++) {
         const program_entry *prog;
@@ -286,7 +292,7 @@ clnorm_status clnorm_self_check(clnorm_context *ctx)
     float host_x[COUNT], host_y[COUNT];
     for (int i = 0; i < COUNT; i++)
         host_x[i] = (float)i;
-    context_lock(ctx);
+    context_begin_call(ctx);
     clnorm_status status = CLNORM_OK;
     cl_int err = CL_SUCCESS;
     const program_entry *prog;

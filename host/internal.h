@@ -44,7 +44,7 @@ clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name
 long *params_field(device_params *p, int index);
 
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
-typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_COUNT } kernel_family;
+typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_BATCHNORM, FAMILY_COUNT } kernel_family;
 
 #define MAX_KERNELS_PER_FAMILY 16
 
@@ -86,6 +86,9 @@ typedef struct embedded_source {
 extern const embedded_source clnorm_embedded_sources[];
 extern const size_t clnorm_embedded_source_count;
 
+/* Workspace buffers owned by the context: partial results of stage 1, per-channel coefficients. */
+typedef enum workspace_slot { WS_PARTIALS = 0, WS_COEF, WORKSPACE_COUNT } workspace_slot;
+
 /* ---- the context ---------------------------------------------------------------------------- */
 struct clnorm_context {
     cl_context cl_ctx;
@@ -107,8 +110,8 @@ struct clnorm_context {
     size_t program_count, program_capacity;
     clnorm_cache_stats stats;
 
-    cl_mem workspace; /* scratch for partial results, grown on demand */
-    size_t workspace_size;
+    cl_mem workspace[WORKSPACE_COUNT]; /* scratch for partial results, grown on demand */
+    size_t workspace_size[WORKSPACE_COUNT];
     cl_event workspace_busy; /* last kernel that used the workspace (out-of-order queues) */
 };
 
@@ -167,8 +170,9 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
 void chain_abandon(launch_chain *chain);
 size_t round_up(size_t value, size_t multiple);
 
-/* Workspace of at least `bytes`, owned by the context. */
-clnorm_status workspace_reserve(clnorm_context *ctx, size_t bytes, cl_mem *out);
+/* Workspace slot of at least `bytes`, owned by the context. */
+clnorm_status workspace_reserve(clnorm_context *ctx, workspace_slot slot, size_t bytes,
+                                cl_mem *out);
 
 /* ---- validation (validate.c) ---------------------------------------------------------------- */
 clnorm_status check_buffer(clnorm_context *ctx, cl_mem buffer, const char *name, size_t bytes,
@@ -178,8 +182,10 @@ clnorm_status check_finite_nonneg(clnorm_context *ctx, const char *name, double 
 /* Product a*b, or fails with INVALID_SHAPE naming `what` when it overflows. */
 clnorm_status checked_mul(clnorm_context *ctx, size_t a, size_t b, const char *what, size_t *out);
 
-/* Lock helpers: every public call that touches the context runs between these. */
+/* Every public call that touches the context runs between context_lock (or context_begin_call,
+ * which also clears the last error: for calls that can fail) and context_unlock. */
 void context_lock(clnorm_context *ctx);
+void context_begin_call(clnorm_context *ctx);
 void context_unlock(clnorm_context *ctx);
 
 #endif

@@ -81,18 +81,19 @@ void chain_abandon(launch_chain *chain)
     chain->last = NULL;
 }
 
-clnorm_status workspace_reserve(clnorm_context *ctx, size_t bytes, cl_mem *out)
+clnorm_status workspace_reserve(clnorm_context *ctx, workspace_slot slot, size_t bytes,
+                                cl_mem *out)
 {
     if (bytes == 0)
         bytes = 16;
-    if (ctx->workspace_size < bytes) {
+    if (ctx->workspace_size[slot] < bytes) {
         if (bytes > ctx->dev.max_alloc_bytes)
             return set_error(ctx, CLNORM_UNSUPPORTED,
                              "workspace of %zu bytes exceeds the device's largest allocation "
                              "(%llu bytes)",
                              bytes, (unsigned long long)ctx->dev.max_alloc_bytes);
         /* grow geometrically so that a sequence of growing shapes allocates only a few times */
-        size_t size = ctx->workspace_size * 2 > bytes ? ctx->workspace_size * 2 : bytes;
+        size_t size = ctx->workspace_size[slot] * 2 > bytes ? ctx->workspace_size[slot] * 2 : bytes;
         if (size > ctx->dev.max_alloc_bytes)
             size = bytes;
         cl_int err = CL_SUCCESS;
@@ -100,11 +101,11 @@ clnorm_status workspace_reserve(clnorm_context *ctx, size_t bytes, cl_mem *out)
         if (err != CL_SUCCESS)
             return set_cl_error(ctx, err, "clCreateBuffer(workspace)");
         /* commands in flight keep the old buffer alive until they finish */
-        if (ctx->workspace)
-            clReleaseMemObject(ctx->workspace);
-        ctx->workspace = grown;
-        ctx->workspace_size = size;
+        if (ctx->workspace[slot])
+            clReleaseMemObject(ctx->workspace[slot]);
+        ctx->workspace[slot] = grown;
+        ctx->workspace_size[slot] = size;
     }
-    *out = ctx->workspace;
+    *out = ctx->workspace[slot];
     return CLNORM_OK;
 }

@@ -129,7 +129,7 @@ clnorm_status clnorm_set_param(clnorm_context *ctx, const char *name, long value
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
+    context_begin_call(ctx);
     clnorm_status status = params_set(ctx, &ctx->params, name, value);
     context_unlock(ctx);
     return status;
@@ -139,7 +139,7 @@ clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *valu
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
+    context_begin_call(ctx);
     clnorm_status status = CLNORM_OK;
     int index = params_index(name);
     if (!value)

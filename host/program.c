@@ -15,6 +15,9 @@ typedef struct family_desc {
 
 static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_UTIL] = {"util", {"common", "util"}, {"fill", "scale_shift", "copy"}},
+    [FAMILY_BATCHNORM] = {"batchnorm",
+                          {"common", "batchnorm"},
+                          {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

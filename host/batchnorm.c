@@ -1,0 +1,642 @@
+/* Batch normalization operations: validate -> plan -> enqueue stage 1 (bn_reduce_*),
+ * stage 2 (bn_channel) and the elementwise pass (bn_elementwise). */
+#include <math.h>
+#include <string.h>
+
+#include "batchnorm_internal.h"
+
+/* Values shared with kernels/batchnorm.cl. */
+enum { REDUCE_STATS = 0, REDUCE_GRAD = 1 };
+enum { CH_FINALIZE = 0, CH_STATS_OUT = 1, CH_GRAD = 2, CH_COEF = 3 };
+
+static size_t ceil_div(size_t a, size_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static size_t clamp_size(size_t v, size_t lo, size_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+static size_t floor_pow2_size(size_t v)
+{
+    size_t p = 1;
+    while (p * 2 <= v)
+        p *= 2;
+    return p;
+}
+
+void clnorm_bn_default_config(clnorm_bn_config *config)
+{
+    if (!config)
+        return;
+    memset(config, 0, sizeof *config);
+    config->eps = 1e-5;
+    config->momentum = 0.1;
+}
+
+/* ---- validation ------------------------------------------------------------------------------ */
+
+clnorm_status bn_check_shape(clnorm_context *ctx, const clnorm_shape *shape, bn_geometry *g)
+{
+    if (!shape)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "shape is NULL");
+    if (shape->layout != CLNORM_CHANNELS_FIRST && shape->layout != CLNORM_CHANNELS_LAST)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "shape->layout = %d is not CLNORM_CHANNELS_FIRST or CLNORM_CHANNELS_LAST",
+                         (int)shape->layout);
+    if (shape->spatial_rank > CLNORM_MAX_SPATIAL_DIMS)
+        return set_error(ctx, CLNORM_INVALID_SHAPE, "shape->spatial_rank = %u exceeds %d",
+                         shape->spatial_rank, CLNORM_MAX_SPATIAL_DIMS);
+    if (shape->c == 0)
+        return set_error(ctx, CLNORM_INVALID_SHAPE, "shape->c (channels) is 0");
+    memset(g, 0, sizeof *g);
+    g->n = shape->n;
+    g->c = shape->c;
+    g->layout = shape->layout;
+    g->spatial = 1;
+    for (unsigned i = 0; i < shape->spatial_rank; i++) {
+        if (shape->spatial[i] == 0)
+            return set_error(ctx, CLNORM_INVALID_SHAPE, "shape->spatial[%u] is 0", i);
+        clnorm_status status = checked_mul(ctx, g->spatial, shape->spatial[i], "spatial size",
+                                           &g->spatial);
+        if (status != CLNORM_OK)
+            return status;
+    }
+    clnorm_status status = checked_mul(ctx, g->n, g->spatial, "N x spatial size", &g->rows);
+    if (status == CLNORM_OK)
+        status = checked_mul(ctx, g->rows, g->c, "element count", &g->total);
+    if (status == CLNORM_OK)
+        status = checked_mul(ctx, g->total, sizeof(float), "tensor size in bytes", &g->bytes);
+    if (status != CLNORM_OK)
+        return status;
+    if (g->bytes > ctx->dev.max_alloc_bytes)
+        return set_error(ctx, CLNORM_UNSUPPORTED,
+                         "a tensor of %zu bytes exceeds the device's largest buffer (%llu bytes)",
+                         g->bytes, (unsigned long long)ctx->dev.max_alloc_bytes);
+    /* the kernels count in fp32: exact to 2^24 values per channel, close enough beyond */
+    if (g->rows > (size_t)1 << 40)
+        return set_error(ctx, CLNORM_UNSUPPORTED, "%zu values per channel is beyond 2^40",
+                         g->rows);
+    return CLNORM_OK;
+}
+
+clnorm_status bn_check_config(clnorm_context *ctx, const clnorm_bn_config *config)
+{
+    if (!config)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "config is NULL");
+    clnorm_status status = check_finite_nonneg(ctx, "config->eps", config->eps);
+    if (status != CLNORM_OK)
+        return status;
+    if (!(config->momentum >= 0.0 && config->momentum <= 1.0))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "config->momentum = %g is outside [0, 1]",
+                         config->momentum);
+    if (config->activation != CLNORM_ACTIVATION_NONE &&
+        config->activation != CLNORM_ACTIVATION_RELU)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "config->activation = %d is unknown",
+                         (int)config->activation);
+    return CLNORM_OK;
+}
+
+/* Checks a per-channel buffer (C floats). */
+static clnorm_status check_channel_buffer(clnorm_context *ctx, cl_mem buf, const char *name,
+                                          size_t channels, bool may_be_null)
+{
+    return check_buffer(ctx, buf, name, channels * sizeof(float), may_be_null);
+}
+
+/* ---- plans ------------------------------------------------------------------------------------- */
+
+typedef struct reduce_plan {
+    cl_uint sets, pieces, lanes;
+    size_t global[2], local[2];
+} reduce_plan;
+
+/* Stage 1's shape: enough work-groups to fill the device (a GPU wants several per compute unit,
+ * a CPU a few long slices per core), none so small that launching it costs more than its work. */
+static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
+                        reduce_plan *p)
+{
+    const size_t wg = (size_t)prog->work_group_size;
+    const size_t vec = (size_t)ctx->params.vector_width;
+    const size_t target = ctx->dev.compute_units * (wg > 1 ? 8 : 4);
+    const size_t fixed = (size_t)ctx->params.partials_per_channel;
+    p->pieces = 1;
+    p->lanes = 1;
+    p->local[0] = wg;
+    p->local[1] = 1;
+    if (g->layout == CLNORM_CHANNELS_FIRST) {
+        size_t s_max = g->rows / (wg * vec * 4);
+        size_t s = clamp_size(fixed ? fixed : ceil_div(target, g->c), 1, s_max ? s_max : 1);
+        if (s > g->n) {
+            /* fewer planes than partials: cut each plane into pieces of whole vectors */
+            size_t blocks = g->spatial / vec;
+            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, blocks ? blocks : 1);
+            s = g->n * p->pieces;
+        }
+        p->sets = (cl_uint)s;
+        p->global[0] = s * wg;
+        p->global[1] = g->c;
+    } else {
+        size_t cvecs = ceil_div(g->c, vec);
+        size_t lanes = floor_pow2_size(clamp_size((size_t)ctx->params.channel_tile, 1, cvecs));
+        if (lanes > wg)
+            lanes = wg;
+        size_t tiles = ceil_div(cvecs, lanes);
+        size_t s_max = ceil_div(g->rows, 2) / (wg / lanes * 4);
+        size_t s = clamp_size(fixed ? fixed : ceil_div(target, tiles), 1, s_max ? s_max : 1);
+        p->lanes = (cl_uint)lanes;
+        p->sets = (cl_uint)s;
+        p->global[0] = tiles * wg;
+        p->global[1] = s;
+    }
+}
+
+static clnorm_status enqueue_reduce(clnorm_context *ctx, launch_chain *chain,
+                                    const program_entry *prog, const bn_geometry *g, cl_mem x,
+                                    cl_mem dy, cl_mem mask, cl_mem mean, int mode,
+                                    const reduce_plan *p, cl_mem sets)
+{
+    cl_ulong n = g->n, c = g->c, spatial = g->spatial, rows = g->rows;
+    cl_int m = mode;
+    if (g->layout == CLNORM_CHANNELS_FIRST) {
+        kernel_arg args[] = {ARG(x),       ARG(dy),        ARG(mask),   ARG(mean),
+                             ARG(n),       ARG(c),         ARG(spatial), ARG(p->pieces),
+                             ARG(p->sets), ARG(m),         ARG(sets)};
+        return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_reduce_cf"),
+                            args, ARRAY_SIZE(args), 2, p->global, p->local);
+    }
+    kernel_arg args[] = {ARG(x),       ARG(dy),    ARG(mask), ARG(mean),   ARG(rows),
+                         ARG(c),       ARG(p->lanes), ARG(p->sets), ARG(m), ARG(sets)};
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_reduce_cl"),
+                        args, ARRAY_SIZE(args), 2, p->global, p->local);
+}
+
+/* The arguments of bn_channel, in its order; NULL buffers are allowed where the kernel checks. */
+typedef struct channel_args {
+    cl_mem sets;
+    cl_uint num_sets;
+    cl_int sets_are_var;
+    cl_mem pivots; /* the tensor x of stage 1: partial means are relative to its pivots */
+    cl_ulong pivot_stride;
+    cl_int mode;
+    float eps, momentum;
+    cl_int frozen;
+    cl_mem mean_in, var_in;
+    cl_int var_in_is_invstd;
+    cl_mem gamma, beta, running_mean, running_var, save_mean, save_invstd, out_sets, coef,
+        dgamma, dbeta;
+} channel_args;
+
+static clnorm_status enqueue_channel(clnorm_context *ctx, launch_chain *chain,
+                                     const program_entry *prog, size_t channels,
+                                     const channel_args *a)
+{
+    cl_ulong c = channels;
+    kernel_arg args[] = {ARG(a->sets),         ARG(a->num_sets),    ARG(a->sets_are_var),
+                         ARG(a->pivots),       ARG(a->pivot_stride), ARG(c),               ARG(a->mode),        ARG(a->eps),
+                         ARG(a->momentum),     ARG(a->frozen),      ARG(a->mean_in),
+                         ARG(a->var_in),       ARG(a->var_in_is_invstd), ARG(a->gamma),
+                         ARG(a->beta),         ARG(a->running_mean), ARG(a->running_var),
+                         ARG(a->save_mean),    ARG(a->save_invstd), ARG(a->out_sets),
+                         ARG(a->coef),         ARG(a->dgamma),      ARG(a->dbeta)};
+    size_t local = (size_t)prog->work_group_size;
+    size_t global = round_up(channels, local);
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_channel"),
+                        args, ARRAY_SIZE(args), 1, &global, &local);
+}
+
+clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
+                                     const program_entry *prog, size_t total, size_t inner,
+                                     size_t channels, const elementwise_args *a)
+{
+    const size_t vec = (size_t)ctx->params.vector_width;
+    const size_t wg = (size_t)prog->work_group_size;
+    const bool vector_path = inner % vec == 0 || (inner == 1 && channels % vec == 0);
+    const size_t units = vector_path ? total / vec : ceil_div(total, vec);
+    /* CPUs: a few long contiguous runs per core; GPUs: neighbouring work-items on neighbouring
+     * vectors, each taking `items_per_thread` of them strided by the grid. */
+    cl_int contiguous = (ctx->dev.type & CL_DEVICE_TYPE_CPU) != 0;
+    size_t global, chunk;
+    if (contiguous) {
+        chunk = ceil_div(units, ctx->dev.compute_units * 4);
+        global = round_up(ceil_div(units, chunk), wg);
+    } else {
+        global = round_up(ceil_div(units, (size_t)ctx->params.items_per_thread), wg);
+        chunk = ceil_div(units, global);
+    }
+    cl_ulong t = total, in = inner, c = channels, ch = chunk;
+    kernel_arg args[] = {ARG(a->in1),  ARG(a->in2), ARG(a->residual), ARG(a->mask),
+                         ARG(a->coef), ARG(a->out), ARG(a->out2),     ARG(t),
+                         ARG(in),      ARG(c),      ARG(ch),          ARG(contiguous),
+                         ARG(a->flags)};
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_elementwise"),
+                        args, ARRAY_SIZE(args), 1, &global, &wg);
+}
+
+clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
+                              size_t channels, cl_mem mean, cl_mem var, bool var_is_invstd,
+                              float eps, cl_mem gamma, cl_mem beta, cl_mem coef)
+{
+    channel_args a = {.mode = CH_COEF,
+                      .eps = eps,
+                      .mean_in = mean,
+                      .var_in = var,
+                      .var_in_is_invstd = var_is_invstd,
+                      .gamma = gamma,
+                      .beta = beta,
+                      .coef = coef};
+    return enqueue_channel(ctx, chain, prog, channels, &a);
+}
+
+/* ---- operations ------------------------------------------------------------------------------ */
+
+static size_t inner_size(const bn_geometry *g)
+{
+    return g->layout == CLNORM_CHANNELS_FIRST ? g->spatial : 1;
+}
+
+/* For calls with nothing to compute (N == 0): zero the given buffers, then signal *event after
+ * the wait list and those fills. */
+static clnorm_status zero_and_signal(clnorm_context *ctx, const cl_mem *buffers,
+                                     const size_t *sizes, size_t count, cl_uint num_wait,
+                                     const cl_event *wait, cl_event *event)
+{
+    cl_event fills[4];
+    cl_uint num_fills = 0;
+    clnorm_status status = CLNORM_OK;
+    const float zero = 0.0f;
+    for (size_t i = 0; i < count && i < 4; i++) {
+        if (!buffers[i] || sizes[i] == 0)
+            continue;
+        CL_TRY(ctx,
+               clEnqueueFillBuffer(ctx->queue, buffers[i], &zero, sizeof zero, 0, sizes[i],
+                                   num_wait, wait, &fills[num_fills]),
+               "clEnqueueFillBuffer");
+        num_fills++;
+    }
+    if (event)
+        CL_TRY(ctx,
+               clEnqueueMarkerWithWaitList(ctx->queue, num_fills ? num_fills : num_wait,
+                                           num_fills ? fills : wait, event),
+               "clEnqueueMarkerWithWaitList");
+fail:
+    for (cl_uint i = 0; i < num_fills; i++)
+        clReleaseEvent(fills[i]);
+    return status;
+}
+
+typedef enum forward_kind { FORWARD_TRAINING, FORWARD_INFERENCE, FORWARD_APPLY } forward_kind;
+
+static clnorm_status check_forward(clnorm_context *ctx, const clnorm_shape *shape,
+                                   const clnorm_bn_config *config, const clnorm_bn_buffers *b,
+                                   forward_kind kind, cl_uint num_wait, const cl_event *wait,
+                                   bn_geometry *g)
+{
+    clnorm_status status;
+    TRY(bn_check_shape(ctx, shape, g));
+    TRY(bn_check_config(ctx, config));
+    TRY(check_events(ctx, num_wait, wait));
+    if (!b)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "buffers is NULL");
+    TRY(check_buffer(ctx, b->x, "x", g->bytes, false));
+    TRY(check_buffer(ctx, b->y, "y", g->bytes, false));
+    TRY(check_buffer(ctx, b->residual, "residual", g->bytes, true));
+    TRY(check_channel_buffer(ctx, b->gamma, "gamma", g->c, true));
+    TRY(check_channel_buffer(ctx, b->beta, "beta", g->c, true));
+    bool need_running = kind == FORWARD_INFERENCE;
+    if (kind == FORWARD_TRAINING && (!b->running_mean) != (!b->running_var))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "running_mean and running_var must both be given or both be NULL");
+    TRY(check_channel_buffer(ctx, b->running_mean, "running_mean", g->c, !need_running));
+    TRY(check_channel_buffer(ctx, b->running_var, "running_var", g->c, !need_running));
+    bool need_saved = kind == FORWARD_APPLY;
+    TRY(check_channel_buffer(ctx, b->save_mean, "save_mean", g->c, !need_saved));
+    TRY(check_channel_buffer(ctx, b->save_invstd, "save_invstd", g->c, !need_saved));
+    if (kind == FORWARD_TRAINING && g->rows == 1)
+        return set_error(ctx, CLNORM_INVALID_SHAPE,
+                         "expected more than 1 value per channel when training, got N = %zu and a "
+                         "spatial size of %zu",
+                         g->n, g->spatial);
+fail:
+    return status;
+}
+
+static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *shape,
+                                      const clnorm_bn_config *config, const clnorm_bn_buffers *b,
+                                      cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    bn_geometry g;
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    reduce_plan p;
+    cl_mem sets, coef;
+    clnorm_status status;
+    TRY(check_forward(ctx, shape, config, b, FORWARD_TRAINING, num_wait, wait, &g));
+    if (g.rows == 0)
+        return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
+    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    plan_reduce(ctx, prog, &g, &p);
+    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
+    TRY(enqueue_reduce(ctx, &chain, prog, &g, b->x, NULL, NULL, NULL, REDUCE_STATS, &p, sets));
+    channel_args ca = {.sets = sets,
+                       .num_sets = p.sets,
+                       .pivots = b->x,
+                       .pivot_stride = inner_size(&g),
+                       .mode = CH_FINALIZE,
+                       .eps = (float)config->eps,
+                       .momentum = (float)config->momentum,
+                       .gamma = b->gamma,
+                       .beta = b->beta,
+                       .running_mean = b->running_mean,
+                       .running_var = b->running_var,
+                       .save_mean = b->save_mean,
+                       .save_invstd = b->save_invstd,
+                       .coef = coef};
+    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    elementwise_args ea = {.in2 = b->x,
+                           .residual = b->residual,
+                           .coef = coef,
+                           .out = b->y,
+                           .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
+    TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+/* Inference and apply: y = act(scale * x + shift [+ residual]) with (scale, shift) from the
+ * running statistics or from the saved batch statistics. */
+static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape *shape,
+                                        const clnorm_bn_config *config,
+                                        const clnorm_bn_buffers *b, forward_kind kind,
+                                        cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    bn_geometry g;
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    cl_mem coef;
+    clnorm_status status;
+    TRY(check_forward(ctx, shape, config, b, kind, num_wait, wait, &g));
+    if (g.rows == 0)
+        return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
+    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
+    bool saved = kind == FORWARD_APPLY;
+    TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, saved ? b->save_mean : b->running_mean,
+                        saved ? b->save_invstd : b->running_var, saved, (float)config->eps,
+                        b->gamma, b->beta, coef));
+    elementwise_args ea = {.in2 = b->x,
+                           .residual = b->residual,
+                           .coef = coef,
+                           .out = b->y,
+                           .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
+    TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
+                              const clnorm_bn_config *config, const clnorm_bn_grad_buffers *b,
+                              bool frozen, cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    bn_geometry g;
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    reduce_plan p;
+    cl_mem sets, coef;
+    clnorm_status status;
+    TRY(bn_check_shape(ctx, shape, &g));
+    TRY(bn_check_config(ctx, config));
+    TRY(check_events(ctx, num_wait, wait));
+    if (!b)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "buffers is NULL");
+    bool relu = config->activation == CLNORM_ACTIVATION_RELU;
+    TRY(check_buffer(ctx, b->x, "x", g.bytes, false));
+    TRY(check_buffer(ctx, b->dy, "dy", g.bytes, false));
+    TRY(check_buffer(ctx, b->y, relu ? "y (the forward output, needed with ReLU)" : "y", g.bytes,
+                     !relu));
+    TRY(check_buffer(ctx, b->dx, "dx", g.bytes, false));
+    TRY(check_buffer(ctx, b->dresidual, "dresidual", g.bytes, true));
+    TRY(check_channel_buffer(ctx, b->gamma, "gamma", g.c, true));
+    TRY(check_channel_buffer(ctx, b->mean, frozen ? "mean (running_mean)" : "mean (save_mean)",
+                             g.c, false));
+    if (frozen)
+        TRY(check_channel_buffer(ctx, b->var, "var (running_var)", g.c, false));
+    else
+        TRY(check_channel_buffer(ctx, b->invstd, "invstd (save_invstd)", g.c, false));
+    TRY(check_channel_buffer(ctx, b->dgamma, "dgamma", g.c, true));
+    TRY(check_channel_buffer(ctx, b->dbeta, "dbeta", g.c, true));
+    if (g.rows == 0) {
+        const cl_mem zeroed[] = {b->dgamma, b->dbeta};
+        const size_t sizes[] = {g.c * sizeof(float), g.c * sizeof(float)};
+        return zero_and_signal(ctx, zeroed, sizes, 2, num_wait, wait, event);
+    }
+    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    plan_reduce(ctx, prog, &g, &p);
+    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
+    cl_mem mask = relu ? b->y : NULL;
+    TRY(enqueue_reduce(ctx, &chain, prog, &g, b->x, b->dy, mask, b->mean, REDUCE_GRAD, &p, sets));
+    channel_args ca = {.sets = sets,
+                       .num_sets = p.sets,
+                       .mode = CH_GRAD,
+                       .eps = (float)config->eps,
+                       .frozen = frozen,
+                       .mean_in = b->mean,
+                       .var_in = frozen ? b->var : b->invstd,
+                       .var_in_is_invstd = !frozen,
+                       .gamma = b->gamma,
+                       .coef = coef,
+                       .dgamma = b->dgamma,
+                       .dbeta = b->dbeta};
+    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    elementwise_args ea = {.in1 = b->dy,
+                           .in2 = frozen ? NULL : b->x,
+                           .mask = mask,
+                           .coef = coef,
+                           .out = b->dx,
+                           .out2 = b->dresidual};
+    TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+static clnorm_status partial_stats(clnorm_context *ctx, const clnorm_shape *shape, cl_mem x,
+                                   cl_mem stats_set, cl_uint num_wait, const cl_event *wait,
+                                   cl_event *event)
+{
+    bn_geometry g;
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    reduce_plan p;
+    cl_mem sets;
+    clnorm_status status;
+    TRY(bn_check_shape(ctx, shape, &g));
+    TRY(check_events(ctx, num_wait, wait));
+    TRY(check_buffer(ctx, x, "x", g.bytes, false));
+    TRY(check_buffer(ctx, stats_set, "stats_set", 3 * g.c * sizeof(float), false));
+    if (g.rows == 0) {
+        /* an empty set: count 0 merges as nothing */
+        const size_t size = 3 * g.c * sizeof(float);
+        return zero_and_signal(ctx, &stats_set, &size, 1, num_wait, wait, event);
+    }
+    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    plan_reduce(ctx, prog, &g, &p);
+    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
+    TRY(enqueue_reduce(ctx, &chain, prog, &g, x, NULL, NULL, NULL, REDUCE_STATS, &p, sets));
+    channel_args ca = {.sets = sets,
+                       .num_sets = p.sets,
+                       .pivots = x,
+                       .pivot_stride = inner_size(&g),
+                       .mode = CH_STATS_OUT,
+                       .out_sets = stats_set};
+    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+static clnorm_status merge_stats(clnorm_context *ctx, size_t channels, size_t num_sets,
+                                 cl_mem stats_sets, const clnorm_bn_config *config,
+                                 cl_mem running_mean, cl_mem running_var, cl_mem save_mean,
+                                 cl_mem save_invstd, cl_uint num_wait, const cl_event *wait,
+                                 cl_event *event)
+{
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    cl_mem coef;
+    clnorm_status status;
+    size_t set_bytes;
+    if (channels == 0)
+        return set_error(ctx, CLNORM_INVALID_SHAPE, "channels is 0");
+    if (num_sets == 0 || num_sets > UINT32_MAX)
+        return set_error(ctx, CLNORM_INVALID_SHAPE, "num_sets = %zu is not in [1, 2^32)",
+                         num_sets);
+    TRY(bn_check_config(ctx, config));
+    TRY(check_events(ctx, num_wait, wait));
+    TRY(checked_mul(ctx, num_sets, 3 * channels * sizeof(float), "stats_sets size", &set_bytes));
+    TRY(check_buffer(ctx, stats_sets, "stats_sets", set_bytes, false));
+    if ((!running_mean) != (!running_var))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "running_mean and running_var must both be given or both be NULL");
+    TRY(check_channel_buffer(ctx, running_mean, "running_mean", channels, true));
+    TRY(check_channel_buffer(ctx, running_var, "running_var", channels, true));
+    TRY(check_channel_buffer(ctx, save_mean, "save_mean", channels, true));
+    TRY(check_channel_buffer(ctx, save_invstd, "save_invstd", channels, true));
+    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef));
+    channel_args ca = {.sets = stats_sets,
+                       .num_sets = (cl_uint)num_sets,
+                       .sets_are_var = 1,
+                       .mode = CH_FINALIZE,
+                       .eps = (float)config->eps,
+                       .momentum = (float)config->momentum,
+                       .running_mean = running_mean,
+                       .running_var = running_var,
+                       .save_mean = save_mean,
+                       .save_invstd = save_invstd,
+                       .coef = coef};
+    TRY(enqueue_channel(ctx, &chain, prog, channels, &ca));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+/* ---- public entry points: lock, clear the event, run ------------------------------------------ */
+
+#define LOCKED_CALL(ctx, event, call)                                                              \
+    do {                                                                                           \
+        if (event)                                                                                 \
+            *(event) = NULL;                                                                       \
+        if (!(ctx))                                                                                \
+            return CLNORM_INVALID_ARGUMENT;                                                        \
+        context_begin_call(ctx);                                                                   \
+        clnorm_status locked_status_ = (call);                                                     \
+        context_unlock(ctx);                                                                       \
+        return locked_status_;                                                                     \
+    } while (0)
+
+clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, const clnorm_shape *shape,
+                                         const clnorm_bn_config *config,
+                                         const clnorm_bn_buffers *buffers, cl_uint num_wait,
+                                         const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                forward_training(ctx, shape, config, buffers, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, const clnorm_shape *shape,
+                                          const clnorm_bn_config *config,
+                                          const clnorm_bn_buffers *buffers, cl_uint num_wait,
+                                          const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                forward_with_stats(ctx, shape, config, buffers, FORWARD_INFERENCE, num_wait,
+                                   wait_list, event));
+}
+
+clnorm_status clnorm_bn_apply(clnorm_context *ctx, const clnorm_shape *shape,
+                              const clnorm_bn_config *config, const clnorm_bn_buffers *buffers,
+                              cl_uint num_wait, const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                forward_with_stats(ctx, shape, config, buffers, FORWARD_APPLY, num_wait,
+                                   wait_list, event));
+}
+
+clnorm_status clnorm_bn_backward(clnorm_context *ctx, const clnorm_shape *shape,
+                                 const clnorm_bn_config *config,
+                                 const clnorm_bn_grad_buffers *buffers, cl_uint num_wait,
+                                 const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                backward(ctx, shape, config, buffers, false, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_bn_backward_frozen(clnorm_context *ctx, const clnorm_shape *shape,
+                                        const clnorm_bn_config *config,
+                                        const clnorm_bn_grad_buffers *buffers, cl_uint num_wait,
+                                        const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                backward(ctx, shape, config, buffers, true, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_bn_partial_stats(clnorm_context *ctx, const clnorm_shape *shape, cl_mem x,
+                                      cl_mem stats_set, cl_uint num_wait,
+                                      const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                partial_stats(ctx, shape, x, stats_set, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_bn_merge_stats(clnorm_context *ctx, size_t channels, size_t num_sets,
+                                    cl_mem stats_sets, const clnorm_bn_config *config,
+                                    cl_mem running_mean, cl_mem running_var, cl_mem save_mean,
+                                    cl_mem save_invstd, cl_uint num_wait,
+                                    const cl_event *wait_list, cl_event *event)
+{
+    LOCKED_CALL(ctx, event,
+                merge_stats(ctx, channels, num_sets, stats_sets, config, running_mean,
+                            running_var, save_mean, save_invstd, num_wait, wait_list, event));
+}

@@ -1,0 +1,444 @@
+/* Batch normalization kernels.
+ *
+ * Stage 1 (bn_reduce_cf, bn_reduce_cl): each work-group reduces a slice of one or more channels
+ * over (N x spatial) to one partial per channel: statistics (count, mean, m2n) of x, or for the
+ * backward pass the sums of dy and dy * (x - mean). Partials go to `sets`, set s at s * 3C:
+ * [count | mean-or-sum_dy | m2n-or-sum_dy_xmu], C floats each.
+ * Stage 2 (bn_channel): one work-item per channel merges that channel's partials as a tree and
+ * finalizes: batch mean and 1/sqrt(var + eps), running statistics, per-channel coefficients.
+ * Stage 3 (bn_elementwise): out = a*in1 + b + e*(in2 - center), per channel (a, b, e, center),
+ * plus residual and ReLU: the forward apply and the backward dx are both of this form.
+ *
+ * Within a work-item, values are taken in aligned blocks (a vector of VEC elements of one plane,
+ * or two consecutive rows in channels-last); each block's mean and squared deviations are exact
+ * two-pass values, and blocks merge with Chan's formula. Statistics are taken of x - K, with K the
+ * channel's first value (x[c * pivot_stride]): a large common offset (1e6 + N(0, 1)) then costs
+ * no precision. Partial means stay relative to K; stage 2 adds K once, after merging. */
+
+#define REDUCE_STATS 0
+#define REDUCE_GRAD 1
+
+/* Merges two partials: Chan for statistics, plain sums for gradients. */
+stats partial_merge(stats a, stats b, int mode)
+{
+    if (mode == REDUCE_STATS)
+        return stats_merge(a, b);
+    return stats_make(a.count + b.count, a.mean + b.mean, a.m2n + b.m2n);
+}
+
+/* The statistics of one block of VEC values, shifted by the pivot k. */
+stats block_stats(FLOATV x, float k)
+{
+    FLOATV v = x - k;
+    float mean = HSUM(v) * (1.0f / VEC);
+    FLOATV d = v - mean;
+    return stats_make((float)VEC, mean, HSUM(d * d) * (1.0f / VEC));
+}
+
+/* The gradient mask of a fused ReLU: dy where the forward output was positive. */
+#define RELU_MASK(dy, y) select((FLOATV)0.0f, (dy), isgreater((y), (FLOATV)0.0f))
+
+/* Tree-merges the partials of a work-group held in local memory. Every work-item reaches
+ * every barrier. */
+void group_tree_merge(__local float *cnt, __local float *mean, __local float *m2n, uint lid,
+                      int mode)
+{
+    for (uint stride = WG_SIZE / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < stride) {
+            uint other = lid + stride;
+            stats r = partial_merge(stats_make(cnt[lid], mean[lid], m2n[lid]),
+                                    stats_make(cnt[other], mean[other], m2n[other]), mode);
+            cnt[lid] = r.count;
+            mean[lid] = r.mean;
+            m2n[lid] = r.m2n;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+}
+
+void write_partial(__global float *sets, ulong s, ulong C, ulong c, stats r)
+{
+    __global float *set = sets + s * 3 * C;
+    set[c] = r.count;
+    set[C + c] = r.mean;
+    set[2 * C + c] = r.m2n;
+}
+
+/* Channels-first: a channel is N planes of HW contiguous values. The channel's work is cut into
+ * N * pieces units (a unit is a range of whole vectors of one plane; the last piece of a plane
+ * also takes its tail of HW % VEC values); partial s takes units [s*U/S, (s+1)*U/S).
+ * Work-groups: (S x WG_SIZE) x C. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
+             __global const float *mean_in, ulong N, ulong C, ulong HW, uint pieces, uint S,
+             int mode, __global float *sets)
+{
+    __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
+    const uint lid = get_local_id(0);
+    const ulong s = get_group_id(0);
+    const ulong c = get_global_id(1);
+    const ulong units = N * pieces;
+    const ulong u_end = (s + 1) * units / S;
+    const ulong nblocks = HW / VEC;
+    const ulong tail = HW - nblocks * VEC;
+    const float mu = mode == REDUCE_GRAD ? mean_in[c] : 0.0f;
+    const float k = mode == REDUCE_STATS ? LOAD(x, c * HW) : 0.0f; /* pivot: (n, c) = (0, c) */
+
+    stats acc = stats_empty();
+    FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
+    float gt1 = 0.0f, gt2 = 0.0f, gcount = 0.0f; /* and over plane tails */
+    for (ulong u = s * units / S; u < u_end; u++) {
+        const ulong n = u / pieces, q = u % pieces;
+        const ulong base = (n * C + c) * HW;
+        const ulong b_end = (q + 1) * nblocks / pieces;
+        for (ulong b = q * nblocks / pieces + lid; b < b_end; b += WG_SIZE) {
+            FLOATV v = LOADV(x + base, b);
+            if (mode == REDUCE_STATS) {
+                acc = stats_merge(acc, block_stats(v, k));
+            } else {
+                FLOATV g = LOADV(dy + base, b);
+                if (mask)
+                    g = RELU_MASK(g, LOADV(mask + base, b));
+                g1 += g;
+                g2 += g * (v - mu);
+                gcount += VEC;
+            }
+        }
+        if (tail && q == pieces - 1 && lid == 0) {
+            /* the tail as one block, two passes */
+            const ulong t0 = base + nblocks * VEC;
+            float sum = 0.0f, m2 = 0.0f;
+            for (ulong i = 0; i < tail; i++)
+                sum += LOAD(x, t0 + i) - k;
+            const float tmean = sum / (float)tail;
+            for (ulong i = 0; i < tail; i++) {
+                float d = (LOAD(x, t0 + i) - k) - tmean;
+                m2 += d * d;
+            }
+            for (ulong i = 0; mode == REDUCE_GRAD && i < tail; i++) {
+                float g = LOAD(dy, t0 + i);
+                if (mask && !(LOAD(mask, t0 + i) > 0.0f))
+                    g = 0.0f;
+                gt1 += g;
+                gt2 += g * (LOAD(x, t0 + i) - mu);
+            }
+            if (mode == REDUCE_STATS)
+                acc = stats_merge(acc, stats_make((float)tail, tmean, m2 / pow2_floor((float)tail)));
+            else
+                gcount += tail;
+        }
+    }
+    if (mode == REDUCE_GRAD)
+        acc = stats_make(gcount, HSUM(g1) + gt1, HSUM(g2) + gt2);
+    l_cnt[lid] = acc.count;
+    l_mean[lid] = acc.mean;
+    l_m2n[lid] = acc.m2n;
+    group_tree_merge(l_cnt, l_mean, l_m2n, lid, mode);
+    if (lid == 0)
+        write_partial(sets, s, C, c, stats_make(l_cnt[0], l_mean[0], l_m2n[0]));
+}
+
+/* Merges a block (nb values per lane, lane means mb, lane m2n m2b) into VEC lanes that share
+ * their count: Chan for statistics, sums for gradients. */
+void lanes_merge(float *count, FLOATV *mean, FLOATV *m2n, float nb, FLOATV mb, FLOATV m2b,
+                 int mode)
+{
+    const float na = *count, n = na + nb;
+    *count = n;
+    if (mode == REDUCE_GRAD) {
+        *mean += mb;
+        *m2n += m2b;
+        return;
+    }
+    if (nb == 0.0f)
+        return;
+    if (na == 0.0f) {
+        *mean = mb;
+        *m2n = m2b;
+        return;
+    }
+    const float p = pow2_floor(n);
+    FLOATV d = mb - *mean;
+    *mean += d * (nb / n);
+    *m2n = *m2n * (pow2_floor(na) / p) + m2b * (pow2_floor(nb) / p) + d * d * ((na / n) * (nb / p));
+}
+
+/* VEC channels c0.. of one row; lanes past C read as 0 (their results are never written). */
+FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
+{
+    if (lanes_left >= VEC)
+        return LOADV(p + offset, 0);
+#if VEC == 1
+    return 0.0f;
+#else
+    float lanes[VEC];
+    for (uint i = 0; i < VEC; i++)
+        lanes[i] = (long)i < lanes_left ? LOAD(p, offset + i) : 0.0f;
+    return LOADV(lanes, 0);
+#endif
+}
+
+/* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
+ * VEC consecutive channels (one vector lane each) and takes pairs of rows (2p, 2p + 1) as blocks;
+ * lanes = channel vectors per work-group (a power of two dividing WG_SIZE), WG_SIZE / lanes
+ * work-items share the rows of one channel vector. Partial s takes row pairs
+ * [s*P/S, (s+1)*P/S). Work-groups: (channel tiles x WG_SIZE) x S. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
+             __global const float *mean_in, ulong M, ulong C, uint lanes, uint S, int mode,
+             __global float *sets)
+{
+    __local float l_cnt[WG_SIZE];
+    __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
+    const uint lid = get_local_id(0);
+    const uint slot = lid / lanes, slots = WG_SIZE / lanes;
+    const ulong c0 = (get_group_id(0) * lanes + lid % lanes) * VEC;
+    const ulong s = get_group_id(1);
+    const long left = (long)C - (long)c0; /* channels from c0 on; <= 0: an idle work-item */
+    const ulong pairs = (M + 1) / 2;
+    const ulong p_end = (s + 1) * pairs / S;
+    FLOATV mu = 0.0f, k = 0.0f; /* the mean (gradients), the pivot: row 0 (statistics) */
+    if (mode == REDUCE_GRAD && left > 0)
+        mu = load_lanes(mean_in, c0, left);
+    if (mode == REDUCE_STATS && left > 0)
+        k = load_lanes(x, c0, left);
+
+    /* lane-wise statistics: every lane sees the same rows, so the count is shared */
+    float count = 0.0f;
+    FLOATV mean = 0.0f, m2n = 0.0f;
+    for (ulong p = s * pairs / S + slot; left > 0 && p < p_end; p += slots) {
+        const ulong r = 2 * p;
+        const bool two = r + 1 < M;
+        FLOATV a = load_lanes(x, r * C + c0, left);
+        FLOATV b = two ? load_lanes(x, (r + 1) * C + c0, left) : a;
+        if (mode == REDUCE_STATS) {
+            /* the pair's mean and m2n = M2 / 2 = ((a - b) / 2)^2 */
+            FLOATV dev = (a - b) * 0.5f;
+            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ((a - k) + (b - k)) * 0.5f,
+                        dev * dev, mode);
+        } else {
+            FLOATV ga = load_lanes(dy, r * C + c0, left);
+            FLOATV gb = two ? load_lanes(dy, (r + 1) * C + c0, left) : (FLOATV)0.0f;
+            if (mask) {
+                ga = RELU_MASK(ga, load_lanes(mask, r * C + c0, left));
+                if (two)
+                    gb = RELU_MASK(gb, load_lanes(mask, (r + 1) * C + c0, left));
+            }
+            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ga + gb,
+                        ga * (a - mu) + gb * (b - mu), mode);
+        }
+    }
+    /* tree over the work-items that share a channel vector, all lanes at once */
+    l_cnt[lid] = count;
+    l_mean[lid] = mean;
+    l_m2n[lid] = m2n;
+    for (uint stride = slots / 2; stride > 0; stride >>= 1) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (slot < stride) {
+            const uint other = lid + stride * lanes;
+            float cn = l_cnt[lid];
+            FLOATV mn = l_mean[lid], q = l_m2n[lid];
+            lanes_merge(&cn, &mn, &q, l_cnt[other], l_mean[other], l_m2n[other], mode);
+            l_cnt[lid] = cn;
+            l_mean[lid] = mn;
+            l_m2n[lid] = q;
+        }
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (slot == 0 && left > 0) {
+        __global float *set = sets + s * 3 * C;
+        /* lane i of this work-item's vectors, read through its own local slot */
+        __local const float *lane_mean = (__local const float *)&l_mean[lid];
+        __local const float *lane_m2n = (__local const float *)&l_m2n[lid];
+        for (uint i = 0; i < VEC && (long)i < left; i++) {
+            set[c0 + i] = l_cnt[lid];
+            set[C + c0 + i] = lane_mean[i];
+            set[2 * C + c0 + i] = lane_m2n[i];
+        }
+    }
+}
+
+/* Coefficients of y = beta + scale * (x - mean) (the elementwise form that gives y = beta exactly
+ * for a constant channel), and a = scale for folding a linear layer's weight. */
+void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, float beta,
+                        float mean)
+{
+    coef[c] = scale;
+    coef[C + c] = beta;
+    coef[2 * C + c] = scale;
+    coef[3 * C + c] = mean;
+}
+
+#define CH_FINALIZE 0  /* merge statistics; batch mean/invstd, running stats, apply coefficients */
+#define CH_STATS_OUT 1 /* merge statistics; write one (count, mean, variance) set */
+#define CH_GRAD 2      /* merge gradient sums; dgamma, dbeta, dx coefficients */
+#define CH_COEF 3      /* apply coefficients from given mean and variance-or-invstd */
+
+/* One work-item per channel. `sets` holds num_sets partials (m2n form, or (count, mean, var) when
+ * sets_are_var); they merge as a binary tree: a stack of partial results whose level k holds a
+ * merge of 2^k sets, so the tree is the same whatever the device. */
+__kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are_var,
+                         __global const DATA_T *pivots, ulong pivot_stride, ulong C,
+                         int mode, float eps, float momentum, int frozen,
+                         __global const float *mean_in, __global const float *var_in,
+                         int var_in_is_invstd, __global const float *gamma,
+                         __global const float *beta, __global float *running_mean,
+                         __global float *running_var, __global float *save_mean,
+                         __global float *save_invstd, __global float *out_sets,
+                         __global float *coef, __global float *dgamma, __global float *dbeta)
+{
+    const ulong c = get_global_id(0);
+    if (c >= C)
+        return;
+    const int merge_mode = mode == CH_GRAD ? REDUCE_GRAD : REDUCE_STATS;
+    stats level[32];
+    uint filled = 0; /* bit k set: level[k] holds a merge of 2^k sets */
+    for (uint k = 0; k < num_sets; k++) {
+        __global const float *set = sets + (ulong)k * 3 * C;
+        stats cur = stats_make(set[c], set[C + c], set[2 * C + c]);
+        if (sets_are_var && cur.count > 0.0f)
+            cur.m2n = cur.m2n * (cur.count / pow2_floor(cur.count));
+        uint lvl = 0;
+        while (filled & (1u << lvl)) {
+            cur = partial_merge(level[lvl], cur, merge_mode);
+            filled &= ~(1u << lvl);
+            lvl++;
+        }
+        level[lvl] = cur;
+        filled |= 1u << lvl;
+    }
+    stats all = stats_empty();
+    for (uint lvl = 0; lvl < 32; lvl++)
+        if (filled & (1u << lvl))
+            all = partial_merge(level[lvl], all, merge_mode);
+
+    /* stage-1 partials are relative to the channel's pivot (see the top of this file) */
+    if (pivots && all.count > 0.0f)
+        all.mean += LOAD(pivots, c * pivot_stride);
+    const float g = gamma ? gamma[c] : 1.0f;
+    const float b = beta ? beta[c] : 0.0f;
+    if (mode == CH_STATS_OUT) {
+        out_sets[c] = all.count;
+        out_sets[C + c] = all.mean;
+        out_sets[2 * C + c] = stats_variance(all);
+        return;
+    }
+    if (mode == CH_FINALIZE) {
+        const float var = stats_variance(all);
+        const float invstd = 1.0f / sqrt(var + eps);
+        if (save_mean)
+            save_mean[c] = all.mean;
+        if (save_invstd)
+            save_invstd[c] = invstd;
+        if (running_mean) {
+            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * all.mean;
+            running_var[c] =
+                (1.0f - momentum) * running_var[c] + momentum * stats_unbiased_variance(all);
+        }
+        apply_coefficients(coef, C, c, g * invstd, b, all.mean);
+        return;
+    }
+    const float mean = mean_in[c];
+    const float invstd = var_in_is_invstd ? var_in[c] : 1.0f / sqrt(var_in[c] + eps);
+    if (mode == CH_COEF) {
+        apply_coefficients(coef, C, c, g * invstd, b, mean);
+        return;
+    }
+    /* CH_GRAD: all = (count, sum dy, sum dy * (x - mean)) */
+    const float n = all.count;
+    const float dg = all.m2n * invstd;
+    if (dgamma)
+        dgamma[c] = dg;
+    if (dbeta)
+        dbeta[c] = all.mean;
+    const float a = g * invstd;
+    coef[c] = a;
+    coef[C + c] = frozen ? 0.0f : -a * all.mean / n;
+    coef[2 * C + c] = frozen ? 0.0f : -a * invstd * dg / n;
+    coef[3 * C + c] = mean;
+}
+
+#define FLAG_RELU 1     /* out = max(out, 0), NaN kept */
+#define FLAG_NO_SHIFT 2 /* out = a * in1 (folding a linear layer's weight) */
+
+/* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
+ * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
+ * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
+ * Element i belongs to channel (i / inner) % C: inner = spatial size for channels-first, 1 for
+ * channels-last. Work-item k handles `chunk` vectors from k * chunk (contiguous, for CPUs) or
+ * strided by the global size (for GPUs). */
+__kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
+                             __global const DATA_T *residual, __global const DATA_T *mask,
+                             __global const float *coef, __global DATA_T *out,
+                             __global DATA_T *out2, ulong total, ulong inner, ulong C,
+                             ulong chunk, int contiguous, int flags)
+{
+    const ulong gid = get_global_id(0), gsize = get_global_size(0);
+    const ulong first = contiguous ? gid * chunk : gid;
+    const ulong step = contiguous ? 1 : gsize;
+    const bool same_channel = inner % VEC == 0;            /* a vector lies in one plane */
+    const bool lane_channels = inner == 1 && C % VEC == 0; /* a vector is VEC channels */
+    if (same_channel || lane_channels) {
+        const ulong nvec = total / VEC;
+        for (ulong k = 0, v = first; k < chunk && v < nvec; k++, v += step) {
+            const ulong c = (v * VEC / inner) % C;
+            FLOATV a, b, e = 0.0f, center = 0.0f;
+            if (same_channel) {
+                a = coef[c];
+                b = coef[C + c];
+                if (in2) {
+                    e = coef[2 * C + c];
+                    center = coef[3 * C + c];
+                }
+            } else {
+                a = LOADV(coef, c / VEC);
+                b = LOADV(coef + C, c / VEC);
+                if (in2) {
+                    e = LOADV(coef + 2 * C, c / VEC);
+                    center = LOADV(coef + 3 * C, c / VEC);
+                }
+            }
+            FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f : b;
+            if (in1) {
+                FLOATV g = LOADV(in1, v);
+                if (mask)
+                    g = RELU_MASK(g, LOADV(mask, v));
+                if (out2)
+                    STOREV(out2, v, g);
+                r += a * g;
+            }
+            if (in2)
+                r += e * (LOADV(in2, v) - center);
+            if (residual)
+                r += LOADV(residual, v);
+            if (flags & FLAG_RELU)
+                r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
+            STOREV(out, v, r);
+        }
+        return;
+    }
+    /* scalar path: vectors would straddle channels */
+    const ulong per_item = chunk * VEC;
+    const ulong start = contiguous ? gid * per_item : gid;
+    const ulong estep = contiguous ? 1 : gsize;
+    for (ulong k = 0, i = start; k < per_item && i < total; k++, i += estep) {
+        const ulong c = (i / inner) % C;
+        float r = flags & FLAG_NO_SHIFT ? 0.0f : coef[C + c];
+        if (in1) {
+            float g = LOAD(in1, i);
+            if (mask)
+                g = LOAD(mask, i) > 0.0f ? g : 0.0f;
+            if (out2)
+                STORE(out2, i, g);
+            r += coef[c] * g;
+        }
+        if (in2)
+            r += coef[2 * C + c] * (LOAD(in2, i) - coef[3 * C + c]);
+        if (residual)
+            r += LOAD(residual, i);
+        if ((flags & FLAG_RELU) && r < 0.0f)
+            r = 0.0f;
+        STORE(out, i, r);
+    }
+}
