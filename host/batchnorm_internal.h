@@ -23,7 +23,7 @@ typedef struct elementwise_args {
 
 enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2 }; /* as in kernels/batchnorm.cl */
 
-/* Per-channel coefficients (scale, shift) from a mean and a variance (or invstd), into coef. */
+/* Per-channel coefficients (scale, beta, scale, mean) from a mean and a variance (or invstd). */
 clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
                               size_t channels, cl_mem mean, cl_mem var, bool var_is_invstd,
                               float eps, cl_mem gamma, cl_mem beta, cl_mem coef);

@@ -782,13 +782,14 @@ static clnorm_status fold_linear(clnorm_batchnorm *bn, cl_mem weight, cl_mem bia
     TRY(check_events(ctx, num_wait, wait));
     TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * c * sizeof(float), &coef));
-    /* coef = (scale, shift) per output feature, then W' = scale * W, b' = scale * b + shift */
+    /* coef = (a, b, e, center) = (scale, beta, scale, mean) per output feature: the weight is
+     * a * W (no shift), the bias b + e * (bias - center) = beta + scale * (bias - mean) */
     TRY(bn_enqueue_coef(ctx, &chain, prog, c, bn->running_mean, bn->running_var, false,
                         (float)bn->eps, bn->gamma, bn->beta, coef));
     const elementwise_args w = {.in1 = weight, .out = weight, .coef = coef,
                                 .flags = FLAG_NO_SHIFT};
     TRY(bn_enqueue_elementwise(ctx, &chain, prog, total, in_features, c, &w));
-    const elementwise_args b = {.in1 = bias, .out = bias, .coef = coef, .flags = 0};
+    const elementwise_args b = {.in2 = bias, .out = bias, .coef = coef, .flags = 0};
     TRY(bn_enqueue_elementwise(ctx, &chain, prog, c, 1, c, &b));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;

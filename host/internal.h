@@ -15,7 +15,7 @@
 /* ---- per-device parameters (params.c) ------------------------------------------------------ */
 #define CLNORM_PARAM_TABLE(X)                                                                      \
     X(work_group_size, "work-items per work-group for reductions and elementwise kernels")         \
-    X(vector_width, "elements per vector load (1, 2, 4, 8, 16)")                                   \
+    X(vector_width, "elements per vector load (1, 2, 4, 8)")                                   \
     X(items_per_thread, "vectors each work-item handles per step of an elementwise kernel")        \
     X(partials_per_channel, "work-groups that share one channel's statistics (stage-1 split)")     \
     X(channel_tile, "channels per work-group in channels-last reductions")

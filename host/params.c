@@ -65,7 +65,7 @@ static bool field_matches(const char *pattern, const char *value)
 static bool value_allowed(int index, long value)
 {
     if (index == params_index("vector_width"))
-        return value == 1 || value == 2 || value == 4 || value == 8 || value == 16;
+        return value == 1 || value == 2 || value == 4 || value == 8;
     if (index == params_index("partials_per_channel"))
         return value >= 0 && value <= 65536;
     return value >= 1 && value <= 65536;

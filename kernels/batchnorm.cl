@@ -18,51 +18,43 @@
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
 
-/* Merges two partials: Chan for statistics, plain sums for gradients. */
-stats partial_merge(stats a, stats b, int mode)
-{
-    if (mode == REDUCE_STATS)
-        return stats_merge(a, b);
-    return stats_make(a.count + b.count, a.mean + b.mean, a.m2n + b.m2n);
-}
+DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 
-/* The statistics of one block of VEC values, shifted by the pivot k. */
-stats block_stats(FLOATV x, float k)
-{
-    FLOATV v = x - k;
-    float mean = HSUM(v) * (1.0f / VEC);
-    FLOATV d = v - mean;
-    return stats_make((float)VEC, mean, HSUM(d * d) * (1.0f / VEC));
-}
+/* Merges partial (nb, ab, bb) into (count, a, b): Chan for statistics (a = mean, b = m2n), plain
+ * sums for gradients (a = sum dy, b = sum dy * (x - mean)). */
+#define DEFINE_PARTIAL_MERGE(name, T, stats_fn)                                                    \
+    void name(float *count, T *a, T *b, float nb, T ab, T bb, int mode)                            \
+    {                                                                                              \
+        if (mode == REDUCE_STATS) {                                                                \
+            stats_fn(count, a, b, nb, ab, bb);                                                     \
+            return;                                                                                \
+        }                                                                                          \
+        *count += nb;                                                                              \
+        *a += ab;                                                                                  \
+        *b += bb;                                                                                  \
+    }
+
+DEFINE_PARTIAL_MERGE(partial_merge, float, stats_merge)
+DEFINE_PARTIAL_MERGE(lanes_merge, FLOATV, stats_merge_lanes)
 
 /* The gradient mask of a fused ReLU: dy where the forward output was positive. */
 #define RELU_MASK(dy, y) select((FLOATV)0.0f, (dy), isgreater((y), (FLOATV)0.0f))
 
 /* Tree-merges the partials of a work-group held in local memory. Every work-item reaches
  * every barrier. */
-void group_tree_merge(__local float *cnt, __local float *mean, __local float *m2n, uint lid,
-                      int mode)
+void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid, int mode)
 {
     for (uint stride = WG_SIZE / 2; stride > 0; stride >>= 1) {
         barrier(CLK_LOCAL_MEM_FENCE);
         if (lid < stride) {
-            uint other = lid + stride;
-            stats r = partial_merge(stats_make(cnt[lid], mean[lid], m2n[lid]),
-                                    stats_make(cnt[other], mean[other], m2n[other]), mode);
-            cnt[lid] = r.count;
-            mean[lid] = r.mean;
-            m2n[lid] = r.m2n;
+            float n = cnt[lid], ra = a[lid], rb = b[lid];
+            partial_merge(&n, &ra, &rb, cnt[lid + stride], a[lid + stride], b[lid + stride], mode);
+            cnt[lid] = n;
+            a[lid] = ra;
+            b[lid] = rb;
         }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
-}
-
-void write_partial(__global float *sets, ulong s, ulong C, ulong c, stats r)
-{
-    __global float *set = sets + s * 3 * C;
-    set[c] = r.count;
-    set[C + c] = r.mean;
-    set[2 * C + c] = r.m2n;
 }
 
 /* Channels-first: a channel is N planes of HW contiguous values. The channel's work is cut into
@@ -85,17 +77,21 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
     const float mu = mode == REDUCE_GRAD ? mean_in[c] : 0.0f;
     const float k = mode == REDUCE_STATS ? LOAD(x, c * HW) : 0.0f; /* pivot: (n, c) = (0, c) */
 
-    stats acc = stats_empty();
+    float count = 0.0f, mean = 0.0f, m2n = 0.0f; /* statistics of x - k */
     FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
     float gt1 = 0.0f, gt2 = 0.0f, gcount = 0.0f; /* and over plane tails */
     for (ulong u = s * units / S; u < u_end; u++) {
-        const ulong n = u / pieces, q = u % pieces;
+        const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
         const ulong base = (n * C + c) * HW;
         const ulong b_end = (q + 1) * nblocks / pieces;
         for (ulong b = q * nblocks / pieces + lid; b < b_end; b += WG_SIZE) {
             FLOATV v = LOADV(x + base, b);
             if (mode == REDUCE_STATS) {
-                acc = stats_merge(acc, block_stats(v, k));
+                /* the block's exact two-pass mean and m2n (P = VEC) */
+                FLOATV sv = v - k;
+                const float bmean = HSUM(sv) * (1.0f / VEC);
+                FLOATV d = sv - bmean;
+                stats_merge(&count, &mean, &m2n, (float)VEC, bmean, HSUM(d * d) * (1.0f / VEC));
             } else {
                 FLOATV g = LOADV(dy + base, b);
                 if (mask)
@@ -124,44 +120,26 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
                 gt2 += g * (LOAD(x, t0 + i) - mu);
             }
             if (mode == REDUCE_STATS)
-                acc = stats_merge(acc, stats_make((float)tail, tmean, m2 / pow2_floor((float)tail)));
+                stats_merge(&count, &mean, &m2n, (float)tail, tmean, m2 / pow2_floor((float)tail));
             else
                 gcount += tail;
         }
     }
-    if (mode == REDUCE_GRAD)
-        acc = stats_make(gcount, HSUM(g1) + gt1, HSUM(g2) + gt2);
-    l_cnt[lid] = acc.count;
-    l_mean[lid] = acc.mean;
-    l_m2n[lid] = acc.m2n;
-    group_tree_merge(l_cnt, l_mean, l_m2n, lid, mode);
-    if (lid == 0)
-        write_partial(sets, s, C, c, stats_make(l_cnt[0], l_mean[0], l_m2n[0]));
-}
-
-/* Merges a block (nb values per lane, lane means mb, lane m2n m2b) into VEC lanes that share
- * their count: Chan for statistics, sums for gradients. */
-void lanes_merge(float *count, FLOATV *mean, FLOATV *m2n, float nb, FLOATV mb, FLOATV m2b,
-                 int mode)
-{
-    const float na = *count, n = na + nb;
-    *count = n;
     if (mode == REDUCE_GRAD) {
-        *mean += mb;
-        *m2n += m2b;
-        return;
+        count = gcount;
+        mean = HSUM(g1) + gt1;
+        m2n = HSUM(g2) + gt2;
     }
-    if (nb == 0.0f)
-        return;
-    if (na == 0.0f) {
-        *mean = mb;
-        *m2n = m2b;
-        return;
+    l_cnt[lid] = count;
+    l_mean[lid] = mean;
+    l_m2n[lid] = m2n;
+    group_tree_merge(l_cnt, l_mean, l_m2n, lid, mode);
+    if (lid == 0) {
+        __global float *set = sets + s * 3 * C;
+        set[c] = l_cnt[0];
+        set[C + c] = l_mean[0];
+        set[2 * C + c] = l_m2n[0];
     }
-    const float p = pow2_floor(n);
-    FLOATV d = mb - *mean;
-    *mean += d * (nb / n);
-    *m2n = *m2n * (pow2_floor(na) / p) + m2b * (pow2_floor(nb) / p) + d * d * ((na / n) * (nb / p));
 }
 
 /* VEC channels c0.. of one row; lanes past C read as 0 (their results are never written). */
@@ -193,7 +171,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0);
     const uint slot = lid / lanes, slots = WG_SIZE / lanes;
-    const ulong c0 = (get_group_id(0) * lanes + lid % lanes) * VEC;
+    const ulong c0 = (get_group_id(0) * lanes + (lid - slot * lanes)) * VEC;
     const ulong s = get_group_id(1);
     const long left = (long)C - (long)c0; /* channels from c0 on; <= 0: an idle work-item */
     const ulong pairs = (M + 1) / 2;
@@ -292,51 +270,62 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     if (c >= C)
         return;
     const int merge_mode = mode == CH_GRAD ? REDUCE_GRAD : REDUCE_STATS;
-    stats level[32];
-    uint filled = 0; /* bit k set: level[k] holds a merge of 2^k sets */
+    float lv_n[32], lv_a[32], lv_b[32];
+    uint filled = 0; /* bit k set: level k holds a merge of 2^k sets */
     for (uint k = 0; k < num_sets; k++) {
         __global const float *set = sets + (ulong)k * 3 * C;
-        stats cur = stats_make(set[c], set[C + c], set[2 * C + c]);
-        if (sets_are_var && cur.count > 0.0f)
-            cur.m2n = cur.m2n * (cur.count / pow2_floor(cur.count));
+        float n = set[c], a = set[C + c], b = set[2 * C + c];
+        if (sets_are_var && n > 0.0f)
+            b *= n / pow2_floor(n); /* variance -> m2n */
         uint lvl = 0;
-        while (filled & (1u << lvl)) {
-            cur = partial_merge(level[lvl], cur, merge_mode);
+        for (; filled & (1u << lvl); lvl++) {
+            float ln = lv_n[lvl], la = lv_a[lvl], lb = lv_b[lvl];
+            partial_merge(&ln, &la, &lb, n, a, b, merge_mode);
+            n = ln;
+            a = la;
+            b = lb;
             filled &= ~(1u << lvl);
-            lvl++;
         }
-        level[lvl] = cur;
+        lv_n[lvl] = n;
+        lv_a[lvl] = a;
+        lv_b[lvl] = b;
         filled |= 1u << lvl;
     }
-    stats all = stats_empty();
-    for (uint lvl = 0; lvl < 32; lvl++)
-        if (filled & (1u << lvl))
-            all = partial_merge(level[lvl], all, merge_mode);
+    float count = 0.0f, sum_a = 0.0f, sum_b = 0.0f; /* (count, mean, m2n) or gradient sums */
+    for (uint lvl = 0; lvl < 32; lvl++) {
+        if (!(filled & (1u << lvl)))
+            continue;
+        float ln = lv_n[lvl], la = lv_a[lvl], lb = lv_b[lvl];
+        partial_merge(&ln, &la, &lb, count, sum_a, sum_b, merge_mode);
+        count = ln;
+        sum_a = la;
+        sum_b = lb;
+    }
 
     /* stage-1 partials are relative to the channel's pivot (see the top of this file) */
-    if (pivots && all.count > 0.0f)
-        all.mean += LOAD(pivots, c * pivot_stride);
+    if (pivots && count > 0.0f)
+        sum_a += LOAD(pivots, c * pivot_stride);
     const float g = gamma ? gamma[c] : 1.0f;
     const float b = beta ? beta[c] : 0.0f;
     if (mode == CH_STATS_OUT) {
-        out_sets[c] = all.count;
-        out_sets[C + c] = all.mean;
-        out_sets[2 * C + c] = stats_variance(all);
+        out_sets[c] = count;
+        out_sets[C + c] = sum_a;
+        out_sets[2 * C + c] = stats_variance(count, sum_b);
         return;
     }
     if (mode == CH_FINALIZE) {
-        const float var = stats_variance(all);
+        const float var = stats_variance(count, sum_b);
         const float invstd = 1.0f / sqrt(var + eps);
         if (save_mean)
-            save_mean[c] = all.mean;
+            save_mean[c] = sum_a;
         if (save_invstd)
             save_invstd[c] = invstd;
         if (running_mean) {
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * all.mean;
-            running_var[c] =
-                (1.0f - momentum) * running_var[c] + momentum * stats_unbiased_variance(all);
+            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * sum_a;
+            running_var[c] = (1.0f - momentum) * running_var[c] +
+                             momentum * stats_unbiased_variance(count, sum_b);
         }
-        apply_coefficients(coef, C, c, g * invstd, b, all.mean);
+        apply_coefficients(coef, C, c, g * invstd, b, sum_a);
         return;
     }
     const float mean = mean_in[c];
@@ -345,17 +334,16 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         apply_coefficients(coef, C, c, g * invstd, b, mean);
         return;
     }
-    /* CH_GRAD: all = (count, sum dy, sum dy * (x - mean)) */
-    const float n = all.count;
-    const float dg = all.m2n * invstd;
+    /* CH_GRAD: (count, sum_a, sum_b) = (n, sum dy, sum dy * (x - mean)) */
+    const float dg = sum_b * invstd;
     if (dgamma)
         dgamma[c] = dg;
     if (dbeta)
-        dbeta[c] = all.mean;
+        dbeta[c] = sum_a;
     const float a = g * invstd;
     coef[c] = a;
-    coef[C + c] = frozen ? 0.0f : -a * all.mean / n;
-    coef[2 * C + c] = frozen ? 0.0f : -a * invstd * dg / n;
+    coef[C + c] = frozen ? 0.0f : -a * sum_a / count;
+    coef[2 * C + c] = frozen ? 0.0f : -a * invstd * dg / count;
     coef[3 * C + c] = mean;
 }
 

@@ -19,20 +19,16 @@
 #define STOREV(p, i, v) CAT(vstore, VEC)((v), (i), (p))
 #endif
 
-/* Horizontal sum of a vector, pairwise. */
+/* Horizontal sum of a vector (dot with ones: every device has it, and Oclgrind's shadow-memory
+ * checks handle it where they crash on component swizzles). */
 #if VEC == 1
 #define HSUM(v) (v)
 #elif VEC == 2
-#define HSUM(v) ((v).s0 + (v).s1)
+#define HSUM(v) dot((v), (float2)(1.0f))
 #elif VEC == 4
-#define HSUM(v) (((v).s0 + (v).s1) + ((v).s2 + (v).s3))
+#define HSUM(v) dot((v), (float4)(1.0f))
 #elif VEC == 8
-#define HSUM4_(v) (((v).s0 + (v).s1) + ((v).s2 + (v).s3))
-#define HSUM(v) (HSUM4_((v).lo) + HSUM4_((v).hi))
-#elif VEC == 16
-#define HSUM4_(v) (((v).s0 + (v).s1) + ((v).s2 + (v).s3))
-#define HSUM8_(v) (HSUM4_((v).lo) + HSUM4_((v).hi))
-#define HSUM(v) (HSUM8_((v).lo) + HSUM8_((v).hi))
+#define HSUM(v) (dot((v).lo, (float4)(1.0f)) + dot((v).hi, (float4)(1.0f)))
 #endif
 
 /* Statistics of a set of values: count, mean, and m2n = M2 / P, where M2 is the sum of squared
@@ -40,54 +36,43 @@
  * exact, so Chan's merge below rounds exactly as it would on M2 itself (exact-by-construction
  * data stays exact), yet m2n stays below 2 * variance: no overflow while the variance fits in
  * fp32, where a plain M2 overflows at count * variance. */
-typedef struct stats {
-    float count, mean, m2n;
-} stats;
 
+/* The largest power of two <= n, for n >= 1: n with its mantissa bits cleared. */
 float pow2_floor(float n)
 {
-    int e;
-    frexp(n, &e);
-    return ldexp(1.0f, e - 1);
+    return as_float(as_uint(n) & 0xff800000u);
 }
 
-stats stats_empty(void)
-{
-    stats s = {0.0f, 0.0f, 0.0f};
-    return s;
-}
+/* Chan's merge of (nb, mb, m2b) into (count, mean, m2n), for T = float, or T = a vector of
+ * lanes that share their count. (Pointers, not returned structs: simpler for every compiler.) */
+#define DEFINE_STATS_MERGE(name, T)                                                                \
+    void name(float *count, T *mean, T *m2n, float nb, T mb, T m2b)                                \
+    {                                                                                              \
+        const float na = *count, n = na + nb;                                                      \
+        if (nb == 0.0f)                                                                            \
+            return;                                                                                \
+        *count = n;                                                                                \
+        if (na == 0.0f) {                                                                          \
+            *mean = mb;                                                                            \
+            *m2n = m2b;                                                                            \
+            return;                                                                                \
+        }                                                                                          \
+        const float p = pow2_floor(n);                                                             \
+        T d = mb - *mean;                                                                          \
+        *mean += d * (nb / n);                                                                     \
+        *m2n = *m2n * (pow2_floor(na) / p) + m2b * (pow2_floor(nb) / p) +                          \
+               d * d * ((na / n) * (nb / p));                                                      \
+    }
 
-stats stats_make(float count, float mean, float m2n)
-{
-    stats s = {count, mean, m2n};
-    return s;
-}
-
-/* Chan's parallel formula in the m2n form. */
-stats stats_merge(stats a, stats b)
-{
-    if (b.count == 0.0f)
-        return a;
-    if (a.count == 0.0f)
-        return b;
-    float n = a.count + b.count;
-    float p = pow2_floor(n);
-    float d = b.mean - a.mean;
-    stats r;
-    r.count = n;
-    r.mean = a.mean + d * (b.count / n);
-    r.m2n = a.m2n * (pow2_floor(a.count) / p) + b.m2n * (pow2_floor(b.count) / p) +
-            d * d * ((a.count / n) * (b.count / p));
-    return r;
-}
+DEFINE_STATS_MERGE(stats_merge, float)
 
 /* Biased variance M2 / count, and the unbiased M2 / (count - 1). */
-float stats_variance(stats s)
+float stats_variance(float count, float m2n)
 {
-    return s.m2n / s.count * pow2_floor(s.count);
+    return m2n / count * pow2_floor(count);
 }
 
-float stats_unbiased_variance(stats s)
+float stats_unbiased_variance(float count, float m2n)
 {
-    return s.m2n / (s.count - 1.0f) * pow2_floor(s.count);
+    return m2n / (count - 1.0f) * pow2_floor(count);
 }

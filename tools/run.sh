@@ -56,16 +56,21 @@ step() {
 }
 
 oclgrind_clean() {
-    # Kernel tests on small shapes under the Oclgrind simulator; any finding fails the step.
-    local log=build/oclgrind.log
-    CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off \
-        oclgrind --data-races --uninitialized --check-api \
-        ./build/tests/test_foundation --jobs=1 --filter='context/*' >"$log" 2>&1 || {
-        cat "$log"
-        return 1
-    }
-    tail -n 3 "$log"
-    if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence" "$log"; then
+    # The kernel tests on small shapes under the Oclgrind simulator, with its default parameters
+    # (GPU-shaped) and with the CPU-shaped ones; any finding fails the step.
+    local log=build/oclgrind.log params
+    : >"$log"
+    for params in "" "work_group_size=1,vector_width=8,partials_per_channel=3"; do
+        echo "--- Oclgrind with CLNORM_PARAMS=\"$params\""
+        CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
+            oclgrind --data-races --uninitialized --check-api \
+            ./build/tests/test_batchnorm --jobs=2 >>"$log" 2>&1 || {
+            cat "$log"
+            return 1
+        }
+        tail -n 1 "$log"
+    done
+    if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence|FATAL" "$log"; then
         return 1
     fi
 }
@@ -91,8 +96,15 @@ install_check() {
 run_tests() {
     build build -Dwerror=true
     step "test suite on every OpenCL device" meson test -C build --print-errorlogs
-    step "strict work-group limit (POCL_MAX_WORK_GROUP_SIZE=64)" \
-        env POCL_MAX_WORK_GROUP_SIZE=64 meson test -C build --print-errorlogs
+    # PoCL stands in for a GPU: GPU-shaped parameters under a strict work-group limit, then
+    # work-groups of one with many partials per channel (the stage-2 tree merge).
+    step "GPU-shaped parameters, POCL_MAX_WORK_GROUP_SIZE=64" \
+        env POCL_MAX_WORK_GROUP_SIZE=64 \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16 \
+        meson test -C build --print-errorlogs
+    step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
+        env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
+        meson test -C build --print-errorlogs
     build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
     step "AddressSanitizer + UBSan" \
         env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
