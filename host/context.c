@@ -46,6 +46,7 @@ static clnorm_status finish_setup(clnorm_context *ctx, const clnorm_settings *se
     if (err != CL_SUCCESS)
         return set_cl_error(ctx, err, "clGetCommandQueueInfo(CL_QUEUE_PROPERTIES)");
     ctx->out_of_order = (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) != 0;
+    ctx->profiling = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
     clnorm_status status = params_for_device(ctx, &ctx->dev, &ctx->params);
     if (status != CLNORM_OK)
         return status;
@@ -172,8 +173,10 @@ void clnorm_context_release(clnorm_context *ctx)
         return;
     if (ctx->queue)
         clFinish(ctx->queue); /* work in flight may still use the workspace and kernels */
-    if (ctx->workspace_busy)
-        clReleaseEvent(ctx->workspace_busy);
+    cl_event events[] = {ctx->workspace_busy, ctx->timing_first, ctx->timing_last};
+    for (size_t i = 0; i < ARRAY_SIZE(events); i++)
+        if (events[i])
+            clReleaseEvent(events[i]);
     for (int i = 0; i < WORKSPACE_COUNT; i++)
         if (ctx->workspace[i])
             clReleaseMemObject(ctx->workspace[i]);

@@ -95,6 +95,8 @@ struct clnorm_context {
     cl_device_id device;
     cl_command_queue queue;
     bool out_of_order;
+    bool profiling;                       /* the queue records profiling information */
+    cl_event timing_first, timing_last; /* the last operation's kernels, when profiling */
     device_facts dev;
     device_params params;
 
@@ -158,6 +160,7 @@ typedef struct kernel_arg {
 typedef struct launch_chain {
     cl_uint num_wait;
     const cl_event *wait;
+    cl_event first; /* kept only on profiling queues, for clnorm_last_op_time */
     cl_event last;
 } launch_chain;
 

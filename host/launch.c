@@ -10,6 +10,7 @@ void chain_begin(launch_chain *chain, cl_uint num_wait, const cl_event *wait)
 {
     chain->num_wait = num_wait;
     chain->wait = wait;
+    chain->first = NULL;
     chain->last = NULL;
 }
 
@@ -55,6 +56,8 @@ clnorm_status chain_launch(clnorm_context *ctx, launch_chain *chain, const progr
         return set_cl_error(ctx, err, "clEnqueueNDRangeKernel");
     if (chain->last)
         clReleaseEvent(chain->last);
+    else if (ctx->profiling && clRetainEvent(done) == CL_SUCCESS)
+        chain->first = done;
     chain->last = done;
     return CLNORM_OK;
 }
@@ -67,6 +70,17 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
         clRetainEvent(chain->last);
         ctx->workspace_busy = chain->last;
     }
+    if (chain->first) {
+        /* remember the operation's first and last kernels for clnorm_last_op_time */
+        if (ctx->timing_first)
+            clReleaseEvent(ctx->timing_first);
+        if (ctx->timing_last)
+            clReleaseEvent(ctx->timing_last);
+        clRetainEvent(chain->last);
+        ctx->timing_first = chain->first;
+        ctx->timing_last = chain->last;
+        chain->first = NULL;
+    }
     if (event)
         *event = chain->last;
     else if (chain->last)
@@ -76,9 +90,43 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
 
 void chain_abandon(launch_chain *chain)
 {
+    if (chain->first)
+        clReleaseEvent(chain->first);
     if (chain->last)
         clReleaseEvent(chain->last);
-    chain->last = NULL;
+    chain->first = chain->last = NULL;
+}
+
+clnorm_status clnorm_last_op_time(clnorm_context *ctx, double *milliseconds)
+{
+    if (!ctx)
+        return CLNORM_INVALID_ARGUMENT;
+    context_begin_call(ctx);
+    clnorm_status status = CLNORM_OK;
+    cl_ulong start = 0, end = 0;
+    if (!milliseconds) {
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "milliseconds is NULL");
+    } else if (!ctx->profiling) {
+        status = set_error(ctx, CLNORM_UNSUPPORTED,
+                           "the queue has no profiling (settings.enable_profiling, or "
+                           "CL_QUEUE_PROFILING_ENABLE on a wrapped queue)");
+    } else if (!ctx->timing_last) {
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "no operation has run on this context");
+    } else {
+        cl_int err = clWaitForEvents(1, &ctx->timing_last);
+        if (err == CL_SUCCESS)
+            err = clGetEventProfilingInfo(ctx->timing_first, CL_PROFILING_COMMAND_START,
+                                          sizeof start, &start, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetEventProfilingInfo(ctx->timing_last, CL_PROFILING_COMMAND_END, sizeof end,
+                                          &end, NULL);
+        if (err != CL_SUCCESS)
+            status = set_cl_error(ctx, err, "clGetEventProfilingInfo");
+        else
+            *milliseconds = (double)(end - start) * 1e-6;
+    }
+    context_unlock(ctx);
+    return status;
 }
 
 clnorm_status workspace_reserve(clnorm_context *ctx, workspace_slot slot, size_t bytes,

@@ -182,6 +182,11 @@ CLNORM_API clnorm_status clnorm_get_cache_stats(clnorm_context *ctx, clnorm_cach
 /* The disk cache folder in use ("" when there is none). */
 CLNORM_API const char *clnorm_cache_dir(const clnorm_context *ctx);
 
+/* Device time of the last operation enqueued on this context, from the start of its first kernel
+ * to the end of its last, in milliseconds; needs a profiling queue (settings.enable_profiling,
+ * or CL_QUEUE_PROFILING_ENABLE on a wrapped queue). Blocks until that operation has finished. */
+CLNORM_API clnorm_status clnorm_last_op_time(clnorm_context *ctx, double *milliseconds);
+
 /* Removes this context's device's entries from the disk cache. */
 CLNORM_API clnorm_status clnorm_clear_disk_cache(clnorm_context *ctx);
 

@@ -684,3 +684,34 @@ Test(bn_gradient, matches_finite_differences)
     free(dg);
     problem_release(&p);
 }
+
+Test(bn_timing, the_last_operation_time_spans_its_kernels)
+{
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.enable_profiling = 1;
+    clnorm_context *ctx = test_context(&settings);
+    double ms = -1;
+    cr_assert_eq(clnorm_last_op_time(ctx, &ms), CLNORM_INVALID_ARGUMENT, "nothing ran yet");
+    clnorm_shape s = {16, 8, 2, {32, 32, 0}, CLNORM_CHANNELS_FIRST};
+    size_t total = ref_total(&s);
+    cl_mem x = test_buffer(ctx, total, NULL), y = test_buffer(ctx, total, NULL);
+    float *zeros = calloc(total, sizeof(float));
+    CL_OK(clEnqueueWriteBuffer(clnorm_context_queue(ctx), x, CL_TRUE, 0, total * 4, zeros, 0,
+                               NULL, NULL));
+    clnorm_bn_config cfg;
+    clnorm_bn_default_config(&cfg);
+    clnorm_bn_buffers b = {.x = x, .y = y};
+    CLNORM_OK_(ctx, clnorm_bn_forward_training(ctx, &s, &cfg, &b, 0, NULL, NULL));
+    CLNORM_OK_(ctx, clnorm_last_op_time(ctx, &ms));
+    cr_assert(ms > 0 && ms < 60000, "%g ms", ms);
+    clReleaseMemObject(x);
+    clReleaseMemObject(y);
+    clnorm_context_release(ctx);
+    free(zeros);
+    /* without profiling: a clear refusal */
+    ctx = test_context(NULL);
+    cr_assert_eq(clnorm_last_op_time(ctx, &ms), CLNORM_UNSUPPORTED);
+    cr_assert(strstr(clnorm_last_error(ctx), "profiling"));
+    clnorm_context_release(ctx);
+}
