@@ -5,21 +5,8 @@
 
 #include "batchnorm_internal.h"
 
-/* Values shared with kernels/batchnorm.cl. */
-enum { REDUCE_STATS = 0, REDUCE_GRAD = 1 };
-enum { CH_FINALIZE = 0, CH_STATS_OUT = 1, CH_GRAD = 2, CH_COEF = 3 };
 
-static size_t ceil_div(size_t a, size_t b)
-{
-    return (a + b - 1) / b;
-}
-
-static size_t clamp_size(size_t v, size_t lo, size_t hi)
-{
-    return v < lo ? lo : v > hi ? hi : v;
-}
-
-static size_t floor_pow2_size(size_t v)
+size_t floor_pow2_size(size_t v)
 {
     size_t p = 1;
     while (p * 2 <= v)
@@ -113,22 +100,26 @@ typedef struct reduce_plan {
     size_t global[2], local[2];
 } reduce_plan;
 
-/* Stage 1's shape: enough work-groups to fill the device (a GPU wants several per compute unit,
- * a CPU a few long slices per core), none so small that launching it costs more than its work. */
+size_t stage1_splits(const clnorm_context *ctx, const program_entry *prog, size_t parallel,
+                     size_t items, size_t reductions)
+{
+    const size_t target = ctx->dev.compute_units * (prog->work_group_size > 1 ? 8 : 4);
+    const size_t fixed = (size_t)ctx->params.partials_per_channel;
+    const size_t s_max = items / (parallel * 4);
+    return clamp_size(fixed ? fixed : ceil_div(target, reductions), 1, s_max ? s_max : 1);
+}
+
 static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
                         reduce_plan *p)
 {
     const size_t wg = (size_t)prog->work_group_size;
     const size_t vec = (size_t)ctx->params.vector_width;
-    const size_t target = ctx->dev.compute_units * (wg > 1 ? 8 : 4);
-    const size_t fixed = (size_t)ctx->params.partials_per_channel;
     p->pieces = 1;
     p->lanes = 1;
     p->local[0] = wg;
     p->local[1] = 1;
     if (g->layout == CLNORM_CHANNELS_FIRST) {
-        size_t s_max = g->rows / (wg * vec * 4);
-        size_t s = clamp_size(fixed ? fixed : ceil_div(target, g->c), 1, s_max ? s_max : 1);
+        size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, g->c);
         if (s > g->n) {
             /* fewer planes than partials: cut each plane into pieces of whole vectors */
             size_t blocks = g->spatial / vec;
@@ -144,8 +135,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         if (lanes > wg)
             lanes = wg;
         size_t tiles = ceil_div(cvecs, lanes);
-        size_t s_max = ceil_div(g->rows, 2) / (wg / lanes * 4);
-        size_t s = clamp_size(fixed ? fixed : ceil_div(target, tiles), 1, s_max ? s_max : 1);
+        size_t s = stage1_splits(ctx, prog, wg / lanes, ceil_div(g->rows, 2), tiles);
         p->lanes = (cl_uint)lanes;
         p->sets = (cl_uint)s;
         p->global[0] = tiles * wg;
@@ -164,47 +154,46 @@ static clnorm_status enqueue_reduce(clnorm_context *ctx, launch_chain *chain,
         kernel_arg args[] = {ARG(x),       ARG(dy),        ARG(mask),   ARG(mean),
                              ARG(n),       ARG(c),         ARG(spatial), ARG(p->pieces),
                              ARG(p->sets), ARG(m),         ARG(sets)};
-        return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_reduce_cf"),
+        return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cf"),
                             args, ARRAY_SIZE(args), 2, p->global, p->local);
     }
     kernel_arg args[] = {ARG(x),       ARG(dy),    ARG(mask), ARG(mean),   ARG(rows),
                          ARG(c),       ARG(p->lanes), ARG(p->sets), ARG(m), ARG(sets)};
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_reduce_cl"),
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cl"),
                         args, ARRAY_SIZE(args), 2, p->global, p->local);
 }
 
-/* The arguments of bn_channel, in its order; NULL buffers are allowed where the kernel checks. */
-typedef struct channel_args {
-    cl_mem sets;
-    cl_uint num_sets;
-    cl_int sets_are_var;
-    cl_mem pivots; /* the tensor x of stage 1: partial means are relative to its pivots */
-    cl_ulong pivot_stride;
-    cl_int mode;
-    float eps, momentum;
-    cl_int frozen;
-    cl_mem mean_in, var_in;
-    cl_int var_in_is_invstd;
-    cl_mem gamma, beta, running_mean, running_var, save_mean, save_invstd, out_sets, coef,
-        dgamma, dbeta;
-} channel_args;
-
-static clnorm_status enqueue_channel(clnorm_context *ctx, launch_chain *chain,
-                                     const program_entry *prog, size_t channels,
-                                     const channel_args *a)
+clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
+                                 const program_entry *prog, size_t channels, const channel_args *a)
 {
     cl_ulong c = channels;
     kernel_arg args[] = {ARG(a->sets),         ARG(a->num_sets),    ARG(a->sets_are_var),
                          ARG(a->pivots),       ARG(a->pivot_stride), ARG(c),               ARG(a->mode),        ARG(a->eps),
-                         ARG(a->momentum),     ARG(a->frozen),      ARG(a->mean_in),
+                         ARG(a->momentum),     ARG(a->flags),      ARG(a->mean_in),
                          ARG(a->var_in),       ARG(a->var_in_is_invstd), ARG(a->gamma),
                          ARG(a->beta),         ARG(a->running_mean), ARG(a->running_var),
                          ARG(a->save_mean),    ARG(a->save_invstd), ARG(a->out_sets),
                          ARG(a->coef),         ARG(a->dgamma),      ARG(a->dbeta)};
     size_t local = (size_t)prog->work_group_size;
     size_t global = round_up(channels, local);
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_channel"),
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_channel"),
                         args, ARRAY_SIZE(args), 1, &global, &local);
+}
+
+void elementwise_grid(const clnorm_context *ctx, const program_entry *prog, size_t units,
+                      size_t *global, size_t *chunk, cl_int *contiguous)
+{
+    const size_t wg = (size_t)prog->work_group_size;
+    /* CPUs: a few long contiguous runs per core; GPUs: neighbouring work-items on neighbouring
+     * units, each taking `items_per_thread` of them strided by the grid. */
+    *contiguous = (ctx->dev.type & CL_DEVICE_TYPE_CPU) != 0;
+    if (*contiguous) {
+        *chunk = ceil_div(units, ctx->dev.compute_units * 4);
+        *global = round_up(ceil_div(units, *chunk), wg);
+    } else {
+        *global = round_up(ceil_div(units, (size_t)ctx->params.items_per_thread), wg);
+        *chunk = ceil_div(units, *global);
+    }
 }
 
 clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
@@ -214,24 +203,16 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     const size_t vec = (size_t)ctx->params.vector_width;
     const size_t wg = (size_t)prog->work_group_size;
     const bool vector_path = inner % vec == 0 || (inner == 1 && channels % vec == 0);
-    const size_t units = vector_path ? total / vec : ceil_div(total, vec);
-    /* CPUs: a few long contiguous runs per core; GPUs: neighbouring work-items on neighbouring
-     * vectors, each taking `items_per_thread` of them strided by the grid. */
-    cl_int contiguous = (ctx->dev.type & CL_DEVICE_TYPE_CPU) != 0;
     size_t global, chunk;
-    if (contiguous) {
-        chunk = ceil_div(units, ctx->dev.compute_units * 4);
-        global = round_up(ceil_div(units, chunk), wg);
-    } else {
-        global = round_up(ceil_div(units, (size_t)ctx->params.items_per_thread), wg);
-        chunk = ceil_div(units, global);
-    }
+    cl_int contiguous;
+    elementwise_grid(ctx, prog, vector_path ? total / vec : ceil_div(total, vec), &global, &chunk,
+                     &contiguous);
     cl_ulong t = total, in = inner, c = channels, ch = chunk;
     kernel_arg args[] = {ARG(a->in1),  ARG(a->in2), ARG(a->residual), ARG(a->mask),
                          ARG(a->coef), ARG(a->out), ARG(a->out2),     ARG(t),
                          ARG(in),      ARG(c),      ARG(ch),          ARG(contiguous),
                          ARG(a->flags)};
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_BATCHNORM, "bn_elementwise"),
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }
 
@@ -247,7 +228,7 @@ clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const pr
                       .gamma = gamma,
                       .beta = beta,
                       .coef = coef};
-    return enqueue_channel(ctx, chain, prog, channels, &a);
+    return bn_enqueue_channel(ctx, chain, prog, channels, &a);
 }
 
 /* ---- operations ------------------------------------------------------------------------------ */
@@ -337,7 +318,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     TRY(check_forward(ctx, shape, config, b, FORWARD_TRAINING, num_wait, wait, &g));
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     plan_reduce(ctx, prog, &g, &p);
     TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
@@ -356,7 +337,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
                        .save_mean = b->save_mean,
                        .save_invstd = b->save_invstd,
                        .coef = coef};
-    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
     elementwise_args ea = {.in2 = b->x,
                            .residual = b->residual,
                            .coef = coef,
@@ -386,7 +367,7 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     TRY(check_forward(ctx, shape, config, b, kind, num_wait, wait, &g));
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     bool saved = kind == FORWARD_APPLY;
     TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, saved ? b->save_mean : b->running_mean,
@@ -403,6 +384,14 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
 fail:
     chain_abandon(&chain);
     return status;
+}
+
+clnorm_status bn_forward_inference_locked(clnorm_context *ctx, const clnorm_shape *shape,
+                                          const clnorm_bn_config *config,
+                                          const clnorm_bn_buffers *b, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event)
+{
+    return forward_with_stats(ctx, shape, config, b, FORWARD_INFERENCE, num_wait, wait, event);
 }
 
 static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
@@ -442,7 +431,7 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
         const size_t sizes[] = {g.c * sizeof(float), g.c * sizeof(float)};
         return zero_and_signal(ctx, zeroed, sizes, 2, num_wait, wait, event);
     }
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     plan_reduce(ctx, prog, &g, &p);
     TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
@@ -452,7 +441,7 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
                        .num_sets = p.sets,
                        .mode = CH_GRAD,
                        .eps = (float)config->eps,
-                       .frozen = frozen,
+                       .flags = frozen ? CHF_FROZEN : 0,
                        .mean_in = b->mean,
                        .var_in = frozen ? b->var : b->invstd,
                        .var_in_is_invstd = !frozen,
@@ -460,7 +449,7 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
                        .coef = coef,
                        .dgamma = b->dgamma,
                        .dbeta = b->dbeta};
-    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
     elementwise_args ea = {.in1 = b->dy,
                            .in2 = frozen ? NULL : b->x,
                            .mask = mask,
@@ -495,7 +484,7 @@ static clnorm_status partial_stats(clnorm_context *ctx, const clnorm_shape *shap
         const size_t size = 3 * g.c * sizeof(float);
         return zero_and_signal(ctx, &stats_set, &size, 1, num_wait, wait, event);
     }
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     plan_reduce(ctx, prog, &g, &p);
     TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
     TRY(enqueue_reduce(ctx, &chain, prog, &g, x, NULL, NULL, NULL, REDUCE_STATS, &p, sets));
@@ -505,7 +494,7 @@ static clnorm_status partial_stats(clnorm_context *ctx, const clnorm_shape *shap
                        .pivot_stride = inner_size(&g),
                        .mode = CH_STATS_OUT,
                        .out_sets = stats_set};
-    TRY(enqueue_channel(ctx, &chain, prog, g.c, &ca));
+    TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:
@@ -541,7 +530,7 @@ static clnorm_status merge_stats(clnorm_context *ctx, size_t channels, size_t nu
     TRY(check_channel_buffer(ctx, running_var, "running_var", channels, true));
     TRY(check_channel_buffer(ctx, save_mean, "save_mean", channels, true));
     TRY(check_channel_buffer(ctx, save_invstd, "save_invstd", channels, true));
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef));
     channel_args ca = {.sets = stats_sets,
                        .num_sets = (cl_uint)num_sets,
@@ -554,7 +543,7 @@ static clnorm_status merge_stats(clnorm_context *ctx, size_t channels, size_t nu
                        .save_mean = save_mean,
                        .save_invstd = save_invstd,
                        .coef = coef};
-    TRY(enqueue_channel(ctx, &chain, prog, channels, &ca));
+    TRY(bn_enqueue_channel(ctx, &chain, prog, channels, &ca));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:
@@ -591,8 +580,8 @@ clnorm_status clnorm_bn_forward_inference(clnorm_context *ctx, const clnorm_shap
                                           const cl_event *wait_list, cl_event *event)
 {
     LOCKED_CALL(ctx, event,
-                forward_with_stats(ctx, shape, config, buffers, FORWARD_INFERENCE, num_wait,
-                                   wait_list, event));
+                bn_forward_inference_locked(ctx, shape, config, buffers, num_wait, wait_list,
+                                            event));
 }
 
 clnorm_status clnorm_bn_apply(clnorm_context *ctx, const clnorm_shape *shape,

@@ -10,8 +10,59 @@ typedef struct bn_geometry {
     clnorm_layout layout;
 } bn_geometry;
 
+/* Values shared with kernels/batchnorm.cl. */
+enum { REDUCE_STATS = 0, REDUCE_GRAD = 1 };
+enum { CH_FINALIZE = 0, CH_STATS_OUT = 1, CH_GRAD = 2, CH_COEF = 3 };
+enum { CHF_FROZEN = 1, CHF_RMS = 2 };
+
+static inline size_t ceil_div(size_t a, size_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static inline size_t clamp_size(size_t v, size_t lo, size_t hi)
+{
+    return v < lo ? lo : v > hi ? hi : v;
+}
+
+size_t floor_pow2_size(size_t v);
+
+/* Stage-1 partials per reduction: enough work-groups to fill the device (a GPU wants several per
+ * compute unit, a CPU a few long slices per core), none with less than 4 items per work-item.
+ * `parallel` work-items share one partial of `items` units of work. */
+size_t stage1_splits(const clnorm_context *ctx, const program_entry *prog, size_t parallel,
+                     size_t items, size_t reductions);
+/* The grid of an elementwise pass over `units` (vectors or values). */
+void elementwise_grid(const clnorm_context *ctx, const program_entry *prog, size_t units,
+                      size_t *global, size_t *chunk, cl_int *contiguous);
+
+/* The arguments of bn_channel, in its order; NULL buffers are allowed where the kernel checks. */
+typedef struct channel_args {
+    cl_mem sets;
+    cl_uint num_sets;
+    cl_int sets_are_var;
+    cl_mem pivots; /* the tensor x of stage 1: partial means are relative to its pivots */
+    cl_ulong pivot_stride;
+    cl_int mode;
+    float eps, momentum;
+    cl_int flags; /* CHF_FROZEN, CHF_RMS */
+    cl_mem mean_in, var_in;
+    cl_int var_in_is_invstd;
+    cl_mem gamma, beta, running_mean, running_var, save_mean, save_invstd, out_sets, coef,
+        dgamma, dbeta;
+} channel_args;
+
+clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
+                                 const program_entry *prog, size_t channels,
+                                 const channel_args *a);
+
 clnorm_status bn_check_shape(clnorm_context *ctx, const clnorm_shape *shape, bn_geometry *g);
 clnorm_status bn_check_config(clnorm_context *ctx, const clnorm_bn_config *config);
+/* clnorm_bn_forward_inference for a caller that already holds the context lock. */
+clnorm_status bn_forward_inference_locked(clnorm_context *ctx, const clnorm_shape *shape,
+                                          const clnorm_bn_config *config,
+                                          const clnorm_bn_buffers *b, cl_uint num_wait,
+                                          const cl_event *wait, cl_event *event);
 
 /* Operands of bn_elementwise: out = [a*in1'] + b [+ e*(in2 - center)] [+ residual] [ReLU];
  * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel: for

@@ -780,7 +780,7 @@ static clnorm_status fold_linear(clnorm_batchnorm *bn, cl_mem weight, cl_mem bia
     TRY(check_buffer(ctx, weight, "weight", weight_bytes, false));
     TRY(check_buffer(ctx, bias, "bias", c * sizeof(float), false));
     TRY(check_events(ctx, num_wait, wait));
-    TRY(program_get(ctx, FAMILY_BATCHNORM, &prog));
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * c * sizeof(float), &coef));
     /* coef = (a, b, e, center) = (scale, beta, scale, mean) per output feature: the weight is
      * a * W (no shift), the bias b + e * (bias - center) = beta + scale * (bias - mean) */

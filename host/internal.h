@@ -44,7 +44,7 @@ clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name
 long *params_field(device_params *p, int index);
 
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
-typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_BATCHNORM, FAMILY_COUNT } kernel_family;
+typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_NORM, FAMILY_COUNT } kernel_family;
 
 #define MAX_KERNELS_PER_FAMILY 16
 
@@ -87,7 +87,15 @@ extern const embedded_source clnorm_embedded_sources[];
 extern const size_t clnorm_embedded_source_count;
 
 /* Workspace buffers owned by the context: partial results of stage 1, per-channel coefficients. */
-typedef enum workspace_slot { WS_PARTIALS = 0, WS_COEF, WORKSPACE_COUNT } workspace_slot;
+typedef enum workspace_slot {
+    WS_PARTIALS = 0, /* stage-1 partials */
+    WS_COEF,         /* per-channel (or per-group) coefficients */
+    WS_PIVOTS,       /* per-group pivots of the feature-axis norms */
+    WS_MEAN,         /* per-group statistics when the caller does not want them */
+    WS_RSTD,
+    WS_SETS, /* per-instance statistics (InstanceNorm's running statistics) */
+    WORKSPACE_COUNT
+} workspace_slot;
 
 /* ---- the context ---------------------------------------------------------------------------- */
 struct clnorm_context {

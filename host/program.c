@@ -15,9 +15,10 @@ typedef struct family_desc {
 
 static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_UTIL] = {"util", {"common", "util"}, {"fill", "scale_shift", "copy"}},
-    [FAMILY_BATCHNORM] = {"batchnorm",
-                          {"common", "batchnorm"},
-                          {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise"}},
+    [FAMILY_NORM] = {"norm",
+                     {"common", "batchnorm", "groupnorm"},
+                     {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise", "gn_stats",
+                      "gn_param_partials", "gn_apply", "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

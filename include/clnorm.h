@@ -213,5 +213,6 @@ typedef struct clnorm_shape {
 #endif
 
 #include "clnorm/batchnorm.h"
+#include "clnorm/featurenorm.h"
 
 #endif /* CLNORM_H */

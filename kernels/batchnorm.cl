@@ -252,13 +252,17 @@ void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, flo
 #define CH_STATS_OUT 1 /* merge statistics; write one (count, mean, variance) set */
 #define CH_GRAD 2      /* merge gradient sums; dgamma, dbeta, dx coefficients */
 #define CH_COEF 3      /* apply coefficients from given mean and variance-or-invstd */
+#define CHF_FROZEN 1   /* CH_GRAD: statistics are constants (frozen batch norm) */
+#define CHF_RMS 2      /* RMS norm: no mean subtraction */
 
-/* One work-item per channel. `sets` holds num_sets partials (m2n form, or (count, mean, var) when
+/* One work-item per channel (or per row or group of the feature-axis norms). mean_in NULL
+ * means 0 and var_in NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE
+ * also writes (count, mean, biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
  * sets_are_var); they merge as a binary tree: a stack of partial results whose level k holds a
  * merge of 2^k sets, so the tree is the same whatever the device. */
 __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are_var,
                          __global const DATA_T *pivots, ulong pivot_stride, ulong C,
-                         int mode, float eps, float momentum, int frozen,
+                         int mode, float eps, float momentum, int flags,
                          __global const float *mean_in, __global const float *var_in,
                          int var_in_is_invstd, __global const float *gamma,
                          __global const float *beta, __global float *running_mean,
@@ -315,7 +319,13 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     }
     if (mode == CH_FINALIZE) {
         const float var = stats_variance(count, sum_b);
-        const float invstd = 1.0f / sqrt(var + eps);
+        /* RMS norm divides by the root mean square: mean(x^2) = var + mean^2 */
+        const float invstd = 1.0f / sqrt((flags & CHF_RMS ? var + sum_a * sum_a : var) + eps);
+        if (out_sets) {
+            out_sets[c] = count;
+            out_sets[C + c] = sum_a;
+            out_sets[2 * C + c] = var;
+        }
         if (save_mean)
             save_mean[c] = sum_a;
         if (save_invstd)
@@ -328,8 +338,10 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         apply_coefficients(coef, C, c, g * invstd, b, sum_a);
         return;
     }
-    const float mean = mean_in[c];
-    const float invstd = var_in_is_invstd ? var_in[c] : 1.0f / sqrt(var_in[c] + eps);
+    const float mean = mean_in ? mean_in[c] : 0.0f;
+    const float invstd = !var_in           ? 1.0f
+                         : var_in_is_invstd ? var_in[c]
+                                            : 1.0f / sqrt(var_in[c] + eps);
     if (mode == CH_COEF) {
         apply_coefficients(coef, C, c, g * invstd, b, mean);
         return;
@@ -342,7 +354,8 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         dbeta[c] = sum_a;
     const float a = g * invstd;
     coef[c] = a;
-    coef[C + c] = frozen ? 0.0f : -a * sum_a / count;
+    const bool frozen = flags & CHF_FROZEN;
+    coef[C + c] = frozen || (flags & CHF_RMS) ? 0.0f : -a * sum_a / count;
     coef[2 * C + c] = frozen ? 0.0f : -a * invstd * dg / count;
     coef[3 * C + c] = mean;
 }

@@ -1,0 +1,470 @@
+/* Layer, RMS, group and instance normalization: one engine for "group normalization of an
+ * (N, C, HW) tensor" (see kernels/groupnorm.cl), and the public calls that map onto it. */
+#include <math.h>
+#include <string.h>
+
+#include "batchnorm_internal.h"
+
+enum { GN_FORWARD = 0, GN_BACKWARD = 1 }; /* as in kernels/groupnorm.cl */
+
+typedef struct gn_problem {
+    const char *name; /* for messages: "layernorm", ... */
+    size_t n, c, spatial, groups;
+    bool channels_last, rms;
+    size_t rows;  /* R = N * groups: one set of statistics each */
+    size_t total; /* elements */
+} gn_problem;
+
+/* ---- validation ------------------------------------------------------------------------------ */
+
+static clnorm_status finish_problem(clnorm_context *ctx, gn_problem *pb)
+{
+    size_t bytes;
+    clnorm_status status = checked_mul(ctx, pb->n, pb->groups, "rows x groups", &pb->rows);
+    if (status == CLNORM_OK)
+        status = checked_mul(ctx, pb->total, sizeof(float), "tensor size in bytes", &bytes);
+    if (status != CLNORM_OK)
+        return status;
+    if (bytes > ctx->dev.max_alloc_bytes)
+        return set_error(ctx, CLNORM_UNSUPPORTED,
+                         "a tensor of %zu bytes exceeds the device's largest buffer (%llu bytes)",
+                         bytes, (unsigned long long)ctx->dev.max_alloc_bytes);
+    return CLNORM_OK;
+}
+
+/* rows x cols, as (N = rows, C = cols, HW = 1, G = 1). */
+static clnorm_status row_problem(clnorm_context *ctx, const char *name, size_t rows, size_t cols,
+                                 bool rms, gn_problem *pb)
+{
+    memset(pb, 0, sizeof *pb);
+    pb->name = name;
+    if (cols == 0)
+        return set_error(ctx, CLNORM_INVALID_SHAPE, "%s: cols (the normalized size) is 0", name);
+    pb->n = rows;
+    pb->c = cols;
+    pb->spatial = 1;
+    pb->groups = 1;
+    pb->rms = rms;
+    clnorm_status status = checked_mul(ctx, rows, cols, "rows x cols", &pb->total);
+    return status == CLNORM_OK ? finish_problem(ctx, pb) : status;
+}
+
+static clnorm_status group_problem(clnorm_context *ctx, const char *name,
+                                   const clnorm_shape *shape, size_t groups, gn_problem *pb)
+{
+    memset(pb, 0, sizeof *pb);
+    pb->name = name;
+    bn_geometry g;
+    clnorm_status status = bn_check_shape(ctx, shape, &g);
+    if (status != CLNORM_OK)
+        return status;
+    if (groups == 0 || g.c % groups != 0)
+        return set_error(ctx, CLNORM_INVALID_SHAPE,
+                         "%s: %zu channels cannot be divided into %zu groups", name, g.c, groups);
+    pb->n = g.n;
+    pb->c = g.c;
+    pb->spatial = g.spatial;
+    pb->groups = groups;
+    pb->channels_last = g.layout == CLNORM_CHANNELS_LAST;
+    pb->total = g.total;
+    return finish_problem(ctx, pb);
+}
+
+static clnorm_status check_forward_buffers(clnorm_context *ctx, const gn_problem *pb,
+                                           const clnorm_norm_buffers *b)
+{
+    if (!b)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "buffers is NULL");
+    const size_t bytes = pb->total * sizeof(float), per_row = pb->rows * sizeof(float),
+                 per_channel = pb->c * sizeof(float);
+    clnorm_status status;
+    TRY(check_buffer(ctx, b->x, "x", bytes, false));
+    TRY(check_buffer(ctx, b->y, "y", bytes, false));
+    TRY(check_buffer(ctx, b->residual, "residual", bytes, true));
+    TRY(check_buffer(ctx, b->h, "h (x + residual)", bytes, !b->residual));
+    if (b->residual && b->y == b->x)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "%s: y may not be x when a residual is added (x is read twice)", pb->name);
+    TRY(check_buffer(ctx, b->weight, "weight", per_channel, true));
+    TRY(check_buffer(ctx, b->bias, "bias", per_channel, true));
+    if (pb->rms && (b->bias || b->mean))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "%s: RMSNorm has no bias and no mean: pass NULL", pb->name);
+    TRY(check_buffer(ctx, b->mean, "mean", per_row, true));
+    TRY(check_buffer(ctx, b->rstd, "rstd", per_row, true));
+fail:
+    return status;
+}
+
+static clnorm_status check_grad_buffers(clnorm_context *ctx, const gn_problem *pb,
+                                        const clnorm_norm_grad_buffers *b)
+{
+    if (!b)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "buffers is NULL");
+    const size_t bytes = pb->total * sizeof(float), per_row = pb->rows * sizeof(float),
+                 per_channel = pb->c * sizeof(float);
+    clnorm_status status;
+    TRY(check_buffer(ctx, b->x, "x", bytes, false));
+    TRY(check_buffer(ctx, b->dy, "dy", bytes, false));
+    TRY(check_buffer(ctx, b->dx, "dx", bytes, false));
+    TRY(check_buffer(ctx, b->dh_in, "dh_in", bytes, true));
+    TRY(check_buffer(ctx, b->weight, "weight", per_channel, true));
+    if (pb->rms && (b->dbias || b->mean))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "%s: RMSNorm has no bias and no mean: pass NULL", pb->name);
+    TRY(check_buffer(ctx, b->mean, "mean (from the forward)", per_row, pb->rms));
+    TRY(check_buffer(ctx, b->rstd, "rstd (from the forward)", per_row, false));
+    TRY(check_buffer(ctx, b->dweight, "dweight", per_channel, true));
+    TRY(check_buffer(ctx, b->dbias, "dbias", per_channel, true));
+fail:
+    return status;
+}
+
+/* Nothing to compute: zero the parameter gradients, signal the event. */
+static clnorm_status empty_call(clnorm_context *ctx, cl_mem zero_a, cl_mem zero_b, size_t bytes,
+                                cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    cl_event fills[2];
+    cl_uint n = 0;
+    const float zero = 0.0f;
+    clnorm_status status = CLNORM_OK;
+    cl_mem bufs[2] = {zero_a, zero_b};
+    for (int i = 0; i < 2; i++)
+        if (bufs[i])
+            CL_TRY(ctx,
+                   clEnqueueFillBuffer(ctx->queue, bufs[i], &zero, sizeof zero, 0, bytes,
+                                       num_wait, wait, &fills[n++]),
+                   "clEnqueueFillBuffer");
+    if (event)
+        CL_TRY(ctx,
+               clEnqueueMarkerWithWaitList(ctx->queue, n ? n : num_wait, n ? fills : wait, event),
+               "clEnqueueMarkerWithWaitList");
+fail:
+    for (cl_uint i = 0; i < n; i++)
+        clReleaseEvent(fills[i]);
+    return status;
+}
+
+/* ---- the engine -------------------------------------------------------------------------------- */
+
+static clnorm_status enqueue_apply(clnorm_context *ctx, launch_chain *chain,
+                                   const program_entry *prog, const gn_problem *pb, int mode,
+                                   cl_mem x, cl_mem addend, cl_mem dy, cl_mem extra, cl_mem stat_a,
+                                   cl_mem stat_b, cl_mem weight, cl_mem bias, cl_mem out,
+                                   cl_mem out2)
+{
+    size_t global, chunk, local = (size_t)prog->work_group_size;
+    cl_int contiguous;
+    elementwise_grid(ctx, prog, pb->total, &global, &chunk, &contiguous);
+    cl_ulong total = pb->total, c = pb->c, hw = pb->spatial, g = pb->groups, ch = chunk;
+    cl_int cl = pb->channels_last, m = mode;
+    kernel_arg args[] = {ARG(x),      ARG(addend), ARG(dy),    ARG(extra),    ARG(stat_a),
+                         ARG(stat_b), ARG(weight), ARG(bias),  ARG(out),      ARG(out2),
+                         ARG(total),  ARG(c),      ARG(hw),    ARG(g),        ARG(cl),
+                         ARG(m),      ARG(ch),     ARG(contiguous)};
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_apply"), args,
+                        ARRAY_SIZE(args), 1, &global, &local);
+}
+
+/* Stage 1 over the groups (statistics, or the sums of the backward) into WS_PARTIALS. */
+static clnorm_status enqueue_group_stats(clnorm_context *ctx, launch_chain *chain,
+                                         const program_entry *prog, const gn_problem *pb,
+                                         int mode, cl_mem x, cl_mem addend, cl_mem dy,
+                                         cl_mem weight, cl_mem mean, cl_mem pivots,
+                                         cl_uint *num_sets, cl_mem *sets)
+{
+    const size_t wg = (size_t)prog->work_group_size;
+    const size_t pairs = ceil_div(pb->total / pb->rows, 2);
+    const size_t s = stage1_splits(ctx, prog, wg, pairs, pb->rows);
+    clnorm_status status = workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->rows * sizeof(float), sets);
+    if (status != CLNORM_OK)
+        return status;
+    cl_ulong c = pb->c, hw = pb->spatial, g = pb->groups;
+    cl_int cl = pb->channels_last, m = mode;
+    cl_uint splits = (cl_uint)s;
+    kernel_arg args[] = {ARG(x), ARG(addend), ARG(dy), ARG(weight), ARG(mean),  ARG(c),   ARG(hw),
+                         ARG(g), ARG(cl),     ARG(splits), ARG(m),  ARG(*sets), ARG(pivots)};
+    size_t global[2] = {s * wg, pb->rows}, local[2] = {wg, 1};
+    *num_sets = splits;
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_stats"), args,
+                        ARRAY_SIZE(args), 2, global, local);
+}
+
+/* Forward. With running_mean (InstanceNorm), the per-instance statistics also update them. */
+static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, double eps,
+                                   const clnorm_norm_buffers *b, double momentum,
+                                   cl_mem running_mean, cl_mem running_var, cl_uint num_wait,
+                                   const cl_event *wait, cl_event *event)
+{
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    cl_mem sets, pivots, coef, mean = b->mean, rstd = b->rstd, instance_sets = NULL;
+    cl_uint num_sets;
+    clnorm_status status;
+    const size_t per_row = pb->rows * sizeof(float);
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
+    TRY(workspace_reserve(ctx, WS_PIVOTS, per_row, &pivots));
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * per_row, &coef));
+    if (!mean && !pb->rms)
+        TRY(workspace_reserve(ctx, WS_MEAN, per_row, &mean));
+    if (!rstd)
+        TRY(workspace_reserve(ctx, WS_RSTD, per_row, &rstd));
+    if (running_mean)
+        TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
+    TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_STATS, b->x, b->residual, NULL, NULL,
+                            NULL, pivots, &num_sets, &sets));
+    channel_args ca = {.sets = sets,
+                       .num_sets = num_sets,
+                       .pivots = pivots,
+                       .pivot_stride = 1,
+                       .mode = CH_FINALIZE,
+                       .eps = (float)eps,
+                       .flags = pb->rms ? CHF_RMS : 0,
+                       .save_mean = pb->rms ? NULL : mean,
+                       .save_invstd = rstd,
+                       .out_sets = instance_sets,
+                       .coef = coef};
+    TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
+    if (running_mean) {
+        cl_ulong n = pb->n, c = pb->c;
+        float m = (float)momentum;
+        kernel_arg args[] = {ARG(instance_sets), ARG(n), ARG(c), ARG(m), ARG(running_mean),
+                             ARG(running_var)};
+        size_t local = (size_t)prog->work_group_size, global = round_up(pb->c, local);
+        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "in_running"), args,
+                         ARRAY_SIZE(args), 1, &global, &local));
+    }
+    TRY(enqueue_apply(ctx, &chain, prog, pb, GN_FORWARD, b->x, b->residual, NULL, NULL,
+                      pb->rms ? NULL : mean, rstd, b->weight, b->bias, b->y, b->h));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
+                                    const clnorm_norm_grad_buffers *b, cl_uint num_wait,
+                                    const cl_event *wait, cl_event *event)
+{
+    launch_chain chain;
+    chain_begin(&chain, num_wait, wait);
+    const program_entry *prog;
+    cl_mem sets, coef;
+    cl_uint num_sets;
+    clnorm_status status;
+    TRY(program_get(ctx, FAMILY_NORM, &prog));
+    const size_t wg = (size_t)prog->work_group_size;
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * (pb->rows > pb->c ? pb->rows : pb->c) * sizeof(float),
+                          &coef));
+    if (b->dweight || b->dbias) {
+        /* parameter gradients first: their stage 2 also writes (unused) coefficients */
+        const size_t s = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
+        TRY(workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->c * sizeof(float), &sets));
+        cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, g = pb->groups;
+        cl_int cl = pb->channels_last;
+        cl_uint splits = (cl_uint)s;
+        kernel_arg args[] = {ARG(b->x), ARG(b->dy), ARG(b->mean), ARG(b->rstd), ARG(n),    ARG(c),
+                             ARG(hw),   ARG(g),     ARG(cl),      ARG(splits),  ARG(sets)};
+        size_t global[2] = {s * wg, pb->c}, local[2] = {wg, 1};
+        TRY(chain_launch(ctx, &chain, prog,
+                         program_kernel_index(FAMILY_NORM, "gn_param_partials"), args,
+                         ARRAY_SIZE(args), 2, global, local));
+        channel_args pa = {.sets = sets,
+                           .num_sets = splits,
+                           .mode = CH_GRAD,
+                           .coef = coef,
+                           .dgamma = b->dweight,
+                           .dbeta = b->dbias};
+        TRY(bn_enqueue_channel(ctx, &chain, prog, pb->c, &pa));
+    }
+    TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, NULL, b->dy, b->weight,
+                            b->mean, NULL, &num_sets, &sets));
+    channel_args ca = {.sets = sets,
+                       .num_sets = num_sets,
+                       .mode = CH_GRAD,
+                       .flags = pb->rms ? CHF_RMS : 0,
+                       .mean_in = b->mean,
+                       .var_in = b->rstd,
+                       .var_in_is_invstd = 1,
+                       .coef = coef};
+    TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
+    TRY(enqueue_apply(ctx, &chain, prog, pb, GN_BACKWARD, b->x, NULL, b->dy, b->dh_in, coef, NULL,
+                      b->weight, NULL, b->dx, NULL));
+    chain_end(ctx, &chain, event, true);
+    return CLNORM_OK;
+fail:
+    chain_abandon(&chain);
+    return status;
+}
+
+/* ---- public calls ---------------------------------------------------------------------------------- */
+
+static clnorm_status forward_call(clnorm_context *ctx, gn_problem *pb, clnorm_status shape_status,
+                                  double eps, const clnorm_norm_buffers *b, double momentum,
+                                  cl_mem running_mean, cl_mem running_var, cl_uint num_wait,
+                                  const cl_event *wait, cl_event *event)
+{
+    clnorm_status status = shape_status;
+    if (status != CLNORM_OK)
+        return status;
+    TRY(check_finite_nonneg(ctx, "eps", eps));
+    TRY(check_events(ctx, num_wait, wait));
+    TRY(check_forward_buffers(ctx, pb, b));
+    if (pb->rows == 0)
+        return empty_call(ctx, NULL, NULL, 0, num_wait, wait, event);
+    return group_forward(ctx, pb, eps, b, momentum, running_mean, running_var, num_wait, wait,
+                         event);
+fail:
+    return status;
+}
+
+static clnorm_status backward_call(clnorm_context *ctx, gn_problem *pb,
+                                   clnorm_status shape_status, const clnorm_norm_grad_buffers *b,
+                                   cl_uint num_wait, const cl_event *wait, cl_event *event)
+{
+    clnorm_status status = shape_status;
+    if (status != CLNORM_OK)
+        return status;
+    TRY(check_events(ctx, num_wait, wait));
+    TRY(check_grad_buffers(ctx, pb, b));
+    if (pb->rows == 0)
+        return empty_call(ctx, b->dweight, b->dbias, pb->c * sizeof(float), num_wait, wait, event);
+    return group_backward(ctx, pb, b, num_wait, wait, event);
+fail:
+    return status;
+}
+
+#define LOCKED(ctx, event, call)                                                                   \
+    do {                                                                                           \
+        if (event)                                                                                 \
+            *(event) = NULL;                                                                       \
+        if (!(ctx))                                                                                \
+            return CLNORM_INVALID_ARGUMENT;                                                        \
+        context_begin_call(ctx);                                                                   \
+        gn_problem pb_;                                                                            \
+        clnorm_status locked_status_ = (call);                                                     \
+        context_unlock(ctx);                                                                       \
+        return locked_status_;                                                                     \
+    } while (0)
+
+clnorm_status clnorm_layernorm_forward(clnorm_context *ctx, size_t rows, size_t cols, double eps,
+                                       const clnorm_norm_buffers *buffers, cl_uint num_wait,
+                                       const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           forward_call(ctx, &pb_, row_problem(ctx, "layernorm", rows, cols, false, &pb_), eps,
+                        buffers, 0, NULL, NULL, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_layernorm_backward(clnorm_context *ctx, size_t rows, size_t cols,
+                                        const clnorm_norm_grad_buffers *buffers, cl_uint num_wait,
+                                        const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           backward_call(ctx, &pb_, row_problem(ctx, "layernorm", rows, cols, false, &pb_),
+                         buffers, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_rmsnorm_forward(clnorm_context *ctx, size_t rows, size_t cols, double eps,
+                                     const clnorm_norm_buffers *buffers, cl_uint num_wait,
+                                     const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           forward_call(ctx, &pb_, row_problem(ctx, "rmsnorm", rows, cols, true, &pb_), eps,
+                        buffers, 0, NULL, NULL, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_rmsnorm_backward(clnorm_context *ctx, size_t rows, size_t cols,
+                                      const clnorm_norm_grad_buffers *buffers, cl_uint num_wait,
+                                      const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           backward_call(ctx, &pb_, row_problem(ctx, "rmsnorm", rows, cols, true, &pb_), buffers,
+                         num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_groupnorm_forward(clnorm_context *ctx, const clnorm_shape *shape,
+                                       size_t groups, double eps,
+                                       const clnorm_norm_buffers *buffers, cl_uint num_wait,
+                                       const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           forward_call(ctx, &pb_, group_problem(ctx, "groupnorm", shape, groups, &pb_), eps,
+                        buffers, 0, NULL, NULL, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_groupnorm_backward(clnorm_context *ctx, const clnorm_shape *shape,
+                                        size_t groups, const clnorm_norm_grad_buffers *buffers,
+                                        cl_uint num_wait, const cl_event *wait_list,
+                                        cl_event *event)
+{
+    LOCKED(ctx, event,
+           backward_call(ctx, &pb_, group_problem(ctx, "groupnorm", shape, groups, &pb_), buffers,
+                         num_wait, wait_list, event));
+}
+
+static clnorm_status instance_forward(clnorm_context *ctx, gn_problem *pb,
+                                      const clnorm_shape *shape, double eps, double momentum,
+                                      int use_input_stats, const clnorm_norm_buffers *b,
+                                      cl_mem running_mean, cl_mem running_var, cl_uint num_wait,
+                                      const cl_event *wait, cl_event *event)
+{
+    clnorm_status status = group_problem(ctx, "instancenorm", shape, shape ? shape->c : 1, pb);
+    if (status != CLNORM_OK)
+        return status;
+    if (!(momentum >= 0.0 && momentum <= 1.0))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "momentum = %g is outside [0, 1]",
+                         momentum);
+    if ((!running_mean) != (!running_var))
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                         "running_mean and running_var must both be given or both be NULL");
+    TRY(check_buffer(ctx, running_mean, "running_mean", pb->c * sizeof(float), use_input_stats));
+    TRY(check_buffer(ctx, running_var, "running_var", pb->c * sizeof(float), use_input_stats));
+    if (!use_input_stats) {
+        /* the running statistics per channel: batch norm in evaluation, with its checks */
+        if (!b)
+            return set_error(ctx, CLNORM_INVALID_ARGUMENT, "buffers is NULL");
+        if (b->residual || b->mean || b->rstd)
+            return set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                             "instancenorm with running statistics takes no residual, mean or "
+                             "rstd");
+        clnorm_bn_config cfg;
+        clnorm_bn_default_config(&cfg);
+        cfg.eps = eps;
+        clnorm_bn_buffers bb = {.x = b->x,
+                                .y = b->y,
+                                .gamma = b->weight,
+                                .beta = b->bias,
+                                .running_mean = running_mean,
+                                .running_var = running_var};
+        return bn_forward_inference_locked(ctx, shape, &cfg, &bb, num_wait, wait, event);
+    }
+    return forward_call(ctx, pb, CLNORM_OK, eps, b, momentum, running_mean, running_var, num_wait,
+                        wait, event);
+fail:
+    return status;
+}
+
+clnorm_status clnorm_instancenorm_forward(clnorm_context *ctx, const clnorm_shape *shape,
+                                          double eps, double momentum, int use_input_stats,
+                                          const clnorm_norm_buffers *buffers, cl_mem running_mean,
+                                          cl_mem running_var, cl_uint num_wait,
+                                          const cl_event *wait_list, cl_event *event)
+{
+    LOCKED(ctx, event,
+           instance_forward(ctx, &pb_, shape, eps, momentum, use_input_stats, buffers,
+                            running_mean, running_var, num_wait, wait_list, event));
+}
+
+clnorm_status clnorm_instancenorm_backward(clnorm_context *ctx, const clnorm_shape *shape,
+                                           const clnorm_norm_grad_buffers *buffers,
+                                           cl_uint num_wait, const cl_event *wait_list,
+                                           cl_event *event)
+{
+    LOCKED(ctx, event,
+           backward_call(ctx, &pb_,
+                         group_problem(ctx, "instancenorm", shape, shape ? shape->c : 1, &pb_),
+                         buffers, num_wait, wait_list, event));
+}
