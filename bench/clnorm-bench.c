@@ -1,0 +1,1206 @@
+/*
+ * clnorm-bench: times clnorm's operations against the device's own copy bandwidth.
+ *
+ * A benchmark, not a test: it checks statuses, not values (the test suite does that).
+ *
+ * For every (op, layout, shape) row:
+ *  - warm-up runs, then the median of --runs (default 25, at least 20 for a full run) device
+ *    times, each the span from the START of the op's first kernel to the END of its last
+ *    (clnorm_last_op_time on a profiling context);
+ *  - buffer rotation: when one set of the op's tensors is smaller than the rotation threshold
+ *    (the larger of 256 MiB and 4x the device's reported global-memory cache), the runs cycle over
+ *    k = ceil(threshold / set bytes) buffer sets (at most 32), so that no run finds its inputs in a
+ *    cache the previous run warmed;
+ *  - GB/s at the compulsory bytes (forward: read x, write y, read the residual when fused;
+ *    backward: read x and dy, write dx, read y with a fused ReLU, write dresidual with a fused add),
+ *    that as a fraction of the copy bandwidth measured in the same run (float4 copy kernel compiled
+ *    here, read + written bytes), and the tensor-sized passes the implementation makes.
+ * Before the rows: first-call latency (context creation to the first batch-norm result, read back
+ * on the host) with an empty program cache folder (cold) and again with that folder (warm).
+ *
+ * New operation families (layer, RMS, group, instance norm) are rows of `ops` below plus their
+ * shapes in build_shapes(); the rest of the program is family-agnostic.
+ */
+#include <clnorm.h>
+
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#ifndef CLNORM_BENCH_SOURCE_DIR
+#define CLNORM_BENCH_SOURCE_DIR ""
+#endif
+
+#define ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+#define MIB ((size_t)1 << 20)
+enum { MAX_SETS = 32, MAX_RUNS = 10000, MAX_SHAPES = 64 };
+
+/* ---- small utilities -------------------------------------------------------------------------- */
+
+static double now_ms(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec * 1e3 + (double)t.tv_nsec * 1e-6;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+    double x = *(const double *)a, y = *(const double *)b;
+    return x < y ? -1 : x > y;
+}
+
+typedef struct summary {
+    double median, min, max, p10, p90;
+} summary;
+
+/* Sorts v in place. */
+static summary summarize(double *v, size_t n)
+{
+    summary s = {0, 0, 0, 0, 0};
+    if (n == 0)
+        return s;
+    qsort(v, n, sizeof *v, cmp_double);
+    s.median = n % 2 ? v[n / 2] : 0.5 * (v[n / 2 - 1] + v[n / 2]);
+    s.min = v[0];
+    s.max = v[n - 1];
+    s.p10 = v[(n - 1) / 10];
+    s.p90 = v[(n - 1) - (n - 1) / 10];
+    return s;
+}
+
+static size_t ceil_div(size_t a, size_t b)
+{
+    return (a + b - 1) / b;
+}
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fputs("clnorm-bench: ", stderr);
+    vfprintf(stderr, fmt, ap);
+    fputc('\n', stderr);
+    va_end(ap);
+    exit(1);
+}
+
+/* Removes a folder tree made by this program (the cold-cache folder). */
+static void remove_tree(const char *path)
+{
+    struct stat st;
+    if (lstat(path, &st) != 0)
+        return;
+    if (S_ISDIR(st.st_mode)) {
+        DIR *d = opendir(path);
+        if (d) {
+            struct dirent *e;
+            while ((e = readdir(d)) != NULL) {
+                if (strcmp(e->d_name, ".") == 0 || strcmp(e->d_name, "..") == 0)
+                    continue;
+                char child[4096];
+                int len = snprintf(child, sizeof child, "%s/%s", path, e->d_name);
+                if (len > 0 && (size_t)len < sizeof child)
+                    remove_tree(child);
+            }
+            closedir(d);
+        }
+        rmdir(path);
+    } else {
+        unlink(path);
+    }
+}
+
+/* ---- JSON output -------------------------------------------------------------------------------- */
+
+static void json_string(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; s && *s; s++) {
+        unsigned char c = (unsigned char)*s;
+        if (c == '"' || c == '\\')
+            fprintf(f, "\\%c", c);
+        else if (c < 0x20)
+            fprintf(f, "\\u%04x", c);
+        else
+            fputc(c, f);
+    }
+    fputc('"', f);
+}
+
+static void json_number(FILE *f, double v)
+{
+    if (isfinite(v))
+        fprintf(f, "%.6g", v);
+    else
+        fputs("null", f);
+}
+
+/* ---- the benchmark state ---------------------------------------------------------------------- */
+
+/* Tensor-sized buffers of one rotation set. */
+typedef struct tensor_set {
+    cl_mem x, y, residual, dy, dx, dresidual;
+} tensor_set;
+
+/* A shape row: dims are (N, C, H, W) for batch norm; families to come define their own meaning
+ * (layer norm: rows, cols) and their own `describe`. */
+typedef struct shape_case {
+    const char *family;
+    const char *tag; /* which set it belongs to: "resnet50", "small-batch", ... */
+    size_t dims[4];
+} shape_case;
+
+typedef struct bench bench;
+typedef struct op_spec op_spec;
+
+struct op_spec {
+    const char *family;  /* matches shape_case.family */
+    const char *op;      /* "forward_training", ... */
+    const char *variant; /* "plain", "relu", "add_relu", "stage" */
+    int has_layouts;     /* run once per layout (channels-first, channels-last) */
+    unsigned reads, writes; /* compulsory tensor-sized reads and writes */
+    unsigned passes;        /* tensor-sized reads + writes the implementation makes */
+    unsigned tensors;       /* distinct tensor buffers touched (sizes the rotation) */
+    int quick;              /* part of --quick */
+    clnorm_activation activation;
+    int residual;
+    /* Called once per (shape, layout) before the timed runs, over the sets in use (e.g. a forward
+     * that produces the saved statistics and y a backward needs). May be NULL. */
+    clnorm_status (*prepare)(bench *b, const op_spec *op, unsigned sets);
+    clnorm_status (*run)(bench *b, const op_spec *op, const tensor_set *t);
+};
+
+typedef struct row {
+    char family[32], op[32], variant[16], layout[8], shape[64], tag[24];
+    size_t dims[4];
+    size_t tensor_bytes;
+    unsigned sets, runs, warmup, passes, reads, writes;
+    summary dev, wall;
+    double compulsory_bytes, gbps, frac_copy, frac_copy_at_passes;
+    char error[256];
+} row;
+
+struct bench {
+    /* options */
+    const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
+    int quick, runs, warmup, latency, list;
+    /* device */
+    clnorm_context *ctx;
+    cl_context cl_ctx;
+    cl_device_id cl_dev;
+    cl_command_queue queue;
+    clnorm_device_info info;
+    cl_ulong cache_bytes;
+    int is_gpu;
+    size_t rotate_threshold;
+    /* copy bandwidth */
+    double copy_gbps, copy_gbps_item, copy_gbps_chunk;
+    size_t copy_bytes;
+    /* latency */
+    double cold_ms, cold_context_ms, cold_first_op_ms;
+    double warm_ms, warm_min_ms, warm_context_ms, warm_first_op_ms;
+    unsigned long cold_builds, cold_disk_hits, warm_builds, warm_disk_hits;
+    char latency_error[256];
+    /* current shape */
+    clnorm_shape shape;
+    size_t tensor_bytes;
+    tensor_set sets[MAX_SETS];
+    unsigned pool_sets;
+    cl_mem gamma, beta, running_mean, running_var, save_mean, save_invstd, dgamma, dbeta, stats;
+    clnorm_bn_config config;
+    /* results */
+    row *rows;
+    size_t num_rows, cap_rows;
+    double load_start[3], load_end[3];
+    char date[40];
+};
+
+/* ---- batch-norm operations ---------------------------------------------------------------------- */
+
+static clnorm_bn_buffers bn_forward_buffers(const bench *b, const op_spec *op, const tensor_set *t)
+{
+    clnorm_bn_buffers buf = {0};
+    buf.x = t->x;
+    buf.y = t->y;
+    buf.residual = op->residual ? t->residual : NULL;
+    buf.gamma = b->gamma;
+    buf.beta = b->beta;
+    buf.running_mean = b->running_mean;
+    buf.running_var = b->running_var;
+    buf.save_mean = b->save_mean;
+    buf.save_invstd = b->save_invstd;
+    return buf;
+}
+
+static clnorm_status bn_run_forward_training(bench *b, const op_spec *op, const tensor_set *t)
+{
+    clnorm_bn_buffers buf = bn_forward_buffers(b, op, t);
+    clnorm_bn_config cfg = b->config;
+    cfg.activation = op->activation;
+    return clnorm_bn_forward_training(b->ctx, &b->shape, &cfg, &buf, 0, NULL, NULL);
+}
+
+static clnorm_status bn_run_forward_inference(bench *b, const op_spec *op, const tensor_set *t)
+{
+    clnorm_bn_buffers buf = bn_forward_buffers(b, op, t);
+    buf.save_mean = buf.save_invstd = NULL;
+    clnorm_bn_config cfg = b->config;
+    cfg.activation = op->activation;
+    return clnorm_bn_forward_inference(b->ctx, &b->shape, &cfg, &buf, 0, NULL, NULL);
+}
+
+static clnorm_status bn_run_backward(bench *b, const op_spec *op, const tensor_set *t)
+{
+    clnorm_bn_grad_buffers g = {0};
+    g.x = t->x;
+    g.dy = t->dy;
+    g.y = op->activation == CLNORM_ACTIVATION_RELU ? t->y : NULL;
+    g.gamma = b->gamma;
+    g.mean = b->save_mean;
+    g.invstd = b->save_invstd;
+    g.dx = t->dx;
+    g.dgamma = b->dgamma;
+    g.dbeta = b->dbeta;
+    g.dresidual = op->residual ? t->dresidual : NULL;
+    clnorm_bn_config cfg = b->config;
+    cfg.activation = op->activation;
+    return clnorm_bn_backward(b->ctx, &b->shape, &cfg, &g, 0, NULL, NULL);
+}
+
+static clnorm_status bn_run_partial_stats(bench *b, const op_spec *op, const tensor_set *t)
+{
+    (void)op;
+    return clnorm_bn_partial_stats(b->ctx, &b->shape, t->x, b->stats, 0, NULL, NULL);
+}
+
+static clnorm_status bn_run_apply(bench *b, const op_spec *op, const tensor_set *t)
+{
+    clnorm_bn_buffers buf = bn_forward_buffers(b, op, t);
+    buf.running_mean = buf.running_var = NULL;
+    clnorm_bn_config cfg = b->config;
+    cfg.activation = op->activation;
+    return clnorm_bn_apply(b->ctx, &b->shape, &cfg, &buf, 0, NULL, NULL);
+}
+
+/* A training forward with the op's activation and residual over every set in use: y (the ReLU
+ * mask of the backward) and the saved statistics. */
+static clnorm_status bn_prepare_forward(bench *b, const op_spec *op, unsigned sets)
+{
+    for (unsigned i = 0; i < sets; i++) {
+        clnorm_status st = bn_run_forward_training(b, op, &b->sets[i]);
+        if (st != CLNORM_OK)
+            return st;
+    }
+    return clnorm_finish(b->ctx);
+}
+
+/* The passes column follows host/batchnorm.c: training forward = stage 1 (reads x [, dy, y]),
+ * a per-channel kernel, then one elementwise kernel (reads x [, residual], writes y);
+ * inference = per-channel kernel + elementwise; backward = stage 1 reading x, dy [, y] plus an
+ * elementwise kernel reading dy, x [, y], writing dx [, dresidual]. Update these numbers when
+ * the implementation changes (e.g. a one-launch path for small planes). */
+#define BN_OP(op_, variant_, reads_, writes_, passes_, tensors_, quick_, act_, res_, prep_, run_)   \
+    {"batchnorm", op_, variant_, 1, reads_, writes_, passes_, tensors_, quick_, act_, res_, prep_,  \
+     run_}
+#define RELU CLNORM_ACTIVATION_RELU
+#define NOACT CLNORM_ACTIVATION_NONE
+
+static const op_spec ops[] = {
+    BN_OP("forward_training", "plain", 1, 1, 3, 2, 1, NOACT, 0, NULL, bn_run_forward_training),
+    BN_OP("forward_training", "relu", 1, 1, 3, 2, 0, RELU, 0, NULL, bn_run_forward_training),
+    BN_OP("forward_training", "add_relu", 2, 1, 4, 3, 0, RELU, 1, NULL, bn_run_forward_training),
+    BN_OP("forward_inference", "plain", 1, 1, 2, 2, 1, NOACT, 0, NULL, bn_run_forward_inference),
+    BN_OP("forward_inference", "relu", 1, 1, 2, 2, 0, RELU, 0, NULL, bn_run_forward_inference),
+    BN_OP("forward_inference", "add_relu", 2, 1, 3, 3, 0, RELU, 1, NULL, bn_run_forward_inference),
+    BN_OP("backward", "plain", 2, 1, 5, 3, 1, NOACT, 0, bn_prepare_forward, bn_run_backward),
+    BN_OP("backward", "relu", 3, 1, 7, 4, 0, RELU, 0, bn_prepare_forward, bn_run_backward),
+    BN_OP("backward", "add_relu", 3, 2, 8, 5, 0, RELU, 1, bn_prepare_forward, bn_run_backward),
+    /* the training forward's stages on their own, to see which one dominates */
+    BN_OP("partial_stats", "stage", 1, 0, 1, 1, 0, NOACT, 0, NULL, bn_run_partial_stats),
+    BN_OP("apply", "stage", 1, 1, 2, 2, 0, NOACT, 0, bn_prepare_forward, bn_run_apply),
+};
+
+/* ---- shapes ------------------------------------------------------------------------------------- */
+
+static const size_t resnet50_chw[5][3] = {
+    {64, 112, 112}, {256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}};
+
+static size_t build_shapes(int gpu, int quick, shape_case *out)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_LEN(resnet50_chw); i++) {
+        const size_t *chw = resnet50_chw[i];
+        if (quick && i != 0 && i != 4)
+            continue;
+        size_t per_sample = chw[0] * chw[1] * chw[2] * sizeof(float);
+        size_t batch = 64;
+        if (!gpu) {
+            /* CPU: the smallest power-of-two N that makes a tensor of at least 16 MB (<= 64 MB) */
+            batch = 1;
+            while (batch * per_sample < 16000000 && batch * 2 * per_sample <= 64000000)
+                batch *= 2;
+        }
+        out[n++] = (shape_case){"batchnorm", gpu ? "resnet50" : "resnet50-scaled",
+                                {batch, chw[0], chw[1], chw[2]}};
+    }
+    if (!quick) {
+        for (size_t i = 0; i < ARRAY_LEN(resnet50_chw); i++) {
+            const size_t *chw = resnet50_chw[i];
+            int duplicate = 0;
+            for (size_t j = 0; j < n; j++)
+                duplicate |= out[j].dims[0] == 8 && out[j].dims[1] == chw[0] &&
+                             out[j].dims[2] == chw[1];
+            if (!duplicate && 8 * chw[0] * chw[1] * chw[2] * sizeof(float) <= 64000000)
+                out[n++] = (shape_case){"batchnorm", "small-batch", {8, chw[0], chw[1], chw[2]}};
+        }
+    }
+    if (gpu)
+        out[n++] = (shape_case){"batchnorm", "small-plane", {32, 2048, 7, 7}};
+    return n;
+}
+
+static void describe_shape(const shape_case *s, char *buf, size_t size)
+{
+    snprintf(buf, size, "N%zu C%zu H%zu W%zu", s->dims[0], s->dims[1], s->dims[2], s->dims[3]);
+}
+
+static size_t shape_elements(const shape_case *s)
+{
+    return s->dims[0] * s->dims[1] * s->dims[2] * s->dims[3];
+}
+
+/* ---- filters ------------------------------------------------------------------------------------ */
+
+/* True when the comma-separated filter is empty or one of its items is a substring of text. */
+static int filter_matches(const char *filter, const char *text)
+{
+    if (!filter || !*filter)
+        return 1;
+    char copy[512];
+    snprintf(copy, sizeof copy, "%s", filter);
+    for (char *save = NULL, *item = strtok_r(copy, ",", &save); item;
+         item = strtok_r(NULL, ",", &save))
+        if (strstr(text, item))
+            return 1;
+    return 0;
+}
+
+static void op_label(const op_spec *op, const char *layout, char *buf, size_t size)
+{
+    snprintf(buf, size, "%s %s %s %s", op->family, op->op, op->variant, layout);
+}
+
+/* ---- OpenCL helpers ------------------------------------------------------------------------------ */
+
+static cl_mem create_buffer(bench *b, size_t bytes, cl_int *err)
+{
+    return clCreateBuffer(b->cl_ctx, CL_MEM_READ_WRITE, bytes, NULL, err);
+}
+
+static void release_mem(cl_mem *m)
+{
+    if (*m)
+        clReleaseMemObject(*m);
+    *m = NULL;
+}
+
+/* Deterministic values in [lo, hi). */
+static void fill_host(float *v, size_t n, unsigned seed, float lo, float hi)
+{
+    uint64_t s = 0x9E3779B97F4A7C15ull * (seed + 1);
+    for (size_t i = 0; i < n; i++) {
+        s = s * 6364136223846793005ull + 1442695040888963407ull;
+        v[i] = lo + (hi - lo) * (float)((s >> 40) * (1.0 / 16777216.0));
+    }
+}
+
+/* ---- copy bandwidth ----------------------------------------------------------------------------- */
+
+static const char copy_source[] =
+    "__kernel void copy4(__global const float4 *src, __global float4 *dst, ulong n)\n"
+    "{\n"
+    "    size_t i = get_global_id(0);\n"
+    "    if (i < n)\n"
+    "        dst[i] = src[i];\n"
+    "}\n"
+    "__kernel void copy4_chunk(__global const float4 *src, __global float4 *dst, ulong n,\n"
+    "                          ulong chunk)\n"
+    "{\n"
+    "    ulong begin = get_global_id(0) * chunk, end = min(begin + chunk, n);\n"
+    "    for (ulong i = begin; i < end; i++)\n"
+    "        dst[i] = src[i];\n"
+    "}\n";
+
+static double event_ms(cl_event e)
+{
+    cl_ulong start = 0, end = 0;
+    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_START, sizeof start, &start, NULL);
+    clGetEventProfilingInfo(e, CL_PROFILING_COMMAND_END, sizeof end, &end, NULL);
+    return (double)(end - start) * 1e-6;
+}
+
+/* Median GB/s (bytes read + written) of one copy kernel configuration. */
+static double time_copy(bench *b, cl_kernel k, size_t global, const size_t *local)
+{
+    double ms[MAX_RUNS];
+    int runs = b->runs < MAX_RUNS ? b->runs : MAX_RUNS;
+    for (int i = 0; i < b->warmup + runs; i++) {
+        cl_event e = NULL;
+        cl_int err = clEnqueueNDRangeKernel(b->queue, k, 1, NULL, &global, local, 0, NULL, &e);
+        if (err != CL_SUCCESS)
+            die("copy kernel: %s", clnorm_cl_error_name(err));
+        clWaitForEvents(1, &e);
+        if (i >= b->warmup)
+            ms[i - b->warmup] = event_ms(e);
+        clReleaseEvent(e);
+    }
+    summary s = summarize(ms, (size_t)runs);
+    return 2.0 * (double)b->copy_bytes / (s.median * 1e6);
+}
+
+static void measure_copy(bench *b)
+{
+    size_t bytes = 64 * MIB;
+    if (4 * (size_t)b->cache_bytes > bytes)
+        bytes = 4 * (size_t)b->cache_bytes;
+    if (bytes > 256 * MIB)
+        bytes = 256 * MIB;
+    while (bytes > b->info.max_alloc_bytes)
+        bytes /= 2;
+    b->copy_bytes = bytes;
+    cl_int err;
+    cl_mem src = create_buffer(b, bytes, &err);
+    cl_mem dst = err == CL_SUCCESS ? create_buffer(b, bytes, &err) : NULL;
+    if (err != CL_SUCCESS)
+        die("copy buffers of %zu bytes: %s", bytes, clnorm_cl_error_name(err));
+    const float one = 1.0f;
+    clEnqueueFillBuffer(b->queue, src, &one, sizeof one, 0, bytes, 0, NULL, NULL);
+    clEnqueueFillBuffer(b->queue, dst, &one, sizeof one, 0, bytes, 0, NULL, NULL);
+    clFinish(b->queue);
+
+    const char *src_text = copy_source;
+    cl_program prog = clCreateProgramWithSource(b->cl_ctx, 1, &src_text, NULL, &err);
+    if (err != CL_SUCCESS || clBuildProgram(prog, 1, &b->cl_dev, "", NULL, NULL) != CL_SUCCESS)
+        die("building the copy kernel failed");
+    cl_kernel k_item = clCreateKernel(prog, "copy4", &err);
+    cl_kernel k_chunk = clCreateKernel(prog, "copy4_chunk", &err);
+    if (err != CL_SUCCESS)
+        die("copy kernels: %s", clnorm_cl_error_name(err));
+    cl_ulong n4 = bytes / 16;
+    /* one float4 per work-item: what a GPU wants */
+    clSetKernelArg(k_item, 0, sizeof src, &src);
+    clSetKernelArg(k_item, 1, sizeof dst, &dst);
+    clSetKernelArg(k_item, 2, sizeof n4, &n4);
+    size_t local = 256;
+    int use_local = b->info.max_work_group_size >= local && n4 % local == 0;
+    b->copy_gbps_item = time_copy(b, k_item, (size_t)n4, use_local ? &local : NULL);
+    b->copy_gbps = b->copy_gbps_item;
+    b->copy_gbps_chunk = 0;
+    if (!b->is_gpu) {
+        /* CPU: a few long contiguous runs per core; the best of both counts */
+        size_t items = (size_t)b->info.compute_units * 4;
+        cl_ulong chunk = ceil_div((size_t)n4, items);
+        size_t one = 1;
+        clSetKernelArg(k_chunk, 0, sizeof src, &src);
+        clSetKernelArg(k_chunk, 1, sizeof dst, &dst);
+        clSetKernelArg(k_chunk, 2, sizeof n4, &n4);
+        clSetKernelArg(k_chunk, 3, sizeof chunk, &chunk);
+        b->copy_gbps_chunk = time_copy(b, k_chunk, items, &one);
+        if (b->copy_gbps_chunk > b->copy_gbps)
+            b->copy_gbps = b->copy_gbps_chunk;
+    }
+    clReleaseKernel(k_item);
+    clReleaseKernel(k_chunk);
+    clReleaseProgram(prog);
+    clReleaseMemObject(src);
+    clReleaseMemObject(dst);
+}
+
+/* ---- first-call latency ------------------------------------------------------------------------- */
+
+/* Context creation -> first batch-norm training forward -> y read back on the host. */
+static int first_call(bench *b, const char *cache_dir, double *total, double *context_ms,
+                      double *op_ms, clnorm_cache_stats *stats)
+{
+    const clnorm_shape shape = {.n = 2, .c = 64, .spatial_rank = 2, .spatial = {28, 28},
+                                .layout = CLNORM_CHANNELS_FIRST};
+    const size_t count = 2 * 64 * 28 * 28;
+    static float host[2 * 64 * 28 * 28];
+    fill_host(host, count, 7, -1.0f, 1.0f);
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.device = b->device;
+    settings.cache_dir = cache_dir;
+    char message[4096];
+    clnorm_context *ctx = NULL;
+    cl_mem x = NULL, y = NULL;
+    int ok = 0;
+
+    double t0 = now_ms();
+    if (clnorm_context_create(&ctx, &settings, message, sizeof message) != CLNORM_OK) {
+        snprintf(b->latency_error, sizeof b->latency_error, "context: %.200s", message);
+        return 0;
+    }
+    double t1 = now_ms();
+    cl_int err;
+    x = clCreateBuffer(clnorm_context_cl_context(ctx), CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                       count * sizeof(float), host, &err);
+    if (err == CL_SUCCESS)
+        y = clCreateBuffer(clnorm_context_cl_context(ctx), CL_MEM_READ_WRITE,
+                           count * sizeof(float), NULL, &err);
+    if (err != CL_SUCCESS) {
+        snprintf(b->latency_error, sizeof b->latency_error, "buffers: %s",
+                 clnorm_cl_error_name(err));
+        goto done;
+    }
+    clnorm_bn_config cfg;
+    clnorm_bn_default_config(&cfg);
+    clnorm_bn_buffers buf = {0};
+    buf.x = x;
+    buf.y = y;
+    if (clnorm_bn_forward_training(ctx, &shape, &cfg, &buf, 0, NULL, NULL) != CLNORM_OK) {
+        snprintf(b->latency_error, sizeof b->latency_error, "forward: %.200s",
+                 clnorm_last_error(ctx));
+        goto done;
+    }
+    err = clEnqueueReadBuffer(clnorm_context_queue(ctx), y, CL_TRUE, 0, count * sizeof(float),
+                              host, 0, NULL, NULL);
+    if (err != CL_SUCCESS) {
+        snprintf(b->latency_error, sizeof b->latency_error, "read: %s", clnorm_cl_error_name(err));
+        goto done;
+    }
+    double t2 = now_ms();
+    *total = t2 - t0;
+    *context_ms = t1 - t0;
+    *op_ms = t2 - t1;
+    clnorm_get_cache_stats(ctx, stats);
+    ok = 1;
+done:
+    if (x)
+        clReleaseMemObject(x);
+    if (y)
+        clReleaseMemObject(y);
+    clnorm_context_release(ctx);
+    return ok;
+}
+
+static void measure_latency(bench *b)
+{
+    const char *tmp = getenv("TMPDIR");
+    char dir[4096];
+    snprintf(dir, sizeof dir, "%s/clnorm-bench-cache-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+    if (!mkdtemp(dir)) {
+        snprintf(b->latency_error, sizeof b->latency_error, "mkdtemp: %s", strerror(errno));
+        return;
+    }
+    clnorm_cache_stats st;
+    memset(&st, 0, sizeof st);
+    if (first_call(b, dir, &b->cold_ms, &b->cold_context_ms, &b->cold_first_op_ms, &st)) {
+        b->cold_builds = st.builds;
+        b->cold_disk_hits = st.disk_hits;
+        enum { WARM = 5 };
+        double total[WARM], context[WARM], op[WARM];
+        int n = 0;
+        for (int i = 0; i < WARM; i++) {
+            memset(&st, 0, sizeof st);
+            if (!first_call(b, dir, &total[n], &context[n], &op[n], &st))
+                break;
+            b->warm_builds += st.builds;
+            b->warm_disk_hits += st.disk_hits;
+            n++;
+        }
+        if (n > 0) {
+            b->warm_ms = summarize(total, (size_t)n).median;
+            b->warm_min_ms = total[0];
+            b->warm_context_ms = summarize(context, (size_t)n).median;
+            b->warm_first_op_ms = summarize(op, (size_t)n).median;
+        }
+    }
+    remove_tree(dir);
+}
+
+/* ---- per-shape buffers ------------------------------------------------------------------------ */
+
+static void release_shape(bench *b)
+{
+    for (unsigned i = 0; i < MAX_SETS; i++) {
+        tensor_set *t = &b->sets[i];
+        release_mem(&t->x);
+        release_mem(&t->y);
+        release_mem(&t->residual);
+        release_mem(&t->dy);
+        release_mem(&t->dx);
+        release_mem(&t->dresidual);
+    }
+    cl_mem *per_channel[] = {&b->gamma,     &b->beta,        &b->running_mean,
+                             &b->running_var, &b->save_mean, &b->save_invstd,
+                             &b->dgamma,    &b->dbeta,       &b->stats};
+    for (size_t i = 0; i < ARRAY_LEN(per_channel); i++)
+        release_mem(per_channel[i]);
+    b->pool_sets = 0;
+}
+
+/* Allocates and fills the rotation sets for a batch-norm shape. Returns 0 with a message on
+ * failure. */
+static int setup_bn_shape(bench *b, const shape_case *s, char *err_msg, size_t err_size)
+{
+    const size_t count = shape_elements(s);
+    b->tensor_bytes = count * sizeof(float);
+    b->shape = (clnorm_shape){.n = s->dims[0], .c = s->dims[1], .spatial_rank = 2,
+                              .spatial = {s->dims[2], s->dims[3]}};
+    if (b->tensor_bytes > b->info.max_alloc_bytes) {
+        snprintf(err_msg, err_size, "tensor of %zu bytes exceeds the device's largest buffer",
+                 b->tensor_bytes);
+        return 0;
+    }
+    /* at least two tensors per op: enough sets for the two-tensor ops, and at most half of the
+     * device's memory for all six tensors of every set */
+    size_t sets = ceil_div(b->rotate_threshold, 2 * b->tensor_bytes);
+    if (sets > MAX_SETS)
+        sets = MAX_SETS;
+    while (sets > 1 && 6 * sets * b->tensor_bytes > b->info.global_mem_bytes / 2)
+        sets--;
+    float *host = malloc(b->tensor_bytes);
+    if (!host) {
+        snprintf(err_msg, err_size, "out of host memory");
+        return 0;
+    }
+    cl_int err = CL_SUCCESS;
+    for (size_t i = 0; i < sets && err == CL_SUCCESS; i++) {
+        tensor_set *t = &b->sets[i];
+        cl_mem *all[] = {&t->x, &t->y, &t->residual, &t->dy, &t->dx, &t->dresidual};
+        for (size_t j = 0; j < ARRAY_LEN(all) && err == CL_SUCCESS; j++)
+            *all[j] = create_buffer(b, b->tensor_bytes, &err);
+    }
+    if (err != CL_SUCCESS) {
+        snprintf(err_msg, err_size, "allocating %zu sets of 6 x %zu bytes: %s", sets,
+                 b->tensor_bytes, clnorm_cl_error_name(err));
+        free(host);
+        release_shape(b);
+        return 0;
+    }
+    b->pool_sets = (unsigned)sets;
+    /* x around 0.5 (about a third negative), dy and residual in [-1, 1) */
+    fill_host(host, count, 1, -1.0f, 2.0f);
+    for (size_t i = 0; i < sets; i++)
+        clEnqueueWriteBuffer(b->queue, b->sets[i].x, CL_TRUE, 0, b->tensor_bytes, host, 0, NULL,
+                             NULL);
+    fill_host(host, count, 2, -1.0f, 1.0f);
+    for (size_t i = 0; i < sets; i++) {
+        clEnqueueWriteBuffer(b->queue, b->sets[i].dy, CL_TRUE, 0, b->tensor_bytes, host, 0, NULL,
+                             NULL);
+        clEnqueueWriteBuffer(b->queue, b->sets[i].residual, CL_TRUE, 0, b->tensor_bytes, host, 0,
+                             NULL, NULL);
+        const float zero = 0.0f;
+        clEnqueueFillBuffer(b->queue, b->sets[i].y, &zero, sizeof zero, 0, b->tensor_bytes, 0,
+                            NULL, NULL);
+        clEnqueueFillBuffer(b->queue, b->sets[i].dx, &zero, sizeof zero, 0, b->tensor_bytes, 0,
+                            NULL, NULL);
+        clEnqueueFillBuffer(b->queue, b->sets[i].dresidual, &zero, sizeof zero, 0,
+                            b->tensor_bytes, 0, NULL, NULL);
+    }
+    free(host);
+
+    const size_t c = s->dims[1];
+    float *ch = malloc(3 * c * sizeof(float));
+    if (!ch) {
+        snprintf(err_msg, err_size, "out of host memory");
+        release_shape(b);
+        return 0;
+    }
+    struct {
+        cl_mem *m;
+        size_t floats;
+        float lo, hi;
+    } per_channel[] = {{&b->gamma, c, 0.5f, 1.5f},       {&b->beta, c, -0.5f, 0.5f},
+                       {&b->running_mean, c, 0.0f, 1.0f}, {&b->running_var, c, 0.5f, 1.5f},
+                       {&b->save_mean, c, 0.0f, 1.0f},    {&b->save_invstd, c, 0.5f, 1.5f},
+                       {&b->dgamma, c, 0.0f, 0.0f},       {&b->dbeta, c, 0.0f, 0.0f},
+                       {&b->stats, 3 * c, 1.0f, 1.0f}};
+    for (size_t i = 0; i < ARRAY_LEN(per_channel) && err == CL_SUCCESS; i++) {
+        fill_host(ch, per_channel[i].floats, 10 + (unsigned)i, per_channel[i].lo,
+                  per_channel[i].hi);
+        *per_channel[i].m =
+            clCreateBuffer(b->cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                           per_channel[i].floats * sizeof(float), ch, &err);
+    }
+    free(ch);
+    clFinish(b->queue);
+    if (err != CL_SUCCESS) {
+        snprintf(err_msg, err_size, "per-channel buffers: %s", clnorm_cl_error_name(err));
+        release_shape(b);
+        return 0;
+    }
+    return 1;
+}
+
+/* ---- timing ------------------------------------------------------------------------------------- */
+
+static row *new_row(bench *b)
+{
+    if (b->num_rows == b->cap_rows) {
+        b->cap_rows = b->cap_rows ? 2 * b->cap_rows : 64;
+        b->rows = realloc(b->rows, b->cap_rows * sizeof *b->rows);
+        if (!b->rows)
+            die("out of host memory");
+    }
+    row *r = &b->rows[b->num_rows++];
+    memset(r, 0, sizeof *r);
+    return r;
+}
+
+static void time_row(bench *b, const op_spec *op, row *r)
+{
+    const double set_bytes = (double)op->tensors * (double)b->tensor_bytes;
+    size_t k = (size_t)ceil((double)b->rotate_threshold / set_bytes);
+    if (k < 1)
+        k = 1;
+    if (k > b->pool_sets)
+        k = b->pool_sets;
+    r->sets = (unsigned)k;
+    r->runs = (unsigned)b->runs;
+    r->warmup = (unsigned)b->warmup;
+    clnorm_status st = CLNORM_OK;
+    if (op->prepare)
+        st = op->prepare(b, op, (unsigned)k);
+    static double dev[MAX_RUNS], wall[MAX_RUNS];
+    for (int i = 0; st == CLNORM_OK && i < b->warmup + b->runs; i++) {
+        const tensor_set *t = &b->sets[(size_t)i % k];
+        double w0 = now_ms(), ms = 0;
+        st = op->run(b, op, t);
+        if (st == CLNORM_OK)
+            st = clnorm_last_op_time(b->ctx, &ms);
+        double w1 = now_ms();
+        if (i >= b->warmup) {
+            dev[i - b->warmup] = ms;
+            wall[i - b->warmup] = w1 - w0;
+        }
+    }
+    if (st != CLNORM_OK) {
+        snprintf(r->error, sizeof r->error, "%s: %.200s", clnorm_status_name(st),
+                 clnorm_last_error(b->ctx));
+        clnorm_finish(b->ctx);
+        return;
+    }
+    r->dev = summarize(dev, (size_t)b->runs);
+    r->wall = summarize(wall, (size_t)b->runs);
+    r->compulsory_bytes = (double)(op->reads + op->writes) * (double)b->tensor_bytes;
+    r->gbps = r->compulsory_bytes / (r->dev.median * 1e6);
+    r->frac_copy = r->gbps / b->copy_gbps;
+    r->frac_copy_at_passes =
+        (double)op->passes * (double)b->tensor_bytes / (r->dev.median * 1e6) / b->copy_gbps;
+}
+
+static void print_header(void)
+{
+    printf("%-44s %-22s %7s %9s %8s %6s %6s %7s %4s\n", "op", "shape", "MB", "ms", "GB/s",
+           "%copy", "passes", "%copy@p", "sets");
+}
+
+static void print_row(const row *r)
+{
+    char label[96];
+    snprintf(label, sizeof label, "%s %s %s %s", r->family, r->op, r->variant, r->layout);
+    if (r->error[0]) {
+        printf("%-44s %-22s %7.1f  ERROR %s\n", label, r->shape, (double)r->tensor_bytes / 1e6,
+               r->error);
+        return;
+    }
+    char passes[16];
+    snprintf(passes, sizeof passes, "%u/%u", r->passes, r->reads + r->writes);
+    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u\n", label, r->shape,
+           (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy, passes,
+           100.0 * r->frac_copy_at_passes, r->sets);
+    fflush(stdout);
+}
+
+/* ---- run metadata ------------------------------------------------------------------------------- */
+
+static void read_loadavg(double out[3])
+{
+    out[0] = out[1] = out[2] = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf %lf %lf", &out[0], &out[1], &out[2]) != 3)
+            out[0] = out[1] = out[2] = -1;
+        fclose(f);
+    }
+}
+
+static void git_commit(const bench *b, char *out, size_t size)
+{
+    const char *env = getenv("CLNORM_BENCH_COMMIT");
+    snprintf(out, size, "unknown");
+    if (b->commit && *b->commit) {
+        snprintf(out, size, "%s", b->commit);
+        return;
+    }
+    if (env && *env) {
+        snprintf(out, size, "%s", env);
+        return;
+    }
+    if (!CLNORM_BENCH_SOURCE_DIR[0] || strchr(CLNORM_BENCH_SOURCE_DIR, '\''))
+        return;
+    char cmd[4200];
+    snprintf(cmd, sizeof cmd,
+             "git -C '%s' describe --always --dirty --abbrev=12 --exclude='*' 2>/dev/null",
+             CLNORM_BENCH_SOURCE_DIR);
+    FILE *p = popen(cmd, "r");
+    if (!p)
+        return;
+    char line[128];
+    if (fgets(line, sizeof line, p)) {
+        line[strcspn(line, "\r\n")] = '\0';
+        if (line[0])
+            snprintf(out, size, "%s", line);
+    }
+    pclose(p);
+}
+
+static const char *const param_names[] = {"work_group_size", "vector_width", "items_per_thread",
+                                          "partials_per_channel", "channel_tile"};
+
+static void write_json(bench *b)
+{
+    FILE *f = fopen(b->json_path, "w");
+    if (!f)
+        die("cannot write %s: %s", b->json_path, strerror(errno));
+    char commit[128];
+    git_commit(b, commit, sizeof commit);
+    const clnorm_device_info *d = &b->info;
+    fprintf(f, "{\n  \"schema\": \"clnorm-bench/1\",\n  \"tool\": \"clnorm\",\n");
+    fprintf(f, "  \"version\": ");
+    json_string(f, CLNORM_VERSION_STRING);
+    fprintf(f, ",\n  \"commit\": ");
+    json_string(f, commit);
+    fprintf(f, ",\n  \"date\": ");
+    json_string(f, b->date);
+    fprintf(f, ",\n  \"device\": {\"name\": ");
+    json_string(f, d->name);
+    fprintf(f, ", \"vendor\": ");
+    json_string(f, d->vendor);
+    fprintf(f, ", \"driver\": ");
+    json_string(f, d->driver_version);
+    fprintf(f, ", \"platform\": ");
+    json_string(f, d->platform_name);
+    fprintf(f, ", \"platform_version\": ");
+    json_string(f, d->platform_version);
+    fprintf(f, ", \"type\": \"%s\", \"compute_units\": %u, \"global_mem_bytes\": %llu, "
+               "\"cache_bytes\": %llu},\n",
+            b->is_gpu ? "GPU" : "CPU", d->compute_units, (unsigned long long)d->global_mem_bytes,
+            (unsigned long long)b->cache_bytes);
+    long online = sysconf(_SC_NPROCESSORS_ONLN);
+    fprintf(f, "  \"host_cpus\": %ld,\n  \"params\": {", online);
+    for (size_t i = 0; i < ARRAY_LEN(param_names); i++) {
+        long v = -1;
+        clnorm_get_param(b->ctx, param_names[i], &v);
+        fprintf(f, "%s\"%s\": %ld", i ? ", " : "", param_names[i], v);
+    }
+    fprintf(f, "},\n  \"env\": {\"CLNORM_PARAMS\": ");
+    json_string(f, getenv("CLNORM_PARAMS") ? getenv("CLNORM_PARAMS") : "");
+    fprintf(f, ", \"POCL_CACHE_DIR\": ");
+    json_string(f, getenv("POCL_CACHE_DIR") ? getenv("POCL_CACHE_DIR") : "");
+    fprintf(f, "},\n  \"loadavg_start\": [%.2f, %.2f, %.2f], \"loadavg_end\": [%.2f, %.2f, %.2f],\n",
+            b->load_start[0], b->load_start[1], b->load_start[2], b->load_end[0], b->load_end[1],
+            b->load_end[2]);
+    fprintf(f, "  \"method\": {\"runs\": %d, \"warmup\": %d, \"statistic\": \"median\", "
+               "\"timer\": \"OpenCL profiling: START of the first kernel to END of the last\", "
+               "\"rotate_threshold_bytes\": %zu, \"quick\": %s},\n",
+            b->runs, b->warmup, b->rotate_threshold, b->quick ? "true" : "false");
+    fprintf(f, "  \"copy\": {\"GBps\": ");
+    json_number(f, b->copy_gbps);
+    fprintf(f, ", \"GBps_item_per_float4\": ");
+    json_number(f, b->copy_gbps_item);
+    fprintf(f, ", \"GBps_chunk_per_item\": ");
+    json_number(f, b->copy_gbps_chunk);
+    fprintf(f, ", \"buffer_bytes\": %zu},\n", b->copy_bytes);
+    fprintf(f, "  \"latency\": ");
+    if (!b->latency)
+        fprintf(f, "null,\n");
+    else {
+        fprintf(f, "{\"cold_ms\": ");
+        json_number(f, b->cold_ms);
+        fprintf(f, ", \"cold_context_ms\": ");
+        json_number(f, b->cold_context_ms);
+        fprintf(f, ", \"cold_first_op_ms\": ");
+        json_number(f, b->cold_first_op_ms);
+        fprintf(f, ", \"cold_builds\": %lu, \"cold_disk_hits\": %lu, \"warm_ms\": ",
+                b->cold_builds, b->cold_disk_hits);
+        json_number(f, b->warm_ms);
+        fprintf(f, ", \"warm_context_ms\": ");
+        json_number(f, b->warm_context_ms);
+        fprintf(f, ", \"warm_first_op_ms\": ");
+        json_number(f, b->warm_first_op_ms);
+        fprintf(f, ", \"warm_builds\": %lu, \"warm_disk_hits\": %lu, \"error\": ",
+                b->warm_builds, b->warm_disk_hits);
+        json_string(f, b->latency_error);
+        fprintf(f, ", \"shape\": \"batchnorm forward_training N2 C64 H28 W28 NCHW\"},\n");
+    }
+    fprintf(f, "  \"rows\": [");
+    for (size_t i = 0; i < b->num_rows; i++) {
+        const row *r = &b->rows[i];
+        fprintf(f, "%s\n    {\"family\": \"%s\", \"op\": \"%s\", \"variant\": \"%s\", "
+                   "\"layout\": \"%s\", \"shape\": \"%s\", \"tag\": \"%s\", "
+                   "\"dims\": [%zu, %zu, %zu, %zu], \"tensor_bytes\": %zu, \"sets\": %u, "
+                   "\"runs\": %u, \"reads\": %u, \"writes\": %u, \"passes\": %u",
+                i ? "," : "", r->family, r->op, r->variant, r->layout, r->shape, r->tag,
+                r->dims[0], r->dims[1], r->dims[2], r->dims[3], r->tensor_bytes, r->sets, r->runs,
+                r->reads, r->writes, r->passes);
+        if (r->error[0]) {
+            fprintf(f, ", \"error\": ");
+            json_string(f, r->error);
+        } else {
+            const struct {
+                const char *name;
+                double v;
+            } nums[] = {{"ms", r->dev.median},       {"ms_min", r->dev.min},
+                        {"ms_max", r->dev.max},      {"ms_p10", r->dev.p10},
+                        {"ms_p90", r->dev.p90},      {"wall_ms", r->wall.median},
+                        {"compulsory_bytes", r->compulsory_bytes}, {"GBps", r->gbps},
+                        {"frac_copy", r->frac_copy}, {"frac_copy_at_passes", r->frac_copy_at_passes}};
+            for (size_t j = 0; j < ARRAY_LEN(nums); j++) {
+                fprintf(f, ", \"%s\": ", nums[j].name);
+                json_number(f, nums[j].v);
+            }
+        }
+        fputc('}', f);
+    }
+    fprintf(f, "\n  ]\n}\n");
+    if (fclose(f) != 0)
+        die("writing %s failed", b->json_path);
+}
+
+/* ---- main --------------------------------------------------------------------------------------- */
+
+static void usage(FILE *f)
+{
+    fputs("usage: clnorm-bench [options]\n"
+          "  --device SEL      OpenCL device (\"P:D\", gpu, cpu, or part of a name); default as the\n"
+          "                    library (CLNORM_DEVICE, else the first GPU, else the CPU)\n"
+          "  --ops FILTER      comma-separated substrings of \"family op variant layout\", e.g.\n"
+          "                    \"forward_training plain,backward\" or \"NHWC\"\n"
+          "  --shapes FILTER   comma-separated substrings of the shape, e.g. \"C64 ,C2048\"\n"
+          "  --shape-set gpu|cpu  shape set (default: from the device type)\n"
+          "  --quick           a fast subset (2 shapes, plain variants), for smoke runs\n"
+          "  --runs N          timed runs per row (default 25; at least 20 for a real run)\n"
+          "  --warmup N        untimed runs before them (default 3)\n"
+          "  --json PATH       write every row and the run's metadata as JSON\n"
+          "  --commit STR      commit to record (default: git describe of the source tree,\n"
+          "                    or CLNORM_BENCH_COMMIT)\n"
+          "  --no-latency      skip the first-call latency measurement\n"
+          "  --list            print the rows that would run, and exit\n",
+          f);
+}
+
+static int parse_int(const char *s, const char *name)
+{
+    char *end = NULL;
+    long v = strtol(s ? s : "", &end, 10);
+    if (!s || end == s || *end || v < 0 || v > MAX_RUNS)
+        die("%s needs an integer in [0, %d]", name, MAX_RUNS);
+    return (int)v;
+}
+
+int main(int argc, char **argv)
+{
+    bench *b = calloc(1, sizeof *b);
+    if (!b)
+        die("out of host memory");
+    b->runs = 25;
+    b->warmup = 3;
+    b->latency = 1;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        const char *next = i + 1 < argc ? argv[i + 1] : NULL;
+#define TAKE() (next ? (i++, next) : (die("%s needs a value", a), (const char *)NULL))
+        if (!strcmp(a, "--device"))
+            b->device = TAKE();
+        else if (!strcmp(a, "--json"))
+            b->json_path = TAKE();
+        else if (!strcmp(a, "--ops"))
+            b->ops_filter = TAKE();
+        else if (!strcmp(a, "--shapes"))
+            b->shapes_filter = TAKE();
+        else if (!strcmp(a, "--shape-set"))
+            b->shape_set = TAKE();
+        else if (!strcmp(a, "--commit"))
+            b->commit = TAKE();
+        else if (!strcmp(a, "--runs"))
+            b->runs = parse_int(TAKE(), "--runs");
+        else if (!strcmp(a, "--warmup"))
+            b->warmup = parse_int(TAKE(), "--warmup");
+        else if (!strcmp(a, "--quick"))
+            b->quick = 1;
+        else if (!strcmp(a, "--no-latency"))
+            b->latency = 0;
+        else if (!strcmp(a, "--list"))
+            b->list = 1;
+        else if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        } else {
+            usage(stderr);
+            die("unknown option %s", a);
+        }
+#undef TAKE
+    }
+    if (b->runs < 1)
+        die("--runs must be at least 1");
+    if (b->shape_set && strcmp(b->shape_set, "gpu") && strcmp(b->shape_set, "cpu"))
+        die("--shape-set is gpu or cpu");
+    if (b->runs < 20 && !b->quick)
+        fprintf(stderr, "clnorm-bench: note: %d runs per row; the reported protocol is >= 20\n",
+                b->runs);
+
+    time_t t = time(NULL);
+    strftime(b->date, sizeof b->date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
+    read_loadavg(b->load_start);
+
+    /* first-call latency before anything else touches the device, so the cold number includes
+     * what a fresh process pays */
+    if (b->latency && !b->list)
+        measure_latency(b);
+
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.device = b->device;
+    settings.enable_profiling = 1;
+    char message[4096];
+    if (clnorm_context_create(&b->ctx, &settings, message, sizeof message) != CLNORM_OK)
+        die("%s", message);
+    b->cl_ctx = clnorm_context_cl_context(b->ctx);
+    b->cl_dev = clnorm_context_device(b->ctx);
+    b->queue = clnorm_context_queue(b->ctx);
+    if (clnorm_context_device_info(b->ctx, &b->info) != CLNORM_OK)
+        die("%s", clnorm_last_error(b->ctx));
+    clGetDeviceInfo(b->cl_dev, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof b->cache_bytes,
+                    &b->cache_bytes, NULL);
+    b->is_gpu = (b->info.type & CL_DEVICE_TYPE_CPU) == 0;
+    int gpu_shapes = b->shape_set ? !strcmp(b->shape_set, "gpu") : b->is_gpu;
+    b->rotate_threshold = 256 * MIB;
+    if (4 * (size_t)b->cache_bytes > b->rotate_threshold)
+        b->rotate_threshold = 4 * (size_t)b->cache_bytes;
+    clnorm_bn_default_config(&b->config);
+
+    shape_case shapes[MAX_SHAPES];
+    size_t num_shapes = build_shapes(gpu_shapes, b->quick, shapes);
+
+    if (b->list) {
+        for (size_t s = 0; s < num_shapes; s++) {
+            char desc[64];
+            describe_shape(&shapes[s], desc, sizeof desc);
+            if (!filter_matches(b->shapes_filter, desc))
+                continue;
+            for (size_t o = 0; o < ARRAY_LEN(ops); o++)
+                for (int layout = 0; layout < 2; layout++) {
+                    char label[96];
+                    op_label(&ops[o], layout ? "NHWC" : "NCHW", label, sizeof label);
+                    if (strcmp(ops[o].family, shapes[s].family) ||
+                        !filter_matches(b->ops_filter, label) || (b->quick && !ops[o].quick))
+                        continue;
+                    printf("%s %s (%s)\n", label, desc, shapes[s].tag);
+                }
+        }
+        clnorm_context_release(b->ctx);
+        free(b);
+        return 0;
+    }
+
+    printf("device: %s | %s | driver %s | %u compute units | cache %llu KiB\n", b->info.name,
+           b->info.platform_name, b->info.driver_version, b->info.compute_units,
+           (unsigned long long)(b->cache_bytes / 1024));
+    if (b->latency) {
+        if (b->latency_error[0])
+            printf("first-call latency: failed: %s\n", b->latency_error);
+        else
+            printf("first-call latency (context creation -> first BN forward read back): "
+                   "cold %.1f ms (context %.1f + first op %.1f; %lu builds), "
+                   "warm %.1f ms (context %.1f + first op %.1f; %lu disk loads over 5 runs)\n",
+                   b->cold_ms, b->cold_context_ms, b->cold_first_op_ms, b->cold_builds, b->warm_ms,
+                   b->warm_context_ms, b->warm_first_op_ms, b->warm_disk_hits);
+    }
+    if (clnorm_warm_up(b->ctx) != CLNORM_OK)
+        die("warm-up: %s", clnorm_last_error(b->ctx));
+    measure_copy(b);
+    printf("copy bandwidth (float4 copy, %zu MiB, read + write): %.1f GB/s", b->copy_bytes / MIB,
+           b->copy_gbps);
+    if (b->copy_gbps_chunk > 0)
+        printf(" (one float4 per work-item %.1f, contiguous chunk per work-item %.1f)",
+               b->copy_gbps_item, b->copy_gbps_chunk);
+    printf("\nmedian of %d runs after %d warm-up runs; buffers rotate below %zu MiB per set; "
+           "passes = implementation/compulsory tensor passes; %%copy@p counts the "
+           "implementation's passes\n\n",
+           b->runs, b->warmup, b->rotate_threshold / MIB);
+    print_header();
+
+    for (size_t s = 0; s < num_shapes; s++) {
+        const shape_case *sc = &shapes[s];
+        char desc[64];
+        describe_shape(sc, desc, sizeof desc);
+        if (!filter_matches(b->shapes_filter, desc))
+            continue;
+        /* anything to run on this shape? */
+        int any = 0;
+        for (size_t o = 0; o < ARRAY_LEN(ops); o++)
+            for (int layout = 0; layout < 2; layout++) {
+                char label[96];
+                op_label(&ops[o], layout ? "NHWC" : "NCHW", label, sizeof label);
+                any |= !strcmp(ops[o].family, sc->family) && filter_matches(b->ops_filter, label) &&
+                       (!b->quick || ops[o].quick);
+            }
+        if (!any)
+            continue;
+        char err_msg[256];
+        int ready = setup_bn_shape(b, sc, err_msg, sizeof err_msg);
+        for (int layout = 0; layout < 2; layout++) {
+            const char *layout_name = layout ? "NHWC" : "NCHW";
+            b->shape.layout = layout ? CLNORM_CHANNELS_LAST : CLNORM_CHANNELS_FIRST;
+            for (size_t o = 0; o < ARRAY_LEN(ops); o++) {
+                const op_spec *op = &ops[o];
+                char label[96];
+                op_label(op, layout_name, label, sizeof label);
+                if (strcmp(op->family, sc->family) || !filter_matches(b->ops_filter, label) ||
+                    (b->quick && !op->quick))
+                    continue;
+                row *r = new_row(b);
+                snprintf(r->family, sizeof r->family, "%s", op->family);
+                snprintf(r->op, sizeof r->op, "%s", op->op);
+                snprintf(r->variant, sizeof r->variant, "%s", op->variant);
+                snprintf(r->layout, sizeof r->layout, "%s", layout_name);
+                snprintf(r->shape, sizeof r->shape, "%s", desc);
+                snprintf(r->tag, sizeof r->tag, "%s", sc->tag);
+                memcpy(r->dims, sc->dims, sizeof r->dims);
+                r->tensor_bytes = shape_elements(sc) * sizeof(float);
+                r->passes = op->passes;
+                r->reads = op->reads;
+                r->writes = op->writes;
+                if (!ready)
+                    snprintf(r->error, sizeof r->error, "%s", err_msg);
+                else
+                    time_row(b, op, r);
+                print_row(r);
+            }
+        }
+        release_shape(b);
+    }
+    read_loadavg(b->load_end);
+    if (b->json_path) {
+        write_json(b);
+        printf("\nwrote %s\n", b->json_path);
+    }
+    int failed = 0;
+    for (size_t i = 0; i < b->num_rows; i++)
+        failed |= b->rows[i].error[0] != 0;
+    clnorm_context_release(b->ctx);
+    free(b->rows);
+    free(b);
+    return failed ? 2 : 0;
+}

@@ -1,0 +1,260 @@
+#!/usr/bin/env python3
+"""Compares clnorm-bench results with the PyTorch peer: ratio table, target checks, PNG chart.
+
+    python3 bench/plot.py RESULTS.json [MORE.json ...] [--combine OUT.json] [--png OUT.png]
+                          [--markdown]
+
+Inputs are any mix of: a clnorm-bench JSON (tool "clnorm"), a torch_peer.py JSON (tool
+"pytorch"), a combined run file written by --combine ({"runs": [...]}) and the GPU machine's
+../shared/gpu/torch_reference.py output (plain batch-norm rows only). Rows match on
+(family, op, variant, layout, shape). The ratio is clnorm time / PyTorch time: below 1.0 clnorm
+is faster. --combine writes all inputs into one file (what bench/run.sh commits).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+
+def load_docs(path):
+    with open(path) as f:
+        doc = json.load(f)
+    if 'runs' in doc:
+        return doc['runs']
+    if 'rows' in doc:
+        return [doc]
+    # torch_reference.py (GPU machine): {"batchnorm N64 C64 H112 W112 NCHW": {...ms}, ...}
+    rows = []
+    names = {'forward_training_ms': 'forward_training', 'forward_inference_ms': 'forward_inference',
+             'backward_ms': 'backward'}
+    for key, val in doc.items():
+        m = re.match(r'batchnorm (N\d+ C\d+ H\d+ W\d+) (NCHW|NHWC)$', key)
+        if not m or not isinstance(val, dict):
+            continue
+        dims = [int(v) for v in re.findall(r'\d+', m.group(1))]
+        for field, op in names.items():
+            if field in val:
+                reads, writes = (2, 1) if op == 'backward' else (1, 1)
+                b = (reads + writes) * math.prod(dims) * 4
+                rows.append({'family': 'batchnorm', 'op': op, 'variant': 'plain',
+                             'layout': m.group(2), 'shape': m.group(1), 'dims': dims,
+                             'ms': val[field], 'compulsory_bytes': b,
+                             'GBps': b / (val[field] * 1e6)})
+    return [{'schema': 'clnorm-bench/1', 'tool': 'pytorch',
+             'device': {'name': doc.get('device', '?'), 'type': 'GPU',
+                        'driver': 'PyTorch %s, cuDNN %s' % (doc.get('torch'), doc.get('cudnn'))},
+             'copy': {'GBps': doc.get('copy_GBps')}, 'rows': rows}]
+
+
+def key(r):
+    return (r['family'], r['op'], r['variant'], r['layout'], r['shape'])
+
+
+def fmt_ratio(x):
+    return '%.2f' % x if x is not None else '-'
+
+
+def ratio_table(clnorm, peer):
+    """Rows of (clnorm row, peer row or None, ratio or None) in clnorm's order."""
+    peer_rows = {key(r): r for r in peer['rows']} if peer else {}
+    out = []
+    for r in clnorm['rows']:
+        p = peer_rows.get(key(r))
+        ratio = None
+        if p and 'ms' in r and 'ms' in p:
+            ratio = r['ms'] / p['ms']
+        out.append((r, p, ratio))
+    return out
+
+
+def geomean(values):
+    values = [v for v in values if v]
+    return math.exp(sum(math.log(v) for v in values) / len(values)) if values else None
+
+
+def print_tables(clnorm, peer, markdown):
+    table = ratio_table(clnorm, peer)
+    copy = clnorm['copy']['GBps']
+    print('clnorm on %s (%s, driver %s), copy %.1f GB/s; peer: %s' % (
+        clnorm['device']['name'], clnorm['device'].get('platform', ''),
+        clnorm['device'].get('driver', ''), copy,
+        peer['device'].get('driver', peer['device']['name']) if peer else 'none'))
+    if markdown:
+        print('\n| op | variant | layout | shape | clnorm ms | PyTorch ms | clnorm/PyTorch | '
+              'clnorm % copy | PyTorch % copy | passes |')
+        print('| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |')
+    else:
+        print('\n%-18s %-8s %-4s %-20s %9s %9s %7s %7s %7s %6s' % (
+            'op', 'variant', 'lay', 'shape', 'clnorm', 'pytorch', 'ratio', '%copy', 'pt%copy',
+            'passes'))
+    for r, p, ratio in table:
+        if 'error' in r:
+            print('%s %s %s %s: clnorm error %s' % (r['op'], r['variant'], r['layout'],
+                                                     r['shape'], r['error']))
+            continue
+        pms = '%.3f' % p['ms'] if p and 'ms' in p else '-'
+        pfrac = '%.0f%%' % (100 * p['GBps'] / copy) if p and 'GBps' in p else '-'
+        passes = '%s/%s' % (r.get('passes'), r['reads'] + r['writes']) if r.get('passes') else '-'
+        ratio_s = fmt_ratio(ratio)
+        if ratio is not None and ratio > 1.0:
+            ratio_s += ' !' if not markdown else ' (slower)'
+        if markdown:
+            print('| %s | %s | %s | %s | %.3f | %s | %s | %.0f%% | %s | %s |' % (
+                r['op'], r['variant'], r['layout'], r['shape'], r['ms'], pms, ratio_s,
+                100 * r['frac_copy'], pfrac, passes))
+        else:
+            print('%-18s %-8s %-4s %-20s %9.3f %9s %7s %6.0f%% %7s %6s' % (
+                r['op'], r['variant'], r['layout'], r['shape'], r['ms'], pms, ratio_s,
+                100 * r['frac_copy'], pfrac, passes))
+    return table
+
+
+def print_summary(clnorm, table):
+    print('\ngeometric-mean ratio clnorm/PyTorch per op and layout (< 1: clnorm faster):')
+    groups = {}
+    for r, _, ratio in table:
+        if ratio is not None:
+            groups.setdefault((r['op'], r['variant'], r['layout']), []).append(ratio)
+    for (op, variant, layout), ratios in groups.items():
+        print('  %-18s %-8s %-4s  geomean %.2f  worst %.2f  best %.2f  (%d/%d shapes <= 1.0)' % (
+            op, variant, layout, geomean(ratios), max(ratios), min(ratios),
+            sum(1 for x in ratios if x <= 1.0), len(ratios)))
+
+
+def check_targets(clnorm, peer, table):
+    """The targets of issue 5 that this run can decide; returns a list of (target, met, detail)."""
+    out = []
+    gpu = clnorm['device'].get('type') == 'GPU'
+    compared = [(r, ratio) for r, _, ratio in table if ratio is not None]
+    if compared:
+        scope = [(r, x) for r, x in compared if not gpu or r['op'] in ('forward_training', 'backward')]
+        slower = [(r, x) for r, x in scope if x > 1.0]
+        worst = max(scope, key=lambda t: t[1]) if scope else None
+        what = ('BN training forward and backward faster than PyTorch/cuDNN on every shape' if gpu
+                else 'every op at least as fast as PyTorch (clnorm/PyTorch <= 1.0)')
+        detail = '%d of %d rows slower' % (len(slower), len(scope))
+        if worst:
+            w = worst[0]
+            detail += '; worst %.2f (%s %s %s %s)' % (worst[1], w['op'], w['variant'], w['layout'],
+                                                      w['shape'])
+        out.append((what, not slower, detail))
+    if gpu:
+        big = [r for r in clnorm['rows'] if r['op'] == 'forward_training' and
+               r['variant'] == 'plain' and r['shape'] == 'N64 C64 H112 W112' and 'ms' in r]
+        for r in big:
+            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / clnorm['copy']['GBps']
+            out.append(('training forward N64 C64 112x112 %s >= 90%% of copy at 3 passes'
+                        % r['layout'], frac3 >= 0.9, '%.0f%% (%.3f ms)' % (100 * frac3, r['ms'])))
+        for r, p, ratio in table:
+            if r['shape'] == 'N32 C2048 H7 W7' and ratio is not None and r['variant'] == 'plain':
+                out.append(('N32 C2048 7x7 %s %s at least 2x faster than cuDNN' % (
+                    r['op'], r['layout']), ratio <= 0.5, 'ratio %.2f' % ratio))
+    else:
+        big = [r for r in clnorm['rows'] if r['op'] == 'forward_training' and
+               r['variant'] == 'plain' and r.get('tag') == 'resnet50-scaled' and 'ms' in r]
+        for r in big:
+            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / clnorm['copy']['GBps']
+            out.append(('large-tensor training forward >= 50%% of copy at 3 passes: %s %s' % (
+                r['shape'], r['layout']), frac3 >= 0.5, '%.0f%%' % (100 * frac3)))
+    lat = clnorm.get('latency')
+    if lat and lat.get('warm_ms') is not None:
+        out.append(('warm first-call latency <= 100 ms', lat['warm_ms'] <= 100,
+                    'warm %.1f ms, cold %.1f ms' % (lat['warm_ms'], lat['cold_ms'])))
+    print('\ntargets (issue 5):')
+    for what, met, detail in out:
+        print('  [%s] %s: %s' % ('met ' if met else 'MISS', what, detail))
+    return out
+
+
+def plot(clnorm, peer, path):
+    os.environ.setdefault('MPLBACKEND', 'Agg')
+    try:
+        import matplotlib
+    except RuntimeError:
+        # a Debian install whose matplotlibrc is not linked yet: point at the packaged one
+        os.environ['MATPLOTLIBRC'] = '/usr/share/matplotlib/mpl-data/matplotlibrc'
+        import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    copy = clnorm['copy']['GBps']
+    peer_rows = {key(r): r for r in peer['rows']} if peer else {}
+    ops = [o for o in ('forward_training', 'forward_inference', 'backward')
+           if any(r['op'] == o for r in clnorm['rows'])]
+    layouts = ['NCHW', 'NHWC']
+    variants = ['plain', 'relu', 'add_relu']
+    fig, axes = plt.subplots(len(ops), 2, figsize=(18, 4.2 * len(ops)), squeeze=False,
+                             sharey=True)
+    blues = ['#08519c', '#3182bd', '#9ecae1']
+    oranges = ['#a63603', '#e6550d', '#fdae6b']
+    for i, op in enumerate(ops):
+        for j, layout in enumerate(layouts):
+            ax = axes[i][j]
+            rows = [r for r in clnorm['rows'] if r['op'] == op and r['layout'] == layout]
+            shapes = []
+            for r in rows:
+                if r['shape'] not in shapes:
+                    shapes.append(r['shape'])
+            present = [v for v in variants if any(r['variant'] == v for r in rows)]
+            nbar = 2 * len(present)
+            width = 0.8 / max(nbar, 1)
+            for vi, v in enumerate(present):
+                for tool, colors, offset in (('clnorm', blues, 0), ('PyTorch', oranges, 1)):
+                    xs, ys = [], []
+                    for si, s in enumerate(shapes):
+                        r = next((r for r in rows if r['shape'] == s and r['variant'] == v), None)
+                        if r is None:
+                            continue
+                        if tool == 'PyTorch':
+                            r = peer_rows.get(key(r))
+                        if r is None or 'GBps' not in r:
+                            continue
+                        xs.append(si - 0.4 + width * (2 * vi + offset + 0.5))
+                        ys.append(r['GBps'] / copy)
+                    ax.bar(xs, ys, width, color=colors[vi], label='%s %s' % (tool, v))
+            ax.axhline(1.0, color='grey', linewidth=0.8, linestyle='--')
+            ax.set_xticks(range(len(shapes)))
+            ax.set_xticklabels([s.replace(' ', '\n', 1) for s in shapes], fontsize=8)
+            ax.set_title('batch norm %s, %s' % (op.replace('_', ' '), layout), fontsize=10)
+            if j == 0:
+                ax.set_ylabel('fraction of copy bandwidth\n(compulsory bytes)')
+            if i == 0 and j == 1:
+                ax.legend(fontsize=8, ncol=2, loc='upper right')
+    dev = clnorm['device']
+    fig.suptitle('clnorm %s vs %s on %s (%s), copy %.1f GB/s, %s' % (
+        clnorm.get('commit', ''), peer['device'].get('driver', 'peer') if peer else 'no peer',
+        dev['name'], dev.get('platform', dev.get('driver', '')), copy, clnorm.get('date', '')),
+        fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    fig.savefig(path, dpi=90)
+    print('wrote %s' % path)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('inputs', nargs='+')
+    ap.add_argument('--combine', help='write all inputs as one run file')
+    ap.add_argument('--png', help='write the chart here')
+    ap.add_argument('--markdown', action='store_true', help='ratio table as Markdown')
+    args = ap.parse_args()
+    docs = [d for p in args.inputs for d in load_docs(p)]
+    clnorm = next((d for d in docs if d.get('tool') == 'clnorm'), None)
+    peer = next((d for d in docs if d.get('tool') == 'pytorch'), None)
+    if args.combine:
+        with open(args.combine, 'w') as f:
+            json.dump({'schema': 'clnorm-bench-run/1', 'runs': docs}, f, indent=1)
+        print('wrote %s' % args.combine)
+    if not clnorm:
+        sys.exit('no clnorm-bench results among the inputs')
+    table = print_tables(clnorm, peer, args.markdown)
+    if peer:
+        print_summary(clnorm, table)
+    check_targets(clnorm, peer, table)
+    if args.png:
+        plot(clnorm, peer, args.png)
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,294 @@
+#!/usr/bin/env python3
+"""The PyTorch peer of clnorm-bench: the same rows through PyTorch, the way a PyTorch user writes them.
+
+    /usr/bin/python3 bench/torch_peer.py --from clnorm.json --json torch.json [--threads N]
+
+With --from, the rows (op, variant, layout, shape, rotation sets) are those of a clnorm-bench JSON
+from the same run; without it, the shape set is built here by the same rule as clnorm-bench
+(--shape-set cpu|gpu, --quick). Each row: warm-up, then the median of --runs (default 25) timed
+calls, cycling over the same number of input sets as clnorm-bench used.
+
+What is timed, per op (PyTorch's ResNet idiom for the fusions: in-place add, in-place ReLU):
+  forward_training   F.batch_norm(x, running_mean, running_var, weight, bias, training=True)
+  forward_inference  the same with training=False
+  relu               ... then torch.relu_(out)
+  add_relu           ... then out += residual; torch.relu_(out)
+  backward           torch.autograd.grad(out, (x, weight, bias[, residual]), dy) through the
+                     training forward graph above (ReLU / add included), graph built once per set
+NHWC rows use torch.channels_last tensors. CPU: wall time with time.perf_counter (CPU ops are
+synchronous); CUDA (--device cuda): CUDA events around the call.
+The output JSON has the schema of clnorm-bench's (tool "pytorch").
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+MIB = 1 << 20
+RESNET50_CHW = [(64, 112, 112), (256, 56, 56), (512, 28, 28), (1024, 14, 14), (2048, 7, 7)]
+# op, variant -> (compulsory tensor reads, writes, distinct tensors touched), as in clnorm-bench
+BN_OPS = {
+    ('forward_training', 'plain'): (1, 1, 2),
+    ('forward_training', 'relu'): (1, 1, 2),
+    ('forward_training', 'add_relu'): (2, 1, 3),
+    ('forward_inference', 'plain'): (1, 1, 2),
+    ('forward_inference', 'relu'): (1, 1, 2),
+    ('forward_inference', 'add_relu'): (2, 1, 3),
+    ('backward', 'plain'): (2, 1, 3),
+    ('backward', 'relu'): (3, 1, 4),
+    ('backward', 'add_relu'): (3, 2, 5),
+}
+QUICK_VARIANTS = {'plain'}
+
+
+def build_rows(gpu, quick, threshold):
+    """The shape set of clnorm-bench's build_shapes() and its rows (without the stage rows)."""
+    shapes = []
+    for i, (c, h, w) in enumerate(RESNET50_CHW):
+        if quick and i not in (0, 4):
+            continue
+        per_sample = c * h * w * 4
+        n = 64
+        if not gpu:
+            n = 1
+            while n * per_sample < 16000000 and n * 2 * per_sample <= 64000000:
+                n *= 2
+        shapes.append(((n, c, h, w), 'resnet50' if gpu else 'resnet50-scaled'))
+    if not quick:
+        for (c, h, w) in RESNET50_CHW:
+            dup = any(d[0] == 8 and d[1] == c and d[2] == h for d, _ in shapes)
+            if not dup and 8 * c * h * w * 4 <= 64000000:
+                shapes.append(((8, c, h, w), 'small-batch'))
+    if gpu:
+        shapes.append(((32, 2048, 7, 7), 'small-plane'))
+    rows = []
+    for dims, tag in shapes:
+        tensor_bytes = math.prod(dims) * 4
+        pool = min(32, math.ceil(threshold / (2 * tensor_bytes)))
+        for layout in ('NCHW', 'NHWC'):
+            for (op, variant), (_, _, tensors) in BN_OPS.items():
+                if quick and variant not in QUICK_VARIANTS:
+                    continue
+                sets = max(1, min(pool, math.ceil(threshold / (tensors * tensor_bytes))))
+                rows.append({'family': 'batchnorm', 'op': op, 'variant': variant,
+                             'layout': layout, 'dims': list(dims), 'tag': tag, 'sets': sets})
+    return rows
+
+
+def shape_name(dims):
+    return 'N%d C%d H%d W%d' % tuple(dims)
+
+
+class Timer:
+    def __init__(self, device):
+        self.cuda = device.startswith('cuda')
+
+    def __call__(self, fn):
+        if not self.cuda:
+            t0 = time.perf_counter()
+            fn()
+            return (time.perf_counter() - t0) * 1e3
+        a = torch.cuda.Event(enable_timing=True)
+        b = torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        return a.elapsed_time(b)
+
+
+def tensor(dims, layout, device, gen, lo, hi):
+    t = torch.rand(dims, generator=gen, dtype=torch.float32).mul_(hi - lo).add_(lo).to(device)
+    if layout == 'NHWC':
+        t = t.contiguous(memory_format=torch.channels_last)
+    return t
+
+
+def make_calls(row, device, gen):
+    """One zero-argument callable per rotation set."""
+    op, variant, layout, dims = row['op'], row['variant'], row['layout'], tuple(row['dims'])
+    c = dims[1]
+    weight = torch.rand(c, generator=gen).add_(0.5).to(device)
+    bias = torch.rand(c, generator=gen).sub_(0.5).to(device)
+    running_mean = torch.rand(c, generator=gen).to(device)
+    running_var = torch.rand(c, generator=gen).add_(0.5).to(device)
+    relu = variant in ('relu', 'add_relu')
+    add = variant == 'add_relu'
+    calls = []
+    for _ in range(row['sets']):
+        x = tensor(dims, layout, device, gen, -1.0, 2.0)
+        residual = tensor(dims, layout, device, gen, -1.0, 1.0) if add else None
+        if op in ('forward_training', 'forward_inference'):
+            training = op == 'forward_training'
+
+            def call(x=x, residual=residual, training=training):
+                out = F.batch_norm(x, running_mean, running_var, weight, bias,
+                                   training=training, momentum=0.1, eps=1e-5)
+                if add:
+                    out += residual
+                if relu:
+                    torch.relu_(out)
+                return out
+        else:
+            xr = x.detach().requires_grad_(True)
+            wr = weight.detach().clone().requires_grad_(True)
+            br = bias.detach().clone().requires_grad_(True)
+            inputs = [xr, wr, br]
+            out = F.batch_norm(xr, running_mean.clone(), running_var.clone(), wr, br,
+                               training=True, momentum=0.1, eps=1e-5)
+            if add:
+                rr = residual.detach().requires_grad_(True)
+                inputs.append(rr)
+                out += rr
+            if relu:
+                torch.relu_(out)
+            dy = tensor(dims, layout, device, gen, -1.0, 1.0)
+
+            def call(out=out, inputs=tuple(inputs), dy=dy):
+                return torch.autograd.grad(out, inputs, dy, retain_graph=True)
+        calls.append(call)
+    return calls
+
+
+def copy_gbps(device, timer, runs, warmup, nbytes):
+    x = torch.ones(nbytes // 4, device=device)
+    y = torch.empty_like(x)
+    times = []
+    for i in range(warmup + runs):
+        t = timer(lambda: y.copy_(x))
+        if i >= warmup:
+            times.append(t)
+    return 2 * nbytes / (statistics.median(times) * 1e6)
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name'):
+                    return line.split(':', 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or 'CPU'
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+    ap.add_argument('--from', dest='source', help='clnorm-bench JSON whose rows to run')
+    ap.add_argument('--json', help='output JSON path')
+    ap.add_argument('--device', default='cpu', help='cpu (default) or cuda')
+    ap.add_argument('--threads', type=int, default=os.cpu_count(),
+                    help='torch.set_num_threads (default: nproc)')
+    ap.add_argument('--shape-set', choices=('cpu', 'gpu'), help='without --from')
+    ap.add_argument('--quick', action='store_true', help='without --from: a fast subset')
+    ap.add_argument('--ops', default='', help='comma-separated substrings of "family op variant layout"')
+    ap.add_argument('--runs', type=int, default=25)
+    ap.add_argument('--warmup', type=int, default=3)
+    args = ap.parse_args()
+
+    torch.set_num_threads(args.threads)
+    if args.device.startswith('cuda'):
+        torch.backends.cudnn.benchmark = True
+    timer = Timer(args.device)
+    source = None
+    threshold = 256 * MIB
+    if args.source:
+        with open(args.source) as f:
+            source = json.load(f)
+        threshold = source.get('method', {}).get('rotate_threshold_bytes', threshold)
+        rows = [dict(r) for r in source['rows']
+                if r['family'] == 'batchnorm' and (r['op'], r['variant']) in BN_OPS]
+    else:
+        gpu = args.shape_set == 'gpu' if args.shape_set else args.device.startswith('cuda')
+        rows = build_rows(gpu, args.quick, threshold)
+    filters = [s for s in args.ops.split(',') if s]
+    rows = [r for r in rows if not filters or any(
+        s in '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout']) for s in filters)]
+
+    load_start = list(os.getloadavg())
+    copy_bytes = (source or {}).get('copy', {}).get('buffer_bytes', 128 * MIB)
+    own_copy = copy_gbps(args.device, timer, args.runs, args.warmup, copy_bytes)
+    # fractions against the device's copy bandwidth as clnorm-bench measured it (same hardware),
+    # else against PyTorch's own copy
+    ref_copy = (source or {}).get('copy', {}).get('GBps') or own_copy
+    if args.device.startswith('cuda'):
+        dev_name = torch.cuda.get_device_name()
+        driver = 'PyTorch %s, CUDA %s, cuDNN %s' % (torch.__version__, torch.version.cuda,
+                                                    torch.backends.cudnn.version())
+    else:
+        dev_name = cpu_name()
+        driver = 'PyTorch %s (CPU, %d threads)' % (torch.__version__, torch.get_num_threads())
+    print('pytorch %s on %s, %d threads; copy %.1f GB/s (reference %.1f GB/s)' % (
+        torch.__version__, dev_name, torch.get_num_threads(), own_copy, ref_copy), flush=True)
+    print('%-44s %-22s %9s %8s %6s %4s' % ('op', 'shape', 'ms', 'GB/s', '%copy', 'sets'))
+
+    gen = torch.Generator().manual_seed(1)
+    out_rows = []
+    for r in rows:
+        dims = r['dims']
+        tensor_bytes = math.prod(dims) * 4
+        reads, writes, _ = BN_OPS[(r['op'], r['variant'])]
+        res = {k: r[k] for k in ('family', 'op', 'variant', 'layout', 'dims', 'tag', 'sets')
+               if k in r}
+        res.update(shape=shape_name(dims), tensor_bytes=tensor_bytes, runs=args.runs,
+                   reads=reads, writes=writes, passes=None)
+        label = '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout'])
+        try:
+            calls = make_calls(r, args.device, gen)
+            times = []
+            for i in range(args.warmup + args.runs):
+                t = timer(calls[i % len(calls)])
+                if i >= args.warmup:
+                    times.append(t)
+            del calls
+            times.sort()
+            ms = statistics.median(times)
+            compulsory = (reads + writes) * tensor_bytes
+            gbps = compulsory / (ms * 1e6)
+            n = len(times)
+            res.update(ms=ms, ms_min=times[0], ms_max=times[-1], ms_p10=times[(n - 1) // 10],
+                       ms_p90=times[(n - 1) - (n - 1) // 10], compulsory_bytes=compulsory,
+                       GBps=gbps, frac_copy=gbps / ref_copy)
+            print('%-44s %-22s %9.3f %8.1f %5.0f%% %4d' % (label, res['shape'], ms, gbps,
+                                                          100 * gbps / ref_copy, r['sets']),
+                  flush=True)
+        except RuntimeError as e:  # e.g. out of memory
+            res['error'] = str(e)[:200]
+            print('%-44s %-22s ERROR %s' % (label, res['shape'], res['error']), flush=True)
+        out_rows.append(res)
+
+    doc = {
+        'schema': 'clnorm-bench/1',
+        'tool': 'pytorch',
+        'version': torch.__version__,
+        'commit': None,
+        'date': datetime.datetime.now(datetime.timezone.utc).strftime('%Y-%m-%dT%H:%M:%SZ'),
+        'device': {'name': dev_name, 'driver': driver, 'type': 'GPU' if args.device.startswith('cuda') else 'CPU'},
+        'host_cpus': os.cpu_count(),
+        'threads': torch.get_num_threads(),
+        'interop_threads': torch.get_num_interop_threads(),
+        'loadavg_start': load_start,
+        'loadavg_end': list(os.getloadavg()),
+        'method': {'runs': args.runs, 'warmup': args.warmup, 'statistic': 'median',
+                   'timer': 'CUDA events' if args.device.startswith('cuda') else 'time.perf_counter around the call',
+                   'rotate_threshold_bytes': threshold},
+        'copy': {'GBps': own_copy, 'reference_GBps': ref_copy, 'buffer_bytes': copy_bytes},
+        'rows': out_rows,
+    }
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(doc, f, indent=1)
+        print('wrote %s' % args.json)
+    return 1 if any('error' in r for r in out_rows) else 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
