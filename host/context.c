@@ -180,6 +180,7 @@ void clnorm_context_release(clnorm_context *ctx)
     for (int i = 0; i < WORKSPACE_COUNT; i++)
         if (ctx->workspace[i])
             clReleaseMemObject(ctx->workspace[i]);
+    workspace_release_retired(ctx);
     program_cache_release(ctx);
     if (ctx->queue)
         clReleaseCommandQueue(ctx->queue);

@@ -166,26 +166,27 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, launch_chain *chain,
                         ARRAY_SIZE(args), 1, &global, &local);
 }
 
-/* Stage 1 over the groups (statistics, or the sums of the backward) into WS_PARTIALS. */
+/* Stage 1 over the groups: statistics, or the sums of the backward, into `sets` (reserved by
+ * the caller for group_splits() sets). */
+static size_t group_splits(const clnorm_context *ctx, const program_entry *prog,
+                           const gn_problem *pb)
+{
+    const size_t pairs = ceil_div(pb->total / pb->rows, 2);
+    return stage1_splits(ctx, prog, (size_t)prog->work_group_size, pairs, pb->rows);
+}
+
 static clnorm_status enqueue_group_stats(clnorm_context *ctx, launch_chain *chain,
                                          const program_entry *prog, const gn_problem *pb,
                                          int mode, cl_mem x, cl_mem addend, cl_mem dy,
-                                         cl_mem weight, cl_mem mean, cl_mem pivots,
-                                         cl_uint *num_sets, cl_mem *sets)
+                                         cl_mem weight, cl_mem mean, cl_mem pivots, cl_mem sets)
 {
-    const size_t wg = (size_t)prog->work_group_size;
-    const size_t pairs = ceil_div(pb->total / pb->rows, 2);
-    const size_t s = stage1_splits(ctx, prog, wg, pairs, pb->rows);
-    clnorm_status status = workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->rows * sizeof(float), sets);
-    if (status != CLNORM_OK)
-        return status;
+    const size_t wg = (size_t)prog->work_group_size, s = group_splits(ctx, prog, pb);
     cl_ulong c = pb->c, hw = pb->spatial, g = pb->groups;
     cl_int cl = pb->channels_last, m = mode;
     cl_uint splits = (cl_uint)s;
-    kernel_arg args[] = {ARG(x), ARG(addend), ARG(dy), ARG(weight), ARG(mean),  ARG(c),   ARG(hw),
-                         ARG(g), ARG(cl),     ARG(splits), ARG(m),  ARG(*sets), ARG(pivots)};
+    kernel_arg args[] = {ARG(x), ARG(addend), ARG(dy),     ARG(weight), ARG(mean), ARG(c),     ARG(hw),
+                         ARG(g), ARG(cl),     ARG(splits), ARG(m),      ARG(sets), ARG(pivots)};
     size_t global[2] = {s * wg, pb->rows}, local[2] = {wg, 1};
-    *num_sets = splits;
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_stats"), args,
                         ARRAY_SIZE(args), 2, global, local);
 }
@@ -200,10 +201,11 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
     cl_mem sets, pivots, coef, mean = b->mean, rstd = b->rstd, instance_sets = NULL;
-    cl_uint num_sets;
     clnorm_status status;
     const size_t per_row = pb->rows * sizeof(float);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
+    const size_t num_sets = group_splits(ctx, prog, pb);
+    TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * per_row, &sets));
     TRY(workspace_reserve(ctx, WS_PIVOTS, per_row, &pivots));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * per_row, &coef));
     if (!mean && !pb->rms)
@@ -213,9 +215,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     if (running_mean)
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
     TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_STATS, b->x, b->residual, NULL, NULL,
-                            NULL, pivots, &num_sets, &sets));
+                            NULL, pivots, sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = num_sets,
+                       .num_sets = (cl_uint)num_sets,
                        .pivots = pivots,
                        .pivot_stride = 1,
                        .mode = CH_FINALIZE,
@@ -252,22 +254,26 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
     cl_mem sets, coef;
-    cl_uint num_sets;
     clnorm_status status;
     TRY(program_get(ctx, FAMILY_NORM, &prog));
     const size_t wg = (size_t)prog->work_group_size;
+    const size_t num_sets = group_splits(ctx, prog, pb);
+    const size_t param_sets = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
+    /* one reservation for both stage-1 passes: growing between them would release a buffer
+     * that an enqueued kernel still uses */
+    const size_t set_floats = 3 * (num_sets * pb->rows > param_sets * pb->c ? num_sets * pb->rows
+                                                                            : param_sets * pb->c);
+    TRY(workspace_reserve(ctx, WS_PARTIALS, set_floats * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * (pb->rows > pb->c ? pb->rows : pb->c) * sizeof(float),
                           &coef));
     if (b->dweight || b->dbias) {
         /* parameter gradients first: their stage 2 also writes (unused) coefficients */
-        const size_t s = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
-        TRY(workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->c * sizeof(float), &sets));
         cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, g = pb->groups;
         cl_int cl = pb->channels_last;
-        cl_uint splits = (cl_uint)s;
+        cl_uint splits = (cl_uint)param_sets;
         kernel_arg args[] = {ARG(b->x), ARG(b->dy), ARG(b->mean), ARG(b->rstd), ARG(n),    ARG(c),
                              ARG(hw),   ARG(g),     ARG(cl),      ARG(splits),  ARG(sets)};
-        size_t global[2] = {s * wg, pb->c}, local[2] = {wg, 1};
+        size_t global[2] = {param_sets * wg, pb->c}, local[2] = {wg, 1};
         TRY(chain_launch(ctx, &chain, prog,
                          program_kernel_index(FAMILY_NORM, "gn_param_partials"), args,
                          ARRAY_SIZE(args), 2, global, local));
@@ -280,9 +286,9 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
         TRY(bn_enqueue_channel(ctx, &chain, prog, pb->c, &pa));
     }
     TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, NULL, b->dy, b->weight,
-                            b->mean, NULL, &num_sets, &sets));
+                            b->mean, NULL, sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = num_sets,
+                       .num_sets = (cl_uint)num_sets,
                        .mode = CH_GRAD,
                        .flags = pb->rms ? CHF_RMS : 0,
                        .mean_in = b->mean,

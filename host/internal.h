@@ -123,6 +123,8 @@ struct clnorm_context {
     cl_mem workspace[WORKSPACE_COUNT]; /* scratch for partial results, grown on demand */
     size_t workspace_size[WORKSPACE_COUNT];
     cl_event workspace_busy; /* last kernel that used the workspace (out-of-order queues) */
+    cl_mem retired[16];      /* outgrown workspace buffers, released with the context */
+    size_t retired_count;
 };
 
 /* ---- status (status.c) ---------------------------------------------------------------------- */
@@ -181,6 +183,8 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
 void chain_abandon(launch_chain *chain);
 size_t round_up(size_t value, size_t multiple);
 
+/* Releases outgrown workspace buffers (the queue must have drained). */
+void workspace_release_retired(clnorm_context *ctx);
 /* Workspace slot of at least `bytes`, owned by the context. */
 clnorm_status workspace_reserve(clnorm_context *ctx, workspace_slot slot, size_t bytes,
                                 cl_mem *out);

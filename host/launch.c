@@ -148,12 +148,26 @@ clnorm_status workspace_reserve(clnorm_context *ctx, workspace_slot slot, size_t
         cl_mem grown = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, size, NULL, &err);
         if (err != CL_SUCCESS)
             return set_cl_error(ctx, err, "clCreateBuffer(workspace)");
-        /* commands in flight keep the old buffer alive until they finish */
-        if (ctx->workspace[slot])
-            clReleaseMemObject(ctx->workspace[slot]);
+        /* Kernels already enqueued may still use the old buffer. OpenCL defers the deletion of
+         * a released buffer until they finish, but not every implementation does (Oclgrind
+         * frees at once): keep it until the context goes, or until the queue has drained. */
+        if (ctx->workspace[slot]) {
+            if (ctx->retired_count == ARRAY_SIZE(ctx->retired)) {
+                clFinish(ctx->queue); /* rare: growth is geometric */
+                workspace_release_retired(ctx);
+            }
+            ctx->retired[ctx->retired_count++] = ctx->workspace[slot];
+        }
         ctx->workspace[slot] = grown;
         ctx->workspace_size[slot] = size;
     }
     *out = ctx->workspace[slot];
     return CLNORM_OK;
+}
+
+void workspace_release_retired(clnorm_context *ctx)
+{
+    for (size_t i = 0; i < ctx->retired_count; i++)
+        clReleaseMemObject(ctx->retired[i]);
+    ctx->retired_count = 0;
 }
