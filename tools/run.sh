@@ -9,7 +9,7 @@ root=$PWD
 
 packages=(build-essential meson ninja-build pkg-config python3 ocl-icd-opencl-dev opencl-headers
           pocl-opencl-icd clinfo oclgrind libclblast-dev libcriterion-dev zlib1g-dev
-          dataset-fashion-mnist)
+          dataset-fashion-mnist python3-matplotlib)
 
 install_packages() {
     local missing=()
@@ -43,6 +43,15 @@ run_main() {
     ./build/clnorm-info
     echo "== self-check on the default device (cold or warm program cache)"
     ./build/clnorm-info --check
+    echo "== clnorm-train: the same MLP with and without batch norm on Fashion-MNIST"
+    local out=build/clnorm-train-out
+    ./build/examples/clnorm-train --out "$out"
+    echo "== plots of that run"
+    # Debian's python3 has python3-matplotlib (a python3 earlier on PATH may not)
+    local py=python3
+    [ -x /usr/bin/python3 ] && py=/usr/bin/python3
+    "$py" examples/train/plot.py "$out" ||
+        echo "(no plots: plot.py failed; the numbers are in $out/*.csv and $out/summary.txt)"
 }
 
 # Runs a step, remembers whether it failed, goes on with the next.
@@ -61,14 +70,16 @@ oclgrind_clean() {
     local log=build/oclgrind.log params
     : >"$log"
     for params in "" "work_group_size=1,vector_width=8,partials_per_channel=3"; do
-        echo "--- Oclgrind with CLNORM_PARAMS=\"$params\""
-        CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
-            oclgrind --data-races --uninitialized --check-api \
-            ./build/tests/test_batchnorm --jobs=2 >>"$log" 2>&1 || {
-            cat "$log"
-            return 1
-        }
-        tail -n 1 "$log"
+        for program in test_batchnorm test_featurenorm; do
+            echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
+            CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
+                oclgrind --data-races --uninitialized --check-api \
+                "./build/tests/$program" --jobs=2 >>"$log" 2>&1 || {
+                cat "$log"
+                return 1
+            }
+            tail -n 1 "$log"
+        done
     done
     if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence|FATAL" "$log"; then
         return 1
