@@ -227,6 +227,7 @@ int env_train_epoch(train_env *env, mlp *net, const sgd_settings *sgd, uint64_t 
 
     const int tty = isatty(STDERR_FILENO);
     double last_note = t0;
+    size_t done = steps; /* fewer when the loss went non-finite */
     for (size_t s = 0; s < steps; s++) {
         double lr = sgd->lr;
         if (sgd->cosine && sgd->total_steps > 0)
@@ -241,10 +242,17 @@ int env_train_epoch(train_env *env, mlp *net, const sgd_settings *sgd, uint64_t 
             return fail_net(env, net);
         (*step)++;
         if ((s + 1) % 64 == 0 || s + 1 == steps) {
-            /* keeps the queue short, and the progress honest */
-            code = clFinish(env->queue);
+            /* Reading this step's loss (one scalar) keeps the queue short, the progress honest,
+             * and ends a diverged training early: once the loss is not finite, it stays so. */
+            float last = 0.0f;
+            code = clEnqueueReadBuffer(env->queue, env->slot_loss, CL_TRUE, s * sizeof(float),
+                                       sizeof(float), &last, 0, NULL, NULL);
             if (code != CL_SUCCESS)
-                return fail_cl(env, "clFinish", code);
+                return fail_cl(env, "clEnqueueReadBuffer(step loss)", code);
+            if (!isfinite(last)) {
+                done = s + 1;
+                break;
+            }
             double t = now_seconds();
             if (env->progress && tty) {
                 fprintf(stderr, "\r\033[K  %s: step %zu/%zu, %.0f s", label, s + 1, steps, t - t0);
@@ -259,11 +267,11 @@ int env_train_epoch(train_env *env, mlp *net, const sgd_settings *sgd, uint64_t 
         fprintf(stderr, "\r\033[K");
         fflush(stderr);
     }
-    if (read_slots(env, steps) != 0)
+    if (read_slots(env, done) != 0)
         return -1;
     double loss = 0.0;
     size_t correct = 0;
-    for (size_t s = 0; s < steps; s++) {
+    for (size_t s = 0; s < done; s++) {
         double step_loss = env->host_loss[s] / (double)batch;
         if (!isfinite(step_loss) && stats->first_bad_step < 0)
             stats->first_bad_step = (long)s;
@@ -272,9 +280,9 @@ int env_train_epoch(train_env *env, mlp *net, const sgd_settings *sgd, uint64_t 
         loss += step_loss;
         correct += (size_t)env->host_correct[s];
     }
-    stats->steps = steps;
-    stats->train_loss = loss / (double)steps;
-    stats->train_acc = (double)correct / (double)(steps * batch);
+    stats->steps = done;
+    stats->train_loss = loss / (double)done;
+    stats->train_acc = (double)correct / (double)(done * batch);
     stats->seconds = now_seconds() - t0;
     return 0;
 }

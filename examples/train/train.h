@@ -60,7 +60,8 @@ typedef struct sgd_settings {
 
 /* One epoch over the training set in a shuffled order (from *rng), dropping the last partial
  * batch. *step counts steps over the whole run (for the schedule). step_losses, when not NULL,
- * receives the mean loss of each step (stats->steps values, at most train.count / batch). */
+ * receives the mean loss of each step (stats->steps values, at most train.count / batch). The
+ * epoch ends early (stats->steps smaller, first_bad_step set) when the loss stops being finite. */
 int env_train_epoch(train_env *env, mlp *net, const sgd_settings *sgd, uint64_t *rng,
                     size_t *step, const char *label, epoch_stats *stats, float *step_losses);
 
