@@ -143,24 +143,33 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
     }
 }
 
-static clnorm_status enqueue_reduce(clnorm_context *ctx, launch_chain *chain,
-                                    const program_entry *prog, const bn_geometry *g, cl_mem x,
-                                    cl_mem dy, cl_mem mask, cl_mem mean, int mode,
-                                    const reduce_plan *p, cl_mem sets)
+clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
+                                const program_entry *prog, const bn_geometry *g,
+                                const stage1_inputs *in, cl_mem *sets, cl_uint *num_sets)
 {
+    reduce_plan p;
+    plan_reduce(ctx, prog, g, &p);
+    clnorm_status status =
+        workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g->c * sizeof(float), sets);
+    if (status != CLNORM_OK)
+        return status;
+    *num_sets = p.sets;
     cl_ulong n = g->n, c = g->c, spatial = g->spatial, rows = g->rows;
-    cl_int m = mode;
+    cl_int m = in->mode;
     if (g->layout == CLNORM_CHANNELS_FIRST) {
-        kernel_arg args[] = {ARG(x),       ARG(dy),        ARG(mask),   ARG(mean),
-                             ARG(n),       ARG(c),         ARG(spatial), ARG(p->pieces),
-                             ARG(p->sets), ARG(m),         ARG(sets)};
+        kernel_arg args[] = {ARG(in->x),        ARG(in->addend), ARG(in->dy),    ARG(in->mask),
+                             ARG(in->plane_weight), ARG(in->mean), ARG(n),       ARG(c),
+                             ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(m),
+                             ARG(*sets),        ARG(in->pivots)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cf"),
-                            args, ARRAY_SIZE(args), 2, p->global, p->local);
+                            args, ARRAY_SIZE(args), 2, p.global, p.local);
     }
-    kernel_arg args[] = {ARG(x),       ARG(dy),    ARG(mask), ARG(mean),   ARG(rows),
-                         ARG(c),       ARG(p->lanes), ARG(p->sets), ARG(m), ARG(sets)};
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cl"),
-                        args, ARRAY_SIZE(args), 2, p->global, p->local);
+    kernel_arg args[] = {ARG(in->x),    ARG(in->dy),       ARG(in->mask),     ARG(in->mean),
+                         ARG(in->row_mean), ARG(in->row_rstd), ARG(rows),     ARG(c),
+                         ARG(p.lanes),  ARG(p.sets),       ARG(m),            ARG(*sets),
+                         ARG(in->pivots)};
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cl"), args,
+                        ARRAY_SIZE(args), 2, p.global, p.local);
 }
 
 clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
@@ -168,7 +177,7 @@ clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
 {
     cl_ulong c = channels;
     kernel_arg args[] = {ARG(a->sets),         ARG(a->num_sets),    ARG(a->sets_are_var),
-                         ARG(a->pivots),       ARG(a->pivot_stride), ARG(c),               ARG(a->mode),        ARG(a->eps),
+                         ARG(a->pivots),       ARG(c),               ARG(a->mode),        ARG(a->eps),
                          ARG(a->momentum),     ARG(a->flags),      ARG(a->mean_in),
                          ARG(a->var_in),       ARG(a->var_in_is_invstd), ARG(a->gamma),
                          ARG(a->beta),         ARG(a->running_mean), ARG(a->running_var),
@@ -312,21 +321,20 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     launch_chain chain;
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
-    reduce_plan p;
-    cl_mem sets, coef;
+    cl_mem sets, coef, pivots;
+    cl_uint num_sets;
     clnorm_status status;
     TRY(check_forward(ctx, shape, config, b, FORWARD_TRAINING, num_wait, wait, &g));
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    plan_reduce(ctx, prog, &g, &p);
-    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
-    TRY(enqueue_reduce(ctx, &chain, prog, &g, b->x, NULL, NULL, NULL, REDUCE_STATS, &p, sets));
+    TRY(workspace_reserve(ctx, WS_PIVOTS, g.c * sizeof(float), &pivots));
+    stage1_inputs in = {.x = b->x, .pivots = pivots, .mode = REDUCE_STATS};
+    TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = p.sets,
-                       .pivots = b->x,
-                       .pivot_stride = inner_size(&g),
+                       .num_sets = num_sets,
+                       .pivots = pivots,
                        .mode = CH_FINALIZE,
                        .eps = (float)config->eps,
                        .momentum = (float)config->momentum,
@@ -402,8 +410,8 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
     launch_chain chain;
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
-    reduce_plan p;
     cl_mem sets, coef;
+    cl_uint num_sets;
     clnorm_status status;
     TRY(bn_check_shape(ctx, shape, &g));
     TRY(bn_check_config(ctx, config));
@@ -432,13 +440,12 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
         return zero_and_signal(ctx, zeroed, sizes, 2, num_wait, wait, event);
     }
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    plan_reduce(ctx, prog, &g, &p);
-    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     cl_mem mask = relu ? b->y : NULL;
-    TRY(enqueue_reduce(ctx, &chain, prog, &g, b->x, b->dy, mask, b->mean, REDUCE_GRAD, &p, sets));
+    stage1_inputs in = {.x = b->x, .dy = b->dy, .mask = mask, .mean = b->mean, .mode = REDUCE_GRAD};
+    TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = p.sets,
+                       .num_sets = num_sets,
                        .mode = CH_GRAD,
                        .eps = (float)config->eps,
                        .flags = frozen ? CHF_FROZEN : 0,
@@ -472,8 +479,8 @@ static clnorm_status partial_stats(clnorm_context *ctx, const clnorm_shape *shap
     launch_chain chain;
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
-    reduce_plan p;
-    cl_mem sets;
+    cl_mem sets, pivots;
+    cl_uint num_sets;
     clnorm_status status;
     TRY(bn_check_shape(ctx, shape, &g));
     TRY(check_events(ctx, num_wait, wait));
@@ -485,13 +492,12 @@ static clnorm_status partial_stats(clnorm_context *ctx, const clnorm_shape *shap
         return zero_and_signal(ctx, &stats_set, &size, 1, num_wait, wait, event);
     }
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    plan_reduce(ctx, prog, &g, &p);
-    TRY(workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g.c * sizeof(float), &sets));
-    TRY(enqueue_reduce(ctx, &chain, prog, &g, x, NULL, NULL, NULL, REDUCE_STATS, &p, sets));
+    TRY(workspace_reserve(ctx, WS_PIVOTS, g.c * sizeof(float), &pivots));
+    stage1_inputs in = {.x = x, .pivots = pivots, .mode = REDUCE_STATS};
+    TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = p.sets,
-                       .pivots = x,
-                       .pivot_stride = inner_size(&g),
+                       .num_sets = num_sets,
+                       .pivots = pivots,
                        .mode = CH_STATS_OUT,
                        .out_sets = stats_set};
     TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));

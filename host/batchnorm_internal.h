@@ -41,8 +41,7 @@ typedef struct channel_args {
     cl_mem sets;
     cl_uint num_sets;
     cl_int sets_are_var;
-    cl_mem pivots; /* the tensor x of stage 1: partial means are relative to its pivots */
-    cl_ulong pivot_stride;
+    cl_mem pivots; /* written by stage 1: partial means are relative to these */
     cl_int mode;
     float eps, momentum;
     cl_int flags; /* CHF_FROZEN, CHF_RMS */
@@ -63,6 +62,22 @@ clnorm_status bn_forward_inference_locked(clnorm_context *ctx, const clnorm_shap
                                           const clnorm_bn_config *config,
                                           const clnorm_bn_buffers *b, cl_uint num_wait,
                                           const cl_event *wait, cl_event *event);
+
+/* Stage 1 (bn_reduce_cf / bn_reduce_cl) over a tensor: its inputs (NULL where unused). */
+typedef struct stage1_inputs {
+    cl_mem x, addend, dy, mask;
+    cl_mem plane_weight;       /* channels-first gradients: dy * plane_weight[position] */
+    cl_mem mean;               /* gradients: per-channel mean */
+    cl_mem row_mean, row_rstd; /* channels-last gradients: xhat from per-row statistics */
+    cl_mem pivots;             /* statistics: receives each channel's pivot */
+    int mode;                  /* REDUCE_STATS or REDUCE_GRAD */
+} stage1_inputs;
+
+/* Plans stage 1 for the device, reserves WS_PARTIALS and enqueues it; the partials are in *sets,
+ * *num_sets sets of 3C floats. */
+clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
+                                const program_entry *prog, const bn_geometry *g,
+                                const stage1_inputs *in, cl_mem *sets, cl_uint *num_sets);
 
 /* Operands of bn_elementwise: out = [a*in1'] + b [+ e*(in2 - center)] [+ residual] [ReLU];
  * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel: for

@@ -155,7 +155,10 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, launch_chain *chain,
 {
     size_t global, chunk, local = (size_t)prog->work_group_size;
     cl_int contiguous;
-    elementwise_grid(ctx, prog, pb->total, &global, &chunk, &contiguous);
+    const size_t vec = (size_t)ctx->params.vector_width;
+    const bool vector_path = pb->spatial == 1 && (pb->c / pb->groups) % vec == 0;
+    elementwise_grid(ctx, prog, vector_path ? pb->total / vec : pb->total, &global, &chunk,
+                     &contiguous);
     cl_ulong total = pb->total, c = pb->c, hw = pb->spatial, g = pb->groups, ch = chunk;
     cl_int cl = pb->channels_last, m = mode;
     kernel_arg args[] = {ARG(x),      ARG(addend), ARG(dy),    ARG(extra),    ARG(stat_a),
@@ -191,6 +194,36 @@ static clnorm_status enqueue_group_stats(clnorm_context *ctx, launch_chain *chai
                         ARRAY_SIZE(args), 2, global, local);
 }
 
+/* Groups are contiguous rows in channels-first (and whenever there is no spatial extent): batch
+ * norm's vectorized stage 1 then serves, with each group as one channel of one plane. */
+static bool groups_are_rows(const gn_problem *pb)
+{
+    return !pb->channels_last || pb->spatial == 1;
+}
+
+/* ... and with one group and no spatial extent (LayerNorm, RMSNorm), position p uses weight[p]. */
+static bool plain_rows(const gn_problem *pb)
+{
+    return pb->groups == 1 && pb->spatial == 1;
+}
+
+static bn_geometry rows_geometry(const gn_problem *pb, clnorm_layout layout)
+{
+    bn_geometry g = {.layout = layout, .total = pb->total, .bytes = pb->total * sizeof(float)};
+    if (layout == CLNORM_CHANNELS_FIRST) { /* one plane of rows x D */
+        g.n = 1;
+        g.c = pb->rows;
+        g.spatial = pb->total / pb->rows;
+        g.rows = g.spatial;
+    } else { /* rows of C channels: the column sums */
+        g.n = pb->rows;
+        g.c = pb->c;
+        g.spatial = 1;
+        g.rows = pb->rows;
+    }
+    return g;
+}
+
 /* Forward. With running_mean (InstanceNorm), the per-instance statistics also update them. */
 static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, double eps,
                                    const clnorm_norm_buffers *b, double momentum,
@@ -201,11 +234,10 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
     cl_mem sets, pivots, coef, mean = b->mean, rstd = b->rstd, instance_sets = NULL;
+    cl_uint num_sets;
     clnorm_status status;
     const size_t per_row = pb->rows * sizeof(float);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    const size_t num_sets = group_splits(ctx, prog, pb);
-    TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * per_row, &sets));
     TRY(workspace_reserve(ctx, WS_PIVOTS, per_row, &pivots));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * per_row, &coef));
     if (!mean && !pb->rms)
@@ -214,12 +246,20 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         TRY(workspace_reserve(ctx, WS_RSTD, per_row, &rstd));
     if (running_mean)
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
-    TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_STATS, b->x, b->residual, NULL, NULL,
-                            NULL, pivots, sets));
+    if (groups_are_rows(pb)) {
+        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
+        stage1_inputs in = {
+            .x = b->x, .addend = b->residual, .pivots = pivots, .mode = REDUCE_STATS};
+        TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+    } else {
+        num_sets = (cl_uint)group_splits(ctx, prog, pb);
+        TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * per_row, &sets));
+        TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_STATS, b->x, b->residual, NULL,
+                                NULL, NULL, pivots, sets));
+    }
     channel_args ca = {.sets = sets,
-                       .num_sets = (cl_uint)num_sets,
+                       .num_sets = num_sets,
                        .pivots = pivots,
-                       .pivot_stride = 1,
                        .mode = CH_FINALIZE,
                        .eps = (float)eps,
                        .flags = pb->rms ? CHF_RMS : 0,
@@ -246,6 +286,48 @@ fail:
     return status;
 }
 
+/* dweight and dbias: per channel, sums over (n, position) of dy * xhat and dy. */
+static clnorm_status enqueue_param_grads(clnorm_context *ctx, launch_chain *chain,
+                                         const program_entry *prog, const gn_problem *pb,
+                                         const clnorm_norm_grad_buffers *b, cl_mem coef)
+{
+    cl_mem sets;
+    cl_uint num_sets;
+    clnorm_status status;
+    if (plain_rows(pb)) {
+        /* column sums over the rows, with each row's statistics */
+        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_LAST);
+        stage1_inputs in = {.x = b->x,
+                            .dy = b->dy,
+                            .row_mean = b->mean,
+                            .row_rstd = b->rstd,
+                            .mode = REDUCE_GRAD};
+        TRY(bn_enqueue_stage1(ctx, chain, prog, &g, &in, &sets, &num_sets));
+    } else {
+        const size_t wg = (size_t)prog->work_group_size;
+        const size_t s = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
+        TRY(workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->c * sizeof(float), &sets));
+        cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, g = pb->groups;
+        cl_int cl = pb->channels_last;
+        num_sets = (cl_uint)s;
+        kernel_arg args[] = {ARG(b->x), ARG(b->dy), ARG(b->mean), ARG(b->rstd),  ARG(n),   ARG(c),
+                             ARG(hw),   ARG(g),     ARG(cl),      ARG(num_sets), ARG(sets)};
+        size_t global[2] = {s * wg, pb->c}, local[2] = {wg, 1};
+        TRY(chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_param_partials"),
+                         args, ARRAY_SIZE(args), 2, global, local));
+    }
+    /* stage 2 with no statistics (mean 0, invstd 1): dgamma = sum dy * xhat, dbeta = sum dy */
+    channel_args pa = {.sets = sets,
+                       .num_sets = num_sets,
+                       .mode = CH_GRAD,
+                       .coef = coef,
+                       .dgamma = b->dweight,
+                       .dbeta = b->dbias};
+    return bn_enqueue_channel(ctx, chain, prog, pb->c, &pa);
+fail:
+    return status;
+}
+
 static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
                                     const clnorm_norm_grad_buffers *b, cl_uint num_wait,
                                     const cl_event *wait, cl_event *event)
@@ -254,41 +336,30 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
     cl_mem sets, coef;
+    cl_uint num_sets;
     clnorm_status status;
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    const size_t wg = (size_t)prog->work_group_size;
-    const size_t num_sets = group_splits(ctx, prog, pb);
-    const size_t param_sets = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
-    /* one reservation for both stage-1 passes: growing between them would release a buffer
-     * that an enqueued kernel still uses */
-    const size_t set_floats = 3 * (num_sets * pb->rows > param_sets * pb->c ? num_sets * pb->rows
-                                                                            : param_sets * pb->c);
-    TRY(workspace_reserve(ctx, WS_PARTIALS, set_floats * sizeof(float), &sets));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * (pb->rows > pb->c ? pb->rows : pb->c) * sizeof(float),
                           &coef));
-    if (b->dweight || b->dbias) {
-        /* parameter gradients first: their stage 2 also writes (unused) coefficients */
-        cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, g = pb->groups;
-        cl_int cl = pb->channels_last;
-        cl_uint splits = (cl_uint)param_sets;
-        kernel_arg args[] = {ARG(b->x), ARG(b->dy), ARG(b->mean), ARG(b->rstd), ARG(n),    ARG(c),
-                             ARG(hw),   ARG(g),     ARG(cl),      ARG(splits),  ARG(sets)};
-        size_t global[2] = {param_sets * wg, pb->c}, local[2] = {wg, 1};
-        TRY(chain_launch(ctx, &chain, prog,
-                         program_kernel_index(FAMILY_NORM, "gn_param_partials"), args,
-                         ARRAY_SIZE(args), 2, global, local));
-        channel_args pa = {.sets = sets,
-                           .num_sets = splits,
-                           .mode = CH_GRAD,
-                           .coef = coef,
-                           .dgamma = b->dweight,
-                           .dbeta = b->dbias};
-        TRY(bn_enqueue_channel(ctx, &chain, prog, pb->c, &pa));
+    /* parameter gradients first: their stage 2 also writes (unused) coefficients */
+    if (b->dweight || b->dbias)
+        TRY(enqueue_param_grads(ctx, &chain, prog, pb, b, coef));
+    if (plain_rows(pb)) {
+        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
+        stage1_inputs in = {.x = b->x,
+                            .dy = b->dy,
+                            .plane_weight = b->weight,
+                            .mean = b->mean,
+                            .mode = REDUCE_GRAD};
+        TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+    } else {
+        num_sets = (cl_uint)group_splits(ctx, prog, pb);
+        TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * pb->rows * sizeof(float), &sets));
+        TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, NULL, b->dy, b->weight,
+                                b->mean, NULL, sets));
     }
-    TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, NULL, b->dy, b->weight,
-                            b->mean, NULL, sets));
     channel_args ca = {.sets = sets,
-                       .num_sets = (cl_uint)num_sets,
+                       .num_sets = num_sets,
                        .mode = CH_GRAD,
                        .flags = pb->rms ? CHF_RMS : 0,
                        .mean_in = b->mean,

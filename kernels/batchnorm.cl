@@ -12,8 +12,12 @@
  * Within a work-item, values are taken in aligned blocks (a vector of VEC elements of one plane,
  * or two consecutive rows in channels-last); each block's mean and squared deviations are exact
  * two-pass values, and blocks merge with Chan's formula. Statistics are taken of x - K, with K the
- * channel's first value (x[c * pivot_stride]): a large common offset (1e6 + N(0, 1)) then costs
- * no precision. Partial means stay relative to K; stage 2 adds K once, after merging. */
+ * channel's first value: a large common offset (1e6 + N(0, 1)) then costs no precision. Stage 1
+ * writes K to pivots[c]; partial means stay relative to it and stage 2 adds it once, at the end.
+ * LayerNorm and RMSNorm use bn_reduce_cf with each row as a channel (N = 1, C = rows, HW = cols),
+ * hence the optional addend (a fused residual: statistics of x + addend) and plane_weight
+ * (the backward's dxhat = dy * weight[position]), and bn_reduce_cl's optional per-row statistics
+ * (column sums of dy * xhat for dweight). */
 
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
@@ -62,9 +66,10 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
  * also takes its tail of HW % VEC values); partial s takes units [s*U/S, (s+1)*U/S).
  * Work-groups: (S x WG_SIZE) x C. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
+bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+             __global const DATA_T *mask, __global const float *plane_weight,
              __global const float *mean_in, ulong N, ulong C, ulong HW, uint pieces, uint S,
-             int mode, __global float *sets)
+             int mode, __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0);
@@ -74,8 +79,10 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
     const ulong u_end = (s + 1) * units / S;
     const ulong nblocks = HW / VEC;
     const ulong tail = HW - nblocks * VEC;
-    const float mu = mode == REDUCE_GRAD ? mean_in[c] : 0.0f;
-    const float k = mode == REDUCE_STATS ? LOAD(x, c * HW) : 0.0f; /* pivot: (n, c) = (0, c) */
+    const float mu = mode == REDUCE_GRAD && mean_in ? mean_in[c] : 0.0f;
+    /* the pivot: element (n, c, position) = (0, c, 0) */
+    const float k =
+        mode == REDUCE_STATS ? LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f) : 0.0f;
 
     float count = 0.0f, mean = 0.0f, m2n = 0.0f; /* statistics of x - k */
     FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
@@ -86,6 +93,8 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
         const ulong b_end = (q + 1) * nblocks / pieces;
         for (ulong b = q * nblocks / pieces + lid; b < b_end; b += WG_SIZE) {
             FLOATV v = LOADV(x + base, b);
+            if (addend)
+                v += LOADV(addend + base, b);
             if (mode == REDUCE_STATS) {
                 /* the block's exact two-pass mean and m2n (P = VEC) */
                 FLOATV sv = v - k;
@@ -96,6 +105,8 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
                 FLOATV g = LOADV(dy + base, b);
                 if (mask)
                     g = RELU_MASK(g, LOADV(mask + base, b));
+                if (plane_weight)
+                    g *= LOADV(plane_weight, b);
                 g1 += g;
                 g2 += g * (v - mu);
                 gcount += VEC;
@@ -105,17 +116,21 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
             /* the tail as one block, two passes */
             const ulong t0 = base + nblocks * VEC;
             float sum = 0.0f, m2 = 0.0f;
+#define TAIL_X(i) (LOAD(x, t0 + (i)) + (addend ? LOAD(addend, t0 + (i)) : 0.0f))
             for (ulong i = 0; i < tail; i++)
-                sum += LOAD(x, t0 + i) - k;
+                sum += TAIL_X(i) - k;
             const float tmean = sum / (float)tail;
             for (ulong i = 0; i < tail; i++) {
-                float d = (LOAD(x, t0 + i) - k) - tmean;
+                float d = (TAIL_X(i) - k) - tmean;
                 m2 += d * d;
             }
+#undef TAIL_X
             for (ulong i = 0; mode == REDUCE_GRAD && i < tail; i++) {
                 float g = LOAD(dy, t0 + i);
                 if (mask && !(LOAD(mask, t0 + i) > 0.0f))
                     g = 0.0f;
+                if (plane_weight)
+                    g *= plane_weight[nblocks * VEC + i];
                 gt1 += g;
                 gt2 += g * (LOAD(x, t0 + i) - mu);
             }
@@ -139,6 +154,8 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *dy, __global const
         set[c] = l_cnt[0];
         set[C + c] = l_mean[0];
         set[2 * C + c] = l_m2n[0];
+        if (s == 0 && pivots)
+            pivots[c] = k;
     }
 }
 
@@ -164,8 +181,9 @@ FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
  * [s*P/S, (s+1)*P/S). Work-groups: (channel tiles x WG_SIZE) x S. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
-             __global const float *mean_in, ulong M, ulong C, uint lanes, uint S, int mode,
-             __global float *sets)
+             __global const float *mean_in, __global const float *row_mean,
+             __global const float *row_rstd, ulong M, ulong C, uint lanes, uint S, int mode,
+             __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE];
     __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
@@ -177,7 +195,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     const ulong pairs = (M + 1) / 2;
     const ulong p_end = (s + 1) * pairs / S;
     FLOATV mu = 0.0f, k = 0.0f; /* the mean (gradients), the pivot: row 0 (statistics) */
-    if (mode == REDUCE_GRAD && left > 0)
+    if (mode == REDUCE_GRAD && left > 0 && mean_in)
         mu = load_lanes(mean_in, c0, left);
     if (mode == REDUCE_STATS && left > 0)
         k = load_lanes(x, c0, left);
@@ -203,8 +221,12 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
                 if (two)
                     gb = RELU_MASK(gb, load_lanes(mask, (r + 1) * C + c0, left));
             }
-            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ga + gb,
-                        ga * (a - mu) + gb * (b - mu), mode);
+            FLOATV xa = a - mu, xb = b - mu;
+            if (row_rstd) { /* xhat with the statistics of each row (LayerNorm's dweight) */
+                xa = (a - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r];
+                xb = two ? (b - (row_mean ? row_mean[r + 1] : 0.0f)) * row_rstd[r + 1] : xb;
+            }
+            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ga + gb, ga * xa + gb * xb, mode);
         }
     }
     /* tree over the work-items that share a channel vector, all lanes at once */
@@ -234,6 +256,9 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
             set[C + c0 + i] = lane_mean[i];
             set[2 * C + c0 + i] = lane_m2n[i];
         }
+        if (s == 0 && pivots && mode == REDUCE_STATS)
+            for (uint i = 0; i < VEC && (long)i < left; i++)
+                pivots[c0 + i] = LOAD(x, c0 + i); /* row 0 */
     }
 }
 
@@ -261,7 +286,7 @@ void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, flo
  * sets_are_var); they merge as a binary tree: a stack of partial results whose level k holds a
  * merge of 2^k sets, so the tree is the same whatever the device. */
 __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are_var,
-                         __global const DATA_T *pivots, ulong pivot_stride, ulong C,
+                         __global const float *pivots, ulong C,
                          int mode, float eps, float momentum, int flags,
                          __global const float *mean_in, __global const float *var_in,
                          int var_in_is_invstd, __global const float *gamma,
@@ -308,7 +333,7 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
 
     /* stage-1 partials are relative to the channel's pivot (see the top of this file) */
     if (pivots && count > 0.0f)
-        sum_a += LOAD(pivots, c * pivot_stride);
+        sum_a += pivots[c];
     const float g = gamma ? gamma[c] : 1.0f;
     const float b = beta ? beta[c] : 0.0f;
     if (mode == CH_STATS_OUT) {

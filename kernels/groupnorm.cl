@@ -142,6 +142,32 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong R = total / l.D;
     const ulong gid = get_global_id(0), gsize = get_global_size(0);
     const ulong first = contiguous ? gid * chunk : gid, step = contiguous ? 1 : gsize;
+    if (HW == 1 && l.Cg % VEC == 0) {
+        /* rows of channels (LayerNorm, RMSNorm): a vector lies in one group, lanes are channels */
+        for (ulong k = 0, v = first; k < chunk && v < total / VEC; k++, v += step) {
+            const ulong i = v * VEC, r = i / l.Cg, c = i - i / C * C;
+            FLOATV w = weight ? LOADV(weight + c, 0) : (FLOATV)1.0f;
+            FLOATV x_v = LOADV(x, v);
+            if (mode == GN_FORWARD) {
+                if (addend) {
+                    x_v += LOADV(addend, v);
+                    STOREV(out2, v, x_v);
+                }
+                FLOATV centered = stat_a ? x_v - stat_a[r] : x_v;
+                FLOATV y = centered * stat_b[r] * w;
+                if (bias)
+                    y += LOADV(bias + c, 0);
+                STOREV(out, v, y);
+            } else {
+                FLOATV d = stat_a[r] * w * LOADV(dy, v) + stat_a[R + r] +
+                           stat_a[2 * R + r] * (x_v - stat_a[3 * R + r]);
+                if (extra)
+                    d += LOADV(extra, v);
+                STOREV(out, v, d);
+            }
+        }
+        return;
+    }
     for (ulong k = 0, i = first; k < chunk && i < total; k++, i += step) {
         ulong r, c;
         if (channels_last) {
