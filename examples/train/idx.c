@@ -144,16 +144,24 @@ int idx_load(const char *dir, const char *prefix, idx_set *set, char *err, size_
     }
     char what[4096 + 256];
     if (img_size < 16 || be32(img) != IDX_MAGIC_UBYTE_RANK3) {
-        snprintf(what, sizeof what,
-                 "expected the magic number 0x%08x (unsigned bytes, 3 dimensions), found %s",
-                 IDX_MAGIC_UBYTE_RANK3, img_size < 4 ? "a file shorter than 4 bytes" : "another");
+        if (img_size < 16)
+            snprintf(what, sizeof what, "%zu bytes, shorter than the 16-byte header", img_size);
+        else
+            snprintf(what, sizeof what,
+                     "expected the magic number 0x%08x (unsigned bytes, 3 dimensions), found "
+                     "0x%08x",
+                     IDX_MAGIC_UBYTE_RANK3, be32(img));
         corrupt(err, err_size, images_path, what);
         goto fail;
     }
     if (lab_size < 8 || be32(lab) != IDX_MAGIC_UBYTE_RANK1) {
-        snprintf(what, sizeof what,
-                 "expected the magic number 0x%08x (unsigned bytes, 1 dimension), found %s",
-                 IDX_MAGIC_UBYTE_RANK1, lab_size < 4 ? "a file shorter than 4 bytes" : "another");
+        if (lab_size < 8)
+            snprintf(what, sizeof what, "%zu bytes, shorter than the 8-byte header", lab_size);
+        else
+            snprintf(what, sizeof what,
+                     "expected the magic number 0x%08x (unsigned bytes, 1 dimension), found "
+                     "0x%08x",
+                     IDX_MAGIC_UBYTE_RANK1, be32(lab));
         corrupt(err, err_size, labels_path, what);
         goto fail;
     }

@@ -38,11 +38,18 @@ cp "$data"/*.gz "$tmp/bad/"
 head -c 100000 "$data/train-images-idx3-ubyte.gz" >"$tmp/bad/train-images-idx3-ubyte.gz"
 expect_error 1 dataset-fashion-mnist "$tmp/bad/train-images-idx3-ubyte.gz" -- \
     --data "$tmp/bad" --out "$tmp/o"
-printf 'not an idx file' | gzip >"$tmp/bad/train-images-idx3-ubyte.gz"
+printf "not an idx file, but long enough" | gzip >"$tmp/bad/train-images-idx3-ubyte.gz"
 expect_error 1 "magic number" "$tmp/bad/train-images-idx3-ubyte.gz" -- --data "$tmp/bad" --out "$tmp/o"
 
 expect_error 2 "not available in this build yet" -- --norm layer --data "$data"
 expect_error 2 "unknown option" -- --frobnicate
+
+# CLBlast's GEMM kernels need work-groups of 64 work-items: under a stricter PoCL limit (one of
+# the test command's stand-in runs) the training part cannot run, and is skipped (exit 77).
+if [ -n "${POCL_MAX_WORK_GROUP_SIZE:-}" ] && [ "$POCL_MAX_WORK_GROUP_SIZE" -lt 64 ]; then
+    echo "skipped: the training runs (POCL_MAX_WORK_GROUP_SIZE=$POCL_MAX_WORK_GROUP_SIZE < 64, too small for CLBlast's GEMM)"
+    exit 77
+fi
 
 # A tiny training, twice: exit 0, the same numbers (seconds aside), the export check ran.
 args=(--data "$data" --train-limit 2000 --test-limit 1000 --epochs 2 --batch 50 --hidden 64
