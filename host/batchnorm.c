@@ -96,7 +96,7 @@ static clnorm_status check_channel_buffer(clnorm_context *ctx, cl_mem buf, const
 /* ---- plans ------------------------------------------------------------------------------------- */
 
 typedef struct reduce_plan {
-    cl_uint sets, pieces, lanes;
+    cl_uint sets, pieces, lanes, per_group;
     size_t global[2], local[2];
 } reduce_plan;
 
@@ -116,6 +116,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
     const size_t vec = (size_t)ctx->params.vector_width;
     p->pieces = 1;
     p->lanes = 1;
+    p->per_group = 1;
     p->local[0] = wg;
     p->local[1] = 1;
     if (g->layout == CLNORM_CHANNELS_FIRST) {
@@ -126,9 +127,13 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
             p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, blocks ? blocks : 1);
             s = g->n * p->pieces;
         }
+        /* several channels per work-group when a piece has fewer blocks than work-items */
+        size_t blocks = ceil_div(g->rows / vec, s);
+        size_t per_group = wg / clamp_size(floor_pow2_size(blocks), 1, wg);
+        p->per_group = (cl_uint)per_group;
         p->sets = (cl_uint)s;
         p->global[0] = s * wg;
-        p->global[1] = g->c;
+        p->global[1] = ceil_div(g->c, per_group);
     } else {
         size_t cvecs = ceil_div(g->c, vec);
         size_t lanes = floor_pow2_size(clamp_size((size_t)ctx->params.channel_tile, 1, cvecs));
@@ -159,7 +164,7 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     if (g->layout == CLNORM_CHANNELS_FIRST) {
         kernel_arg args[] = {ARG(in->x),        ARG(in->addend), ARG(in->dy),    ARG(in->mask),
                              ARG(in->plane_weight), ARG(in->mean), ARG(n),       ARG(c),
-                             ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(m),
+                             ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(p.per_group), ARG(m),
                              ARG(*sets),        ARG(in->pivots)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cf"),
                             args, ARRAY_SIZE(args), 2, p.global, p.local);

@@ -44,13 +44,14 @@ DEFINE_PARTIAL_MERGE(lanes_merge, FLOATV, stats_merge_lanes)
 /* The gradient mask of a fused ReLU: dy where the forward output was positive. */
 #define RELU_MASK(dy, y) select((FLOATV)0.0f, (dy), isgreater((y), (FLOATV)0.0f))
 
-/* Tree-merges the partials of a work-group held in local memory. Every work-item reaches
- * every barrier. */
-void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid, int mode)
+/* Tree-merges the partials of a work-group held in local memory, within each run of `width`
+ * work-items (a power of two). Every work-item reaches every barrier. */
+void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid,
+                      uint width, int mode)
 {
-    for (uint stride = WG_SIZE / 2; stride > 0; stride >>= 1) {
+    for (uint stride = width / 2; stride > 0; stride >>= 1) {
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < stride) {
+        if ((lid & (width - 1)) < stride) {
             float n = cnt[lid], ra = a[lid], rb = b[lid];
             partial_merge(&n, &ra, &rb, cnt[lid + stride], a[lid + stride], b[lid + stride], mode);
             cnt[lid] = n;
@@ -64,25 +65,29 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
 /* Channels-first: a channel is N planes of HW contiguous values. The channel's work is cut into
  * N * pieces units (a unit is a range of whole vectors of one plane; the last piece of a plane
  * also takes its tail of HW % VEC values); partial s takes units [s*U/S, (s+1)*U/S).
- * Work-groups: (S x WG_SIZE) x C. */
+ * A work-group serves per_group channels (small planes, short rows) with WG_SIZE / per_group
+ * work-items each. Work-groups: (S x WG_SIZE) x ceil(C / per_group). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *mask, __global const float *plane_weight,
              __global const float *mean_in, ulong N, ulong C, ulong HW, uint pieces, uint S,
-             int mode, __global float *sets, __global float *pivots)
+             uint per_group, int mode, __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
-    const uint lid = get_local_id(0);
+    const uint lid = get_local_id(0), width = WG_SIZE / per_group;
+    const uint sub = lid / width, sl = lid - sub * width; /* channel within the group, item */
     const ulong s = get_group_id(0);
-    const ulong c = get_global_id(1);
+    const ulong c = get_group_id(1) * per_group + sub;
+    const bool active = c < C; /* the last group may have fewer channels */
     const ulong units = N * pieces;
-    const ulong u_end = (s + 1) * units / S;
+    const ulong u_end = active ? (s + 1) * units / S : 0;
     const ulong nblocks = HW / VEC;
     const ulong tail = HW - nblocks * VEC;
-    const float mu = mode == REDUCE_GRAD && mean_in ? mean_in[c] : 0.0f;
+    const float mu = active && mode == REDUCE_GRAD && mean_in ? mean_in[c] : 0.0f;
     /* the pivot: element (n, c, position) = (0, c, 0) */
-    const float k =
-        mode == REDUCE_STATS ? LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f) : 0.0f;
+    const float k = active && mode == REDUCE_STATS
+                        ? LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f)
+                        : 0.0f;
 
     float count = 0.0f, mean = 0.0f, m2n = 0.0f; /* statistics of x - k */
     FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
@@ -91,7 +96,7 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
         const ulong base = (n * C + c) * HW;
         const ulong b_end = (q + 1) * nblocks / pieces;
-        for (ulong b = q * nblocks / pieces + lid; b < b_end; b += WG_SIZE) {
+        for (ulong b = q * nblocks / pieces + sl; b < b_end; b += width) {
             FLOATV v = LOADV(x + base, b);
             if (addend)
                 v += LOADV(addend + base, b);
@@ -112,7 +117,7 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
                 gcount += VEC;
             }
         }
-        if (tail && q == pieces - 1 && lid == 0) {
+        if (tail && q == pieces - 1 && sl == 0) {
             /* the tail as one block, two passes */
             const ulong t0 = base + nblocks * VEC;
             float sum = 0.0f, m2 = 0.0f;
@@ -148,12 +153,12 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     l_cnt[lid] = count;
     l_mean[lid] = mean;
     l_m2n[lid] = m2n;
-    group_tree_merge(l_cnt, l_mean, l_m2n, lid, mode);
-    if (lid == 0) {
+    group_tree_merge(l_cnt, l_mean, l_m2n, lid, width, mode);
+    if (sl == 0 && active) {
         __global float *set = sets + s * 3 * C;
-        set[c] = l_cnt[0];
-        set[C + c] = l_mean[0];
-        set[2 * C + c] = l_m2n[0];
+        set[c] = l_cnt[lid];
+        set[C + c] = l_mean[lid];
+        set[2 * C + c] = l_m2n[lid];
         if (s == 0 && pivots)
             pivots[c] = k;
     }

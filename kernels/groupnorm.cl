@@ -78,7 +78,7 @@ gn_stats(__global const DATA_T *x, __global const DATA_T *addend, __global const
     l_cnt[lid] = count;
     l_a[lid] = a;
     l_b[lid] = b;
-    group_tree_merge(l_cnt, l_a, l_b, lid, mode);
+    group_tree_merge(l_cnt, l_a, l_b, lid, WG_SIZE, mode);
     if (lid == 0) {
         __global float *set = sets + s * 3 * R;
         set[r] = l_cnt[0];
@@ -115,7 +115,7 @@ gn_param_partials(__global const DATA_T *x, __global const DATA_T *dy,
     l_cnt[lid] = count;
     l_a[lid] = a;
     l_b[lid] = b;
-    group_tree_merge(l_cnt, l_a, l_b, lid, REDUCE_GRAD);
+    group_tree_merge(l_cnt, l_a, l_b, lid, WG_SIZE, REDUCE_GRAD);
     if (lid == 0) {
         __global float *set = sets + s * 3 * C;
         set[c] = l_cnt[0];
