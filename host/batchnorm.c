@@ -254,7 +254,7 @@ static size_t inner_size(const bn_geometry *g)
 
 /* For calls with nothing to compute (N == 0): zero the given buffers, then signal *event after
  * the wait list and those fills. */
-static clnorm_status zero_and_signal(clnorm_context *ctx, const cl_mem *buffers,
+clnorm_status zero_and_signal(clnorm_context *ctx, const cl_mem *buffers,
                                      const size_t *sizes, size_t count, cl_uint num_wait,
                                      const cl_event *wait, cl_event *event)
 {
@@ -280,6 +280,20 @@ fail:
     for (cl_uint i = 0; i < num_fills; i++)
         clReleaseEvent(fills[i]);
     return status;
+}
+
+/* y = act(beta + scale * (x - mean) [+ residual]) with the coefficients of bn_channel. */
+static clnorm_status enqueue_forward_apply(clnorm_context *ctx, launch_chain *chain,
+                                           const program_entry *prog, const bn_geometry *g,
+                                           const clnorm_bn_config *config,
+                                           const clnorm_bn_buffers *b, cl_mem coef)
+{
+    elementwise_args ea = {.in2 = b->x,
+                           .residual = b->residual,
+                           .coef = coef,
+                           .out = b->y,
+                           .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
+    return bn_enqueue_elementwise(ctx, chain, prog, g->total, inner_size(g), g->c, &ea);
 }
 
 typedef enum forward_kind { FORWARD_TRAINING, FORWARD_INFERENCE, FORWARD_APPLY } forward_kind;
@@ -351,12 +365,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
                        .save_invstd = b->save_invstd,
                        .coef = coef};
     TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
-    elementwise_args ea = {.in2 = b->x,
-                           .residual = b->residual,
-                           .coef = coef,
-                           .out = b->y,
-                           .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
-    TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
+    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:
@@ -386,12 +395,7 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, saved ? b->save_mean : b->running_mean,
                         saved ? b->save_invstd : b->running_var, saved, (float)config->eps,
                         b->gamma, b->beta, coef));
-    elementwise_args ea = {.in2 = b->x,
-                           .residual = b->residual,
-                           .coef = coef,
-                           .out = b->y,
-                           .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
-    TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
+    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:
@@ -563,18 +567,6 @@ fail:
 }
 
 /* ---- public entry points: lock, clear the event, run ------------------------------------------ */
-
-#define LOCKED_CALL(ctx, event, call)                                                              \
-    do {                                                                                           \
-        if (event)                                                                                 \
-            *(event) = NULL;                                                                       \
-        if (!(ctx))                                                                                \
-            return CLNORM_INVALID_ARGUMENT;                                                        \
-        context_begin_call(ctx);                                                                   \
-        clnorm_status locked_status_ = (call);                                                     \
-        context_unlock(ctx);                                                                       \
-        return locked_status_;                                                                     \
-    } while (0)
 
 clnorm_status clnorm_bn_forward_training(clnorm_context *ctx, const clnorm_shape *shape,
                                          const clnorm_bn_config *config,

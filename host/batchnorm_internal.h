@@ -63,6 +63,12 @@ clnorm_status bn_forward_inference_locked(clnorm_context *ctx, const clnorm_shap
                                           const clnorm_bn_buffers *b, cl_uint num_wait,
                                           const cl_event *wait, cl_event *event);
 
+/* For calls with nothing to compute (N == 0): zero the given buffers, then signal *event after
+ * the wait list and those fills. */
+clnorm_status zero_and_signal(clnorm_context *ctx, const cl_mem *buffers, const size_t *sizes,
+                              size_t count, cl_uint num_wait, const cl_event *wait,
+                              cl_event *event);
+
 /* Stage 1 (bn_reduce_cf / bn_reduce_cl) over a tensor: its inputs (NULL where unused). */
 typedef struct stage1_inputs {
     cl_mem x, addend, dy, mask;

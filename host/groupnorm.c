@@ -120,31 +120,6 @@ fail:
     return status;
 }
 
-/* Nothing to compute: zero the parameter gradients, signal the event. */
-static clnorm_status empty_call(clnorm_context *ctx, cl_mem zero_a, cl_mem zero_b, size_t bytes,
-                                cl_uint num_wait, const cl_event *wait, cl_event *event)
-{
-    cl_event fills[2];
-    cl_uint n = 0;
-    const float zero = 0.0f;
-    clnorm_status status = CLNORM_OK;
-    cl_mem bufs[2] = {zero_a, zero_b};
-    for (int i = 0; i < 2; i++)
-        if (bufs[i])
-            CL_TRY(ctx,
-                   clEnqueueFillBuffer(ctx->queue, bufs[i], &zero, sizeof zero, 0, bytes,
-                                       num_wait, wait, &fills[n++]),
-                   "clEnqueueFillBuffer");
-    if (event)
-        CL_TRY(ctx,
-               clEnqueueMarkerWithWaitList(ctx->queue, n ? n : num_wait, n ? fills : wait, event),
-               "clEnqueueMarkerWithWaitList");
-fail:
-    for (cl_uint i = 0; i < n; i++)
-        clReleaseEvent(fills[i]);
-    return status;
-}
-
 /* ---- the engine -------------------------------------------------------------------------------- */
 
 static clnorm_status enqueue_apply(clnorm_context *ctx, launch_chain *chain,
@@ -390,7 +365,7 @@ static clnorm_status forward_call(clnorm_context *ctx, gn_problem *pb, clnorm_st
     TRY(check_events(ctx, num_wait, wait));
     TRY(check_forward_buffers(ctx, pb, b));
     if (pb->rows == 0)
-        return empty_call(ctx, NULL, NULL, 0, num_wait, wait, event);
+        return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     return group_forward(ctx, pb, eps, b, momentum, running_mean, running_var, num_wait, wait,
                          event);
 fail:
@@ -406,24 +381,21 @@ static clnorm_status backward_call(clnorm_context *ctx, gn_problem *pb,
         return status;
     TRY(check_events(ctx, num_wait, wait));
     TRY(check_grad_buffers(ctx, pb, b));
-    if (pb->rows == 0)
-        return empty_call(ctx, b->dweight, b->dbias, pb->c * sizeof(float), num_wait, wait, event);
+    if (pb->rows == 0) {
+        const cl_mem zeroed[] = {b->dweight, b->dbias};
+        const size_t sizes[] = {pb->c * sizeof(float), pb->c * sizeof(float)};
+        return zero_and_signal(ctx, zeroed, sizes, 2, num_wait, wait, event);
+    }
     return group_backward(ctx, pb, b, num_wait, wait, event);
 fail:
     return status;
 }
 
+/* The public calls build their problem description in pb_. */
 #define LOCKED(ctx, event, call)                                                                   \
     do {                                                                                           \
-        if (event)                                                                                 \
-            *(event) = NULL;                                                                       \
-        if (!(ctx))                                                                                \
-            return CLNORM_INVALID_ARGUMENT;                                                        \
-        context_begin_call(ctx);                                                                   \
         gn_problem pb_;                                                                            \
-        clnorm_status locked_status_ = (call);                                                     \
-        context_unlock(ctx);                                                                       \
-        return locked_status_;                                                                     \
+        LOCKED_CALL(ctx, event, call);                                                             \
     } while (0)
 
 clnorm_status clnorm_layernorm_forward(clnorm_context *ctx, size_t rows, size_t cols, double eps,

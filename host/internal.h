@@ -203,4 +203,17 @@ void context_lock(clnorm_context *ctx);
 void context_begin_call(clnorm_context *ctx);
 void context_unlock(clnorm_context *ctx);
 
+/* The body of a public call: clear *event, lock the context (clearing its last error), run. */
+#define LOCKED_CALL(ctx, event, call)                                                              \
+    do {                                                                                           \
+        if (event)                                                                                 \
+            *(event) = NULL;                                                                       \
+        if (!(ctx))                                                                                \
+            return CLNORM_INVALID_ARGUMENT;                                                        \
+        context_begin_call(ctx);                                                                   \
+        clnorm_status locked_status_ = (call);                                                     \
+        context_unlock(ctx);                                                                       \
+        return locked_status_;                                                                     \
+    } while (0)
+
 #endif
