@@ -109,7 +109,7 @@ static void usage(FILE *f)
             "  --sweep           normalization x batch {4,16,128} x lr {0.01,0.1,1.0}, 1 epoch each\n"
             "                    unless --epochs (--norm, --batch and --lr narrow the grid)\n"
             "  --norm LIST       none, batch, layer, group, rms (comma-separated); this build of\n"
-            "                    clnorm has none and batch\n"
+            "                    clnorm-train has none and batch so far\n"
             "  --lr LIST         learning rates (comma-separated)\n"
             "  --batch LIST      batch sizes (comma-separated, default 128)\n"
             "  --epochs N        epochs per training (default 3; sweep 1)\n"
@@ -326,9 +326,10 @@ static int parse_options(int argc, char **argv, options *o)
         for (size_t i = 0; i < o->num_norms; i++)
             if (!norm_available(o->norms[i])) {
                 fprintf(stderr,
-                        "clnorm-train: normalization '%s' is not available in this build yet: this "
-                        "clnorm has batch normalization only (layer, group and RMS normalization "
-                        "are planned). Use --norm none or --norm batch.\n",
+                        "clnorm-train: normalization '%s' is not available in this build yet: "
+                        "clnorm-train has none and batch so far (layer, group and RMS "
+                        "normalization plug in with clnorm's layer objects for them). Use --norm "
+                        "none or --norm batch.\n",
                         norm_name(o->norms[i]));
                 return 2;
             }
@@ -701,8 +702,8 @@ static void default_summary(const options *o, const run_result *res, size_t n)
     }
     say("5. \"Batch norm degrades with very small batches where layer/group norm do not\": not "
         "measured by the default run; --sweep trains batch norm at batches of 4, 16 and 128. "
-        "Layer and group norm are not in this build of clnorm yet, so the second half cannot be "
-        "checked.\n");
+        "Layer and group norm are not in this build of clnorm-train yet, so the second half cannot "
+        "be checked.\n");
     if (bh && bh->have_export)
         say("\nInference export: folding batch norm into the linear layers changed the logits by "
             "at most %.3g (%zu of %zu predictions identical); %.2f ms per batch of %d folded vs "
@@ -772,7 +773,7 @@ static void sweep_summary(const options *o, const run_result *res, size_t n)
                     rl->diverged ? "diverged, " : "", 100 * final_acc(rl));
         }
     say("(same number of epochs for every batch size: small batches take more, noisier steps. "
-        "Layer, group and RMS norm are not in this build of clnorm yet, so the seed's "
+        "Layer, group and RMS norm are not in this build of clnorm-train yet, so the seed's "
         "small-batch comparison with them cannot be made.)\n");
 }
 
@@ -956,8 +957,8 @@ int main(int argc, char **argv)
     int failed = 0;
     for (size_t ni = 0; ni < o.num_norms; ni++) {
         if (!norm_available(o.norms[ni]))
-            say("\nnorm=%s: not available in this build yet (clnorm has batch norm; layer, "
-                "group and RMS norm are planned): skipped\n",
+            say("\nnorm=%s: not available in this build yet (clnorm-train has none and batch "
+                "so far): skipped\n",
                 norm_name(o.norms[ni]));
         for (size_t bi = 0; bi < o.num_batches; bi++)
             for (size_t li = 0; li < o.num_lrs; li++) {

@@ -57,7 +57,7 @@ int norm_available(norm_kind kind)
     case NORM_NONE:
     case NORM_BATCH:
         return 1;
-    case NORM_LAYER: /* clnorm has no layer, group or RMS norm yet */
+    case NORM_LAYER: /* to come: with clnorm's layer objects for them */
     case NORM_GROUP:
     case NORM_RMS:
     default:
@@ -212,7 +212,7 @@ static int create_layer(mlp *net, layer *l, size_t in, size_t out, int hidden, u
         return 0;
     }
     default:
-        return fail(net, "normalization '%s' is not available in this build of clnorm yet",
+        return fail(net, "normalization '%s' is not available in this build yet",
                     norm_name(net->shape.norm));
     }
 }
@@ -253,7 +253,7 @@ int mlp_create(clnorm_context *ctx, const train_kernels *kernels, const mlp_shap
         return -1;
     }
     if (!norm_available(shape->norm)) {
-        snprintf(err, err_size, "normalization '%s' is not available in this build of clnorm yet",
+        snprintf(err, err_size, "normalization '%s' is not available in this build yet",
                  norm_name(shape->norm));
         return -1;
     }
