@@ -161,12 +161,22 @@ void clnorm_instancenorm_default_options(clnorm_instancenorm_options *options,
     options->momentum = 0.1;
 }
 
-/* A device buffer of `count` floats (at least one). */
-static clnorm_status new_buffer(clnorm_context *ctx, size_t count, cl_mem *out)
+/* A device buffer of `count` floats (at least one), all `value`. Copied from the host at
+ * creation: no queue work to wait for, and Oclgrind's uninitialised-value check, which does not
+ * see clEnqueueFillBuffer, sees it. */
+static clnorm_status new_buffer(clnorm_context *ctx, size_t count, float value, cl_mem *out)
 {
+    count = count ? count : 1;
+    *out = NULL;
+    float *host = malloc(count * sizeof(float));
+    if (!host)
+        return fail(ctx, CLNORM_OUT_OF_HOST_MEMORY, "no host memory for %zu floats", count);
+    for (size_t i = 0; i < count; i++)
+        host[i] = value;
     cl_int err = CL_SUCCESS;
-    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE, (count ? count : 1) * sizeof(float),
-                          NULL, &err);
+    *out = clCreateBuffer(ctx->cl_ctx, CL_MEM_READ_WRITE | CL_MEM_COPY_HOST_PTR,
+                          count * sizeof(float), host, &err);
+    free(host);
     if (err == CL_SUCCESS)
         return CLNORM_OK;
     *out = NULL;
@@ -231,36 +241,18 @@ static clnorm_status create_layer(clnorm_context *ctx, bool have_options, const 
     if (status != CLNORM_OK)
         return status;
     clnorm_featurenorm *layer = calloc(1, sizeof *layer);
-    /* the initial values are written from the host, not filled: Oclgrind's uninitialised-value
-     * check does not see clEnqueueFillBuffer */
-    float *host = malloc(s->size * sizeof(float));
-    if (!layer || !host) {
-        status = fail(ctx, CLNORM_OUT_OF_HOST_MEMORY, "no host memory for the layer");
-        goto fail;
-    }
+    if (!layer)
+        return fail(ctx, CLNORM_OUT_OF_HOST_MEMORY, "no host memory for the layer");
     layer->ctx = ctx;
     layer->spec = *s;
     layer->mode = CLNORM_TRAINING;
-    for (size_t p = 0; p < PARAM_COUNT; p++) {
-        if (!(s->flags & param_infos[p].flag))
-            continue;
-        TRY(new_buffer(ctx, s->size, &layer->param[p]));
-        for (size_t i = 0; i < s->size; i++)
-            host[i] = param_infos[p].init;
-        const cl_int err = clEnqueueWriteBuffer(ctx->queue, layer->param[p], CL_TRUE, 0,
-                                                s->size * sizeof(float), host, 0, NULL, NULL);
-        if (err != CL_SUCCESS) {
-            status = fail_cl(ctx, err, "clEnqueueWriteBuffer(feature-norm layer buffer)");
-            goto fail;
-        }
-    }
-    free(host);
+    for (size_t p = 0; p < PARAM_COUNT; p++)
+        if (s->flags & param_infos[p].flag)
+            TRY(new_buffer(ctx, s->size, param_infos[p].init, &layer->param[p]));
     *out = layer;
     return CLNORM_OK;
 fail:
-    free(host);
-    if (layer)
-        release_layer(layer);
+    release_layer(layer);
     return status;
 }
 
@@ -454,18 +446,16 @@ static bool same_shape(const clnorm_shape *a, const clnorm_shape *b)
     return true;
 }
 
-/* Whether the shape is a tensor the device can hold. When it is not, the layer does not grow
- * its buffers: the functional call rejects the shape before it looks at them. */
+/* Whether the shape is a tensor the device can hold (then N * groups cannot overflow: groups
+ * <= C). When it is not, the layer does not grow its buffers: the functional call rejects the
+ * shape before it looks at them. C is the layer's own, never 0. */
 static bool tensor_fits(const clnorm_context *ctx, const clnorm_shape *shape)
 {
-    if (shape->spatial_rank > CLNORM_MAX_SPATIAL_DIMS)
+    if (shape->spatial_rank > CLNORM_MAX_SPATIAL_DIMS || shape->n > SIZE_MAX / shape->c)
         return false;
-    size_t total = shape->n;
-    if (shape->c && total > SIZE_MAX / shape->c)
-        return false;
-    total *= shape->c;
+    size_t total = shape->n * shape->c;
     for (unsigned i = 0; i < shape->spatial_rank; i++) {
-        if (shape->spatial[i] && total > SIZE_MAX / shape->spatial[i])
+        if (shape->spatial[i] == 0 || total > SIZE_MAX / shape->spatial[i])
             return false;
         total *= shape->spatial[i];
     }
@@ -507,14 +497,14 @@ static clnorm_status layer_forward(clnorm_featurenorm *layer, const clnorm_shape
     const bool rms = s->kind == CLNORM_RMSNORM;
     const bool frozen = s->kind == CLNORM_INSTANCENORM && (s->flags & FLAG_RUNNING) &&
                         layer->mode == CLNORM_EVALUATION;
-    const size_t count = shape->n * s->groups; /* no overflow when the tensor fits */
+    const size_t count = shape->n * s->groups; /* used only when the tensor fits */
     cl_mem mean = layer->mean, rstd = layer->rstd;
     clnorm_status status = CLNORM_OK;
     if (!frozen && (count > layer->capacity || !rstd) && tensor_fits(ctx, shape)) {
         mean = rstd = NULL;
         if (!rms)
-            TRY(new_buffer(ctx, count, &mean));
-        TRY(new_buffer(ctx, count, &rstd));
+            TRY(new_buffer(ctx, count, 0.0f, &mean));
+        TRY(new_buffer(ctx, count, 0.0f, &rstd));
     }
     clnorm_norm_buffers b = {.x = x,
                              .residual = residual,

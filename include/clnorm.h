@@ -214,5 +214,6 @@ typedef struct clnorm_shape {
 
 #include "clnorm/batchnorm.h"
 #include "clnorm/featurenorm.h"
+#include "clnorm/featurenorm_layer.h"
 
 #endif /* CLNORM_H */
