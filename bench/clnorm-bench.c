@@ -118,6 +118,74 @@ static void remove_tree(const char *path)
     }
 }
 
+/* CPU time on this machine outside this process (other users of the CPUs disturb a CPU device's
+ * timings and those of the host threads feeding a GPU): /proc/stat's busy time minus this
+ * process's own (all threads, PoCL's workers included). Returns 0 where /proc is missing. */
+typedef struct cpu_sample {
+    unsigned long long busy, total, own;
+} cpu_sample;
+
+static int cpu_sample_take(cpu_sample *s)
+{
+    unsigned long long v[8] = {0};
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &v[0], &v[1], &v[2], &v[3],
+                   &v[4], &v[5], &v[6], &v[7]);
+    fclose(f);
+    if (n < 4)
+        return 0;
+    s->total = 0;
+    for (int i = 0; i < 8; i++)
+        s->total += v[i];
+    s->busy = s->total - v[3] - v[4]; /* minus idle and iowait */
+    f = fopen("/proc/self/stat", "r");
+    if (!f)
+        return 0;
+    /* fields 14 and 15 (utime, stime) come after the command name in parentheses */
+    char line[1024];
+    int ok = fgets(line, sizeof line, f) != NULL;
+    fclose(f);
+    const char *p = ok ? strrchr(line, ')') : NULL;
+    unsigned long long utime = 0, stime = 0;
+    if (!p || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                     &stime) != 2)
+        return 0;
+    s->own = utime + stime;
+    return 1;
+}
+
+/* The share of all CPUs' time between a and b that went to other processes (-1: unknown). */
+static double foreign_share(const cpu_sample *a, const cpu_sample *b)
+{
+    if (b->total <= a->total)
+        return -1;
+    double busy = (double)(b->busy - a->busy), own = (double)(b->own - a->own);
+    double foreign = busy - own;
+    return (foreign < 0 ? 0 : foreign) / (double)(b->total - a->total);
+}
+
+/* Waits (at most max_s seconds) until other processes use less than `share` of the CPUs over one
+ * second. Returns the last share seen. */
+static double wait_quiet(double share, int max_s)
+{
+    double last = -1;
+    for (int i = 0; i < max_s; i++) {
+        cpu_sample a, b;
+        if (!cpu_sample_take(&a))
+            return -1;
+        struct timespec one = {1, 0};
+        nanosleep(&one, NULL);
+        if (!cpu_sample_take(&b))
+            return -1;
+        last = foreign_share(&a, &b);
+        if (last < share)
+            break;
+    }
+    return last;
+}
+
 /* ---- JSON output -------------------------------------------------------------------------------- */
 
 static void json_string(FILE *f, const char *s)
@@ -185,13 +253,16 @@ typedef struct row {
     unsigned sets, runs, warmup, passes, reads, writes;
     summary dev, wall;
     double compulsory_bytes, gbps, frac_copy, frac_copy_at_passes;
+    double foreign; /* share of the CPUs other processes used during the timed runs (-1: unknown) */
+    unsigned attempts;
     char error[256];
 } row;
 
 struct bench {
     /* options */
     const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
-    int quick, runs, warmup, latency, list;
+    int quick, runs, warmup, latency, list, retries;
+    double max_foreign;
     /* device */
     clnorm_context *ctx;
     cl_context cl_ctx;
@@ -202,7 +273,7 @@ struct bench {
     int is_gpu;
     size_t rotate_threshold;
     /* copy bandwidth */
-    double copy_gbps, copy_gbps_item, copy_gbps_chunk;
+    double copy_gbps, copy_gbps_item, copy_gbps_chunk, copy_foreign;
     size_t copy_bytes;
     /* latency */
     double cold_ms, cold_context_ms, cold_first_op_ms;
@@ -501,21 +572,34 @@ static void measure_copy(bench *b)
     clSetKernelArg(k_item, 2, sizeof n4, &n4);
     size_t local = 256;
     int use_local = b->info.max_work_group_size >= local && n4 % local == 0;
-    b->copy_gbps_item = time_copy(b, k_item, (size_t)n4, use_local ? &local : NULL);
-    b->copy_gbps = b->copy_gbps_item;
-    b->copy_gbps_chunk = 0;
-    if (!b->is_gpu) {
-        /* CPU: a few long contiguous runs per core; the best of both counts */
-        size_t items = (size_t)b->info.compute_units * 4;
-        cl_ulong chunk = ceil_div((size_t)n4, items);
-        size_t one = 1;
-        clSetKernelArg(k_chunk, 0, sizeof src, &src);
-        clSetKernelArg(k_chunk, 1, sizeof dst, &dst);
-        clSetKernelArg(k_chunk, 2, sizeof n4, &n4);
-        clSetKernelArg(k_chunk, 3, sizeof chunk, &chunk);
-        b->copy_gbps_chunk = time_copy(b, k_chunk, items, &one);
-        if (b->copy_gbps_chunk > b->copy_gbps)
-            b->copy_gbps = b->copy_gbps_chunk;
+    size_t items = (size_t)b->info.compute_units * 4;
+    cl_ulong chunk = ceil_div((size_t)n4, items);
+    clSetKernelArg(k_chunk, 0, sizeof src, &src);
+    clSetKernelArg(k_chunk, 1, sizeof dst, &dst);
+    clSetKernelArg(k_chunk, 2, sizeof n4, &n4);
+    clSetKernelArg(k_chunk, 3, sizeof chunk, &chunk);
+    for (int attempt = 0; attempt <= b->retries; attempt++) {
+        cpu_sample c0, c1;
+        int sampled = cpu_sample_take(&c0);
+        b->copy_gbps_item = time_copy(b, k_item, (size_t)n4, use_local ? &local : NULL);
+        b->copy_gbps = b->copy_gbps_item;
+        b->copy_gbps_chunk = 0;
+        if (!b->is_gpu) {
+            /* CPU: a few long contiguous runs per core; the best of both counts */
+            size_t one = 1;
+            b->copy_gbps_chunk = time_copy(b, k_chunk, items, &one);
+            if (b->copy_gbps_chunk > b->copy_gbps)
+                b->copy_gbps = b->copy_gbps_chunk;
+        }
+        b->copy_foreign = sampled && cpu_sample_take(&c1) ? foreign_share(&c0, &c1) : -1;
+        if (b->copy_foreign < b->max_foreign)
+            break;
+        if (attempt < b->retries) {
+            fprintf(stderr, "clnorm-bench: other processes used %.0f%% of the CPUs during the "
+                            "copy measurement; retrying\n",
+                    100 * b->copy_foreign);
+            wait_quiet(b->max_foreign, 120);
+        }
     }
     clReleaseKernel(k_item);
     clReleaseKernel(k_chunk);
@@ -757,6 +841,25 @@ static row *new_row(bench *b)
     return r;
 }
 
+/* Times one row: warm-up, then b->runs runs, rotating over the buffer sets. Returns the status. */
+static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *dev, double *wall)
+{
+    clnorm_status st = CLNORM_OK;
+    for (int i = 0; st == CLNORM_OK && i < b->warmup + b->runs; i++) {
+        const tensor_set *t = &b->sets[(size_t)i % k];
+        double w0 = now_ms(), ms = 0;
+        st = op->run(b, op, t);
+        if (st == CLNORM_OK)
+            st = clnorm_last_op_time(b->ctx, &ms);
+        double w1 = now_ms();
+        if (i >= b->warmup) {
+            dev[i - b->warmup] = ms;
+            wall[i - b->warmup] = w1 - w0;
+        }
+    }
+    return st;
+}
+
 static void time_row(bench *b, const op_spec *op, row *r)
 {
     const double set_bytes = (double)op->tensors * (double)b->tensor_bytes;
@@ -772,16 +875,21 @@ static void time_row(bench *b, const op_spec *op, row *r)
     if (op->prepare)
         st = op->prepare(b, op, (unsigned)k);
     static double dev[MAX_RUNS], wall[MAX_RUNS];
-    for (int i = 0; st == CLNORM_OK && i < b->warmup + b->runs; i++) {
-        const tensor_set *t = &b->sets[(size_t)i % k];
-        double w0 = now_ms(), ms = 0;
-        st = op->run(b, op, t);
-        if (st == CLNORM_OK)
-            st = clnorm_last_op_time(b->ctx, &ms);
-        double w1 = now_ms();
-        if (i >= b->warmup) {
-            dev[i - b->warmup] = ms;
-            wall[i - b->warmup] = w1 - w0;
+    /* other processes on the CPUs: retry the row after they calm down */
+    r->foreign = -1;
+    for (int attempt = 0; st == CLNORM_OK && attempt <= b->retries; attempt++) {
+        cpu_sample c0, c1;
+        int sampled = cpu_sample_take(&c0);
+        st = time_runs(b, op, k, dev, wall);
+        r->attempts = (unsigned)attempt + 1;
+        r->foreign = sampled && cpu_sample_take(&c1) ? foreign_share(&c0, &c1) : -1;
+        if (st != CLNORM_OK || r->foreign < b->max_foreign)
+            break;
+        if (attempt < b->retries) {
+            fprintf(stderr, "clnorm-bench: other processes used %.0f%% of the CPUs during %s %s "
+                            "%s; retrying\n",
+                    100 * r->foreign, r->op, r->variant, r->layout);
+            wait_quiet(b->max_foreign, 120);
         }
     }
     if (st != CLNORM_OK) {
@@ -805,7 +913,7 @@ static void print_header(void)
            "%copy", "passes", "%copy@p", "sets");
 }
 
-static void print_row(const row *r)
+static void print_row(const bench *b, const row *r)
 {
     char label[96];
     snprintf(label, sizeof label, "%s %s %s %s", r->family, r->op, r->variant, r->layout);
@@ -816,9 +924,10 @@ static void print_row(const row *r)
     }
     char passes[16];
     snprintf(passes, sizeof passes, "%u/%u", r->passes, r->reads + r->writes);
-    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u\n", label, r->shape,
+    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u%s\n", label, r->shape,
            (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy, passes,
-           100.0 * r->frac_copy_at_passes, r->sets);
+           100.0 * r->frac_copy_at_passes, r->sets,
+           r->foreign >= b->max_foreign ? "  (other processes were busy)" : "");
     fflush(stdout);
 }
 
@@ -913,15 +1022,18 @@ static void write_json(bench *b)
             b->load_end[2]);
     fprintf(f, "  \"method\": {\"runs\": %d, \"warmup\": %d, \"statistic\": \"median\", "
                "\"timer\": \"OpenCL profiling: START of the first kernel to END of the last\", "
-               "\"rotate_threshold_bytes\": %zu, \"quick\": %s},\n",
-            b->runs, b->warmup, b->rotate_threshold, b->quick ? "true" : "false");
+               "\"rotate_threshold_bytes\": %zu, \"quick\": %s, \"max_foreign_cpu_share\": %.3f, "
+               "\"retries\": %d},\n",
+            b->runs, b->warmup, b->rotate_threshold, b->quick ? "true" : "false", b->max_foreign,
+            b->retries);
     fprintf(f, "  \"copy\": {\"GBps\": ");
     json_number(f, b->copy_gbps);
     fprintf(f, ", \"GBps_item_per_float4\": ");
     json_number(f, b->copy_gbps_item);
     fprintf(f, ", \"GBps_chunk_per_item\": ");
     json_number(f, b->copy_gbps_chunk);
-    fprintf(f, ", \"buffer_bytes\": %zu},\n", b->copy_bytes);
+    fprintf(f, ", \"buffer_bytes\": %zu, \"foreign_cpu_share\": %.3f},\n", b->copy_bytes,
+            b->copy_foreign);
     fprintf(f, "  \"latency\": ");
     if (!b->latency)
         fprintf(f, "null,\n");
@@ -950,10 +1062,11 @@ static void write_json(bench *b)
         fprintf(f, "%s\n    {\"family\": \"%s\", \"op\": \"%s\", \"variant\": \"%s\", "
                    "\"layout\": \"%s\", \"shape\": \"%s\", \"tag\": \"%s\", "
                    "\"dims\": [%zu, %zu, %zu, %zu], \"tensor_bytes\": %zu, \"sets\": %u, "
-                   "\"runs\": %u, \"reads\": %u, \"writes\": %u, \"passes\": %u",
+                   "\"runs\": %u, \"reads\": %u, \"writes\": %u, \"passes\": %u, "
+                   "\"attempts\": %u, \"foreign_cpu_share\": %.3f",
                 i ? "," : "", r->family, r->op, r->variant, r->layout, r->shape, r->tag,
                 r->dims[0], r->dims[1], r->dims[2], r->dims[3], r->tensor_bytes, r->sets, r->runs,
-                r->reads, r->writes, r->passes);
+                r->reads, r->writes, r->passes, r->attempts, r->foreign);
         if (r->error[0]) {
             fprintf(f, ", \"error\": ");
             json_string(f, r->error);
@@ -996,6 +1109,9 @@ static void usage(FILE *f)
           "  --commit STR      commit to record (default: git describe of the source tree,\n"
           "                    or CLNORM_BENCH_COMMIT)\n"
           "  --no-latency      skip the first-call latency measurement\n"
+          "  --max-foreign F   retry a row when other processes used more than this share of\n"
+          "                    the CPUs during it (default 0.05; 1 disables)\n"
+          "  --retries N       retries per row (default 5)\n"
           "  --list            print the rows that would run, and exit\n",
           f);
 }
@@ -1017,6 +1133,8 @@ int main(int argc, char **argv)
     b->runs = 25;
     b->warmup = 3;
     b->latency = 1;
+    b->retries = 5;
+    b->max_foreign = 0.05;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         const char *next = i + 1 < argc ? argv[i + 1] : NULL;
@@ -1037,6 +1155,10 @@ int main(int argc, char **argv)
             b->runs = parse_int(TAKE(), "--runs");
         else if (!strcmp(a, "--warmup"))
             b->warmup = parse_int(TAKE(), "--warmup");
+        else if (!strcmp(a, "--retries"))
+            b->retries = parse_int(TAKE(), "--retries");
+        else if (!strcmp(a, "--max-foreign"))
+            b->max_foreign = atof(TAKE());
         else if (!strcmp(a, "--quick"))
             b->quick = 1;
         else if (!strcmp(a, "--no-latency"))
@@ -1066,8 +1188,10 @@ int main(int argc, char **argv)
 
     /* first-call latency before anything else touches the device, so the cold number includes
      * what a fresh process pays */
-    if (b->latency && !b->list)
+    if (b->latency && !b->list) {
+        wait_quiet(b->max_foreign, 60);
         measure_latency(b);
+    }
 
     clnorm_settings settings;
     clnorm_default_settings(&settings);
@@ -1135,6 +1259,9 @@ int main(int argc, char **argv)
     if (b->copy_gbps_chunk > 0)
         printf(" (one float4 per work-item %.1f, contiguous chunk per work-item %.1f)",
                b->copy_gbps_item, b->copy_gbps_chunk);
+    if (b->copy_foreign >= b->max_foreign)
+        printf(" (other processes used %.0f%% of the CPUs: not a clean measurement)",
+               100 * b->copy_foreign);
     printf("\nmedian of %d runs after %d warm-up runs; buffers rotate below %zu MiB per set; "
            "passes = implementation/compulsory tensor passes; %%copy@p counts the "
            "implementation's passes\n\n",
@@ -1186,7 +1313,7 @@ int main(int argc, char **argv)
                     snprintf(r->error, sizeof r->error, "%s", err_msg);
                 else
                     time_row(b, op, r);
-                print_row(r);
+                print_row(b, r);
             }
         }
         release_shape(b);
@@ -1197,8 +1324,15 @@ int main(int argc, char **argv)
         printf("\nwrote %s\n", b->json_path);
     }
     int failed = 0;
-    for (size_t i = 0; i < b->num_rows; i++)
+    size_t busy = 0;
+    for (size_t i = 0; i < b->num_rows; i++) {
         failed |= b->rows[i].error[0] != 0;
+        busy += b->rows[i].foreign >= b->max_foreign;
+    }
+    if (busy || b->copy_foreign >= b->max_foreign)
+        printf("warning: other processes were busy during %zu rows%s despite retries; rerun on a "
+               "quiet machine\n",
+               busy, b->copy_foreign >= b->max_foreign ? " and the copy measurement" : "");
     clnorm_context_release(b->ctx);
     free(b->rows);
     free(b);

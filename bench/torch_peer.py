@@ -158,6 +158,35 @@ def make_calls(row, device, gen):
     return calls
 
 
+CLK_TCK = os.sysconf('SC_CLK_TCK') if hasattr(os, 'sysconf') else 100
+
+
+def cpu_sample():
+    """(busy, total) jiffies of all CPUs from /proc/stat and this process's own CPU jiffies."""
+    try:
+        with open('/proc/stat') as f:
+            v = [int(x) for x in f.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    t = os.times()
+    return sum(v) - v[3] - v[4], sum(v), (t.user + t.system) * CLK_TCK
+
+
+def foreign_share(a, b):
+    """Share of all CPUs' time between samples a and b used by other processes (-1: unknown)."""
+    if not a or not b or b[1] <= a[1]:
+        return -1.0
+    return max(0.0, (b[0] - a[0]) - (b[2] - a[2])) / (b[1] - a[1])
+
+
+def wait_quiet(share, max_s=120):
+    for _ in range(max_s):
+        a = cpu_sample()
+        time.sleep(1)
+        if foreign_share(a, cpu_sample()) < share:
+            return
+
+
 def copy_gbps(device, timer, runs, warmup, nbytes):
     x = torch.ones(nbytes // 4, device=device)
     y = torch.empty_like(x)
@@ -192,6 +221,9 @@ def main():
     ap.add_argument('--ops', default='', help='comma-separated substrings of "family op variant layout"')
     ap.add_argument('--runs', type=int, default=25)
     ap.add_argument('--warmup', type=int, default=3)
+    ap.add_argument('--max-foreign', type=float, default=0.05,
+                    help='retry a row when other processes used more than this share of the CPUs')
+    ap.add_argument('--retries', type=int, default=5)
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -214,6 +246,7 @@ def main():
         s in '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout']) for s in filters)]
 
     load_start = list(os.getloadavg())
+    wait_quiet(args.max_foreign, 60)
     copy_bytes = (source or {}).get('copy', {}).get('buffer_bytes', 128 * MIB)
     own_copy = copy_gbps(args.device, timer, args.runs, args.warmup, copy_bytes)
     # fractions against the device's copy bandwidth as clnorm-bench measured it (same hardware),
@@ -243,11 +276,20 @@ def main():
         label = '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout'])
         try:
             calls = make_calls(r, args.device, gen)
-            times = []
-            for i in range(args.warmup + args.runs):
-                t = timer(calls[i % len(calls)])
-                if i >= args.warmup:
-                    times.append(t)
+            for attempt in range(args.retries + 1):
+                times = []
+                c0 = cpu_sample()
+                for i in range(args.warmup + args.runs):
+                    t = timer(calls[i % len(calls)])
+                    if i >= args.warmup:
+                        times.append(t)
+                foreign = foreign_share(c0, cpu_sample())
+                if foreign < args.max_foreign or attempt == args.retries:
+                    break
+                print('  other processes used %.0f%% of the CPUs; retrying' % (100 * foreign),
+                      file=sys.stderr, flush=True)
+                wait_quiet(args.max_foreign)
+            res.update(attempts=attempt + 1, foreign_cpu_share=foreign)
             del calls
             times.sort()
             ms = statistics.median(times)
@@ -257,9 +299,9 @@ def main():
             res.update(ms=ms, ms_min=times[0], ms_max=times[-1], ms_p10=times[(n - 1) // 10],
                        ms_p90=times[(n - 1) - (n - 1) // 10], compulsory_bytes=compulsory,
                        GBps=gbps, frac_copy=gbps / ref_copy)
-            print('%-44s %-22s %9.3f %8.1f %5.0f%% %4d' % (label, res['shape'], ms, gbps,
-                                                          100 * gbps / ref_copy, r['sets']),
-                  flush=True)
+            print('%-44s %-22s %9.3f %8.1f %5.0f%% %4d%s' % (
+                label, res['shape'], ms, gbps, 100 * gbps / ref_copy, r['sets'],
+                '  (other processes were busy)' if foreign >= args.max_foreign else ''), flush=True)
         except RuntimeError as e:  # e.g. out of memory
             res['error'] = str(e)[:200]
             print('%-44s %-22s ERROR %s' % (label, res['shape'], res['error']), flush=True)
@@ -279,7 +321,8 @@ def main():
         'loadavg_end': list(os.getloadavg()),
         'method': {'runs': args.runs, 'warmup': args.warmup, 'statistic': 'median',
                    'timer': 'CUDA events' if args.device.startswith('cuda') else 'time.perf_counter around the call',
-                   'rotate_threshold_bytes': threshold},
+                   'rotate_threshold_bytes': threshold, 'max_foreign_cpu_share': args.max_foreign,
+                   'retries': args.retries},
         'copy': {'GBps': own_copy, 'reference_GBps': ref_copy, 'buffer_bytes': copy_bytes},
         'rows': out_rows,
     }
