@@ -52,6 +52,13 @@ def key(r):
     return (r['family'], r['op'], r['variant'], r['layout'], r['shape'])
 
 
+def contended(doc, r):
+    """True when other processes were busy on the CPUs during this row despite retries."""
+    limit = doc.get('method', {}).get('max_foreign_cpu_share', 0.05)
+    share = r.get('foreign_cpu_share')
+    return share is not None and share >= limit
+
+
 def fmt_ratio(x):
     return '%.2f' % x if x is not None else '-'
 
@@ -100,12 +107,14 @@ def print_tables(clnorm, peer, markdown):
         ratio_s = fmt_ratio(ratio)
         if ratio is not None and ratio > 1.0:
             ratio_s += ' !' if not markdown else ' (slower)'
+        if contended(clnorm, r) or (p and contended(peer, p)):
+            ratio_s += ' (busy CPUs)'
         if markdown:
             print('| %s | %s | %s | %s | %.3f | %s | %s | %.0f%% | %s | %s |' % (
                 r['op'], r['variant'], r['layout'], r['shape'], r['ms'], pms, ratio_s,
                 100 * r['frac_copy'], pfrac, passes))
         else:
-            print('%-18s %-8s %-4s %-20s %9.3f %9s %7s %6.0f%% %7s %6s' % (
+            print('%-18s %-8s %-4s %-20s %9.3f %9s %8s %6.0f%% %7s %6s' % (
                 r['op'], r['variant'], r['layout'], r['shape'], r['ms'], pms, ratio_s,
                 100 * r['frac_copy'], pfrac, passes))
     return table
