@@ -121,9 +121,10 @@ def main():
         series.setdefault(key, []).append((num(r["lr"]), 100 * num(r["final_test_acc"]),
                                            r["diverged"] == "1"))
     fig, ax = plt.subplots(figsize=(7, 5))
-    for i, (key, pts) in enumerate(sorted(series.items(), key=lambda kv: (kv[0][0], int(kv[0][1])))):
+    batches = sorted({int(k[1]) for k in series})  # one color per batch size
+    for key, pts in sorted(series.items(), key=lambda kv: (kv[0][0], int(kv[0][1]))):
         pts.sort()
-        color = colors[i % len(colors)]
+        color = colors[batches.index(int(key[1])) % len(colors)]
         style = "-" if key[0] == "batch" else "--"
         ax.plot([p[0] for p in pts], [p[1] for p in pts], style, marker="o", color=color,
                 label=f"{key[0]}, batch {key[1]}")
@@ -133,7 +134,8 @@ def main():
     ax.set_xscale("log")
     ax.set_xlabel("learning rate (SGD with momentum)")
     ax.set_ylabel("final test accuracy (%)")
-    ax.set_title("accuracy vs learning rate (red x: diverged)")
+    ax.set_title("accuracy vs learning rate (solid: batch norm, dashed: none; red x: diverged)",
+                 fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
