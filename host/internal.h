@@ -18,7 +18,8 @@
     X(vector_width, "elements per vector load (1, 2, 4, 8)")                                   \
     X(items_per_thread, "vectors each work-item handles per step of an elementwise kernel")        \
     X(partials_per_channel, "work-groups that share one channel's statistics (stage-1 split)")     \
-    X(channel_tile, "channels per work-group in channels-last reductions")
+    X(channel_tile, "channels per work-group in channels-last reductions")                         \
+    X(block_vectors, "vectors per exact two-pass block in a statistics reduction (1..8)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

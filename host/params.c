@@ -19,12 +19,12 @@ typedef struct param_row {
 
 static const param_row param_rows[] = {
     /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops. */
-    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8}},
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32}},
-    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32}},
-    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16}},
-    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8}},
-    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16}},
+    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 4}},
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1}},
+    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1}},
+    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1}},
+    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 4}},
+    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1}},
 };
 
 static const char *const param_names[] = {
@@ -68,6 +68,8 @@ static bool value_allowed(int index, long value)
         return value == 1 || value == 2 || value == 4 || value == 8;
     if (index == params_index("partials_per_channel"))
         return value >= 0 && value <= 65536;
+    if (index == params_index("block_vectors"))
+        return value >= 1 && value <= 8;
     return value >= 1 && value <= 65536;
 }
 

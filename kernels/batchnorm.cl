@@ -21,6 +21,7 @@
 
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
+#define ROW_BLOCK (2 * BLOCK_VECS) /* rows per statistics block in channels-last */
 
 DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 
@@ -96,17 +97,33 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
         const ulong base = (n * C + c) * HW;
         const ulong b_end = (q + 1) * nblocks / pieces;
-        for (ulong b = q * nblocks / pieces + sl; b < b_end; b += width) {
+        const ulong b_begin = q * nblocks / pieces;
+        /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean and m2n */
+        for (ulong b = b_begin + sl * BLOCK_VECS; mode == REDUCE_STATS && b < b_end;
+             b += width * BLOCK_VECS) {
+            const uint nv = b_end - b < BLOCK_VECS ? (uint)(b_end - b) : BLOCK_VECS;
+            FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
+            for (uint j = 0; j < BLOCK_VECS; j++) {
+                vals[j] = 0.0f;
+                if (j < nv) {
+                    vals[j] = LOADV(x + base, b + j);
+                    if (addend)
+                        vals[j] += LOADV(addend + base, b + j);
+                    vals[j] -= k;
+                    sum += vals[j];
+                }
+            }
+            const float bn = (float)(nv * VEC), bmean = HSUM(sum) / bn;
+            for (uint j = 0; j < BLOCK_VECS; j++) {
+                FLOATV d = vals[j] - bmean;
+                if (j < nv)
+                    sq += d * d;
+            }
+            stats_merge(&count, &mean, &m2n, bn, bmean, HSUM(sq) / pow2_floor(bn));
+        }
+        for (ulong b = b_begin + sl; mode == REDUCE_GRAD && b < b_end; b += width) {
             FLOATV v = LOADV(x + base, b);
-            if (addend)
-                v += LOADV(addend + base, b);
-            if (mode == REDUCE_STATS) {
-                /* the block's exact two-pass mean and m2n (P = VEC) */
-                FLOATV sv = v - k;
-                const float bmean = HSUM(sv) * (1.0f / VEC);
-                FLOATV d = sv - bmean;
-                stats_merge(&count, &mean, &m2n, (float)VEC, bmean, HSUM(d * d) * (1.0f / VEC));
-            } else {
+            {
                 FLOATV g = LOADV(dy + base, b);
                 if (mask)
                     g = RELU_MASK(g, LOADV(mask + base, b));
@@ -205,34 +222,45 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     if (mode == REDUCE_STATS && left > 0)
         k = load_lanes(x, c0, left);
 
-    /* lane-wise statistics: every lane sees the same rows, so the count is shared */
+    /* lane-wise statistics: every lane sees the same rows, so the count is shared. Blocks of
+     * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n. */
     float count = 0.0f;
     FLOATV mean = 0.0f, m2n = 0.0f;
-    for (ulong p = s * pairs / S + slot; left > 0 && p < p_end; p += slots) {
-        const ulong r = 2 * p;
-        const bool two = r + 1 < M;
-        FLOATV a = load_lanes(x, r * C + c0, left);
-        FLOATV b = two ? load_lanes(x, (r + 1) * C + c0, left) : a;
-        if (mode == REDUCE_STATS) {
-            /* the pair's mean and m2n = M2 / 2 = ((a - b) / 2)^2 */
-            FLOATV dev = (a - b) * 0.5f;
-            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ((a - k) + (b - k)) * 0.5f,
-                        dev * dev, mode);
-        } else {
-            FLOATV ga = load_lanes(dy, r * C + c0, left);
-            FLOATV gb = two ? load_lanes(dy, (r + 1) * C + c0, left) : (FLOATV)0.0f;
-            if (mask) {
-                ga = RELU_MASK(ga, load_lanes(mask, r * C + c0, left));
-                if (two)
-                    gb = RELU_MASK(gb, load_lanes(mask, (r + 1) * C + c0, left));
+    const ulong r_begin = 2 * (s * pairs / S), r_end = 2 * p_end < M ? 2 * p_end : M;
+    for (ulong r0 = r_begin + slot * ROW_BLOCK; left > 0 && r0 < r_end; r0 += slots * ROW_BLOCK) {
+        const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
+        FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
+        for (uint j = 0; j < ROW_BLOCK; j++) {
+            vals[j] = 0.0f;
+            if (j >= nr)
+                continue;
+            const ulong r = r0 + j;
+            vals[j] = load_lanes(x, r * C + c0, left);
+            if (mode == REDUCE_STATS) {
+                vals[j] -= k;
+                sum += vals[j];
+                continue;
             }
-            FLOATV xa = a - mu, xb = b - mu;
-            if (row_rstd) { /* xhat with the statistics of each row (LayerNorm's dweight) */
-                xa = (a - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r];
-                xb = two ? (b - (row_mean ? row_mean[r + 1] : 0.0f)) * row_rstd[r + 1] : xb;
-            }
-            lanes_merge(&count, &mean, &m2n, two ? 2.0f : 1.0f, ga + gb, ga * xa + gb * xb, mode);
+            FLOATV g = load_lanes(dy, r * C + c0, left);
+            if (mask)
+                g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+            /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+            FLOATV xc = row_rstd ? (vals[j] - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
+                                 : vals[j] - mu;
+            sum += g;
+            second += g * xc;
         }
+        if (mode == REDUCE_STATS) {
+            const FLOATV bmean = sum / (float)nr;
+            for (uint j = 0; j < ROW_BLOCK; j++) {
+                FLOATV d = vals[j] - bmean;
+                if (j < nr)
+                    second += d * d;
+            }
+            second /= pow2_floor((float)nr);
+            sum = bmean;
+        }
+        lanes_merge(&count, &mean, &m2n, (float)nr, sum, second, mode);
     }
     /* tree over the work-items that share a channel vector, all lanes at once */
     l_cnt[lid] = count;
