@@ -708,7 +708,7 @@ static void default_summary(const options *o, const run_result *res, size_t n)
         const double change = (bh->ms_folded - bh->ms_unfolded) / bh->ms_unfolded;
         say("6. Inference export: folding batch norm into the linear layers changed the logits by "
             "at most %.3g (%zu of %zu predictions identical) -> %s. Time per batch of %d: %.2f ms "
-            "folded vs %.2f ms unfolded (%+.0f%%) -> %s.\n",
+            "folded vs %.2f ms unfolded (%+.1f%%) -> %s.\n",
             bh->max_delta, bh->agree, bh->compared,
             bh->agree == bh->compared && bh->max_delta < 1e-3 ? "same predictions"
                                                               : "NOT the same predictions",
