@@ -222,10 +222,11 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     elementwise_grid(ctx, prog, vector_path ? total / vec : ceil_div(total, vec), &global, &chunk,
                      &contiguous);
     cl_ulong t = total, in = inner, c = channels, ch = chunk;
-    kernel_arg args[] = {ARG(a->in1),  ARG(a->in2), ARG(a->residual), ARG(a->mask),
-                         ARG(a->coef), ARG(a->out), ARG(a->out2),     ARG(t),
-                         ARG(in),      ARG(c),      ARG(ch),          ARG(contiguous),
-                         ARG(a->flags)};
+    cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
+    kernel_arg args[] = {ARG(a->in1), ARG(a->in2),       ARG(a->residual), ARG(a->mask),
+                         ARG(a->coef), ARG(a->out),      ARG(a->out2),     ARG(t),
+                         ARG(in),     ARG(c),            ARG(ch),          ARG(item_stride),
+                         ARG(step),   ARG(a->flags)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }

@@ -425,23 +425,47 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
  * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
  * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
  * Element i belongs to channel (i / inner) % C: inner = spatial size for channels-first, 1 for
- * channels-last. Work-item k handles `chunk` vectors from k * chunk (contiguous, for CPUs) or
- * strided by the global size (for GPUs). */
+ * channels-last. Work-item k handles `chunk` vectors from k * item_stride, `step` apart:
+ * contiguous runs for CPUs (item_stride = chunk, step = 1), strided by the grid for GPUs
+ * (item_stride = 1, step = global size). */
+/* The channel of element e = (e / inner) % C, followed as e advances by a fixed step without a
+ * division per element: (c, pos) with pos = e % inner. */
+typedef struct channel_walk {
+    ulong c, pos, dc, dpos, inner, C;
+} channel_walk;
+
+channel_walk walk_start(ulong e, ulong de, ulong inner, ulong C)
+{
+    channel_walk w = {(e / inner) % C, e % inner, (de / inner) % C, de % inner, inner, C};
+    return w;
+}
+
+void walk_advance(channel_walk *w)
+{
+    w->pos += w->dpos;
+    w->c += w->dc;
+    if (w->pos >= w->inner) {
+        w->pos -= w->inner;
+        w->c++;
+    }
+    if (w->c >= w->C)
+        w->c -= w->C;
+}
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global DATA_T *out,
                              __global DATA_T *out2, ulong total, ulong inner, ulong C,
-                             ulong chunk, int contiguous, int flags)
+                             ulong chunk, ulong item_stride, ulong step, int flags)
 {
-    const ulong gid = get_global_id(0), gsize = get_global_size(0);
-    const ulong first = contiguous ? gid * chunk : gid;
-    const ulong step = contiguous ? 1 : gsize;
+    const ulong first = get_global_id(0) * item_stride;
     const bool same_channel = inner % VEC == 0;            /* a vector lies in one plane */
     const bool lane_channels = inner == 1 && C % VEC == 0; /* a vector is VEC channels */
     if (same_channel || lane_channels) {
         const ulong nvec = total / VEC;
-        for (ulong k = 0, v = first; k < chunk && v < nvec; k++, v += step) {
-            const ulong c = (v * VEC / inner) % C;
+        channel_walk w = walk_start(first * VEC, step * VEC, inner, C);
+        for (ulong k = 0, v = first; k < chunk && v < nvec; k++, v += step, walk_advance(&w)) {
+            const ulong c = w.c;
             FLOATV a, b, e = 0.0f, center = 0.0f;
             if (same_channel) {
                 a = coef[c];
@@ -451,11 +475,11 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                     center = coef[3 * C + c];
                 }
             } else {
-                a = LOADV(coef, c / VEC);
-                b = LOADV(coef + C, c / VEC);
+                a = LOADV(coef + c, 0);
+                b = LOADV(coef + C + c, 0);
                 if (in2) {
-                    e = LOADV(coef + 2 * C, c / VEC);
-                    center = LOADV(coef + 3 * C, c / VEC);
+                    e = LOADV(coef + 2 * C + c, 0);
+                    center = LOADV(coef + 3 * C + c, 0);
                 }
             }
             FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f : b;
@@ -477,12 +501,12 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         }
         return;
     }
-    /* scalar path: vectors would straddle channels */
+    /* scalar path: vectors would straddle channels; each work-item takes VEC times as many */
     const ulong per_item = chunk * VEC;
-    const ulong start = contiguous ? gid * per_item : gid;
-    const ulong estep = contiguous ? 1 : gsize;
-    for (ulong k = 0, i = start; k < per_item && i < total; k++, i += estep) {
-        const ulong c = (i / inner) % C;
+    const ulong start = first * (step == 1 ? VEC : 1), estep = step;
+    channel_walk w = walk_start(start, estep, inner, C);
+    for (ulong k = 0, i = start; k < per_item && i < total; k++, i += estep, walk_advance(&w)) {
+        const ulong c = w.c;
         float r = flags & FLAG_NO_SHIFT ? 0.0f : coef[C + c];
         if (in1) {
             float g = LOAD(in1, i);
