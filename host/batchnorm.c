@@ -135,11 +135,13 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         p->global[0] = s * wg;
         p->global[1] = ceil_div(g->c, per_group);
     } else {
-        size_t cvecs = ceil_div(g->c, vec);
-        size_t lanes = floor_pow2_size(clamp_size((size_t)ctx->params.channel_tile, 1, cvecs));
+        /* a work-item reduces item_tile channel vectors; lanes of them share a work-group */
+        size_t item_tiles = ceil_div(ceil_div(g->c, vec), (size_t)ctx->params.item_tile);
+        size_t lanes =
+            floor_pow2_size(clamp_size((size_t)ctx->params.channel_tile, 1, item_tiles));
         if (lanes > wg)
             lanes = wg;
-        size_t tiles = ceil_div(cvecs, lanes);
+        size_t tiles = ceil_div(item_tiles, lanes);
         size_t s = stage1_splits(ctx, prog, wg / lanes, ceil_div(g->rows, 2), tiles);
         p->lanes = (cl_uint)lanes;
         p->sets = (cl_uint)s;

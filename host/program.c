@@ -108,8 +108,10 @@ static void format_options(const device_params *p, long wg, char *out, size_t si
 {
     /* No fast-math flags: normalization needs IEEE division and square roots. */
     snprintf(out, size,
-             "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld",
-             wg, p->vector_width, p->items_per_thread, p->channel_tile, p->block_vectors);
+             "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
+             "-DITEM_TILE=%ld",
+             wg, p->vector_width, p->items_per_thread, p->channel_tile, p->block_vectors,
+             p->item_tile);
 }
 
 static clnorm_status build_failure(clnorm_context *ctx, cl_program program, cl_int err,

@@ -197,9 +197,11 @@ FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
 }
 
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
- * VEC consecutive channels (one vector lane each) and takes pairs of rows (2p, 2p + 1) as blocks;
- * lanes = channel vectors per work-group (a power of two dividing WG_SIZE), WG_SIZE / lanes
- * work-items share the rows of one channel vector. Partial s takes row pairs
+ * ITEM_TILE consecutive vectors of VEC channels (one vector lane per channel) and takes blocks of
+ * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n: a CPU
+ * streams whole rows (ITEM_TILE x VEC channels), a GPU has ITEM_TILE = 1 and `lanes` work-items
+ * side by side on a row. lanes = item tiles per work-group (a power of two dividing WG_SIZE);
+ * WG_SIZE / lanes work-items share the rows of one tile. Partial s takes row pairs
  * [s*P/S, (s+1)*P/S). Work-groups: (channel tiles x WG_SIZE) x S. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
@@ -211,87 +213,102 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0);
     const uint slot = lid / lanes, slots = WG_SIZE / lanes;
-    const ulong c0 = (get_group_id(0) * lanes + (lid - slot * lanes)) * VEC;
+    const ulong c_item = (get_group_id(0) * lanes + (lid - slot * lanes)) * ITEM_TILE * VEC;
     const ulong s = get_group_id(1);
-    const long left = (long)C - (long)c0; /* channels from c0 on; <= 0: an idle work-item */
     const ulong pairs = (M + 1) / 2;
     const ulong p_end = (s + 1) * pairs / S;
-    FLOATV mu = 0.0f, k = 0.0f; /* the mean (gradients), the pivot: row 0 (statistics) */
-    if (mode == REDUCE_GRAD && left > 0 && mean_in)
-        mu = load_lanes(mean_in, c0, left);
-    if (mode == REDUCE_STATS && left > 0)
-        k = load_lanes(x, c0, left);
-
-    /* lane-wise statistics: every lane sees the same rows, so the count is shared. Blocks of
-     * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n. */
-    float count = 0.0f;
-    FLOATV mean = 0.0f, m2n = 0.0f;
     const ulong r_begin = 2 * (s * pairs / S), r_end = 2 * p_end < M ? 2 * p_end : M;
-    for (ulong r0 = r_begin + slot * ROW_BLOCK; left > 0 && r0 < r_end; r0 += slots * ROW_BLOCK) {
+
+    /* per channel vector t: lane-wise statistics (or gradient sums), the mean (gradients), the
+     * pivot (statistics: row 0) */
+    float count[ITEM_TILE];
+    FLOATV mean[ITEM_TILE], m2n[ITEM_TILE], mu[ITEM_TILE], k[ITEM_TILE];
+    for (uint t = 0; t < ITEM_TILE; t++) {
+        const ulong c0 = c_item + t * VEC;
+        const long left = (long)C - (long)c0; /* <= 0: past the last channel */
+        count[t] = 0.0f;
+        mean[t] = m2n[t] = mu[t] = k[t] = 0.0f;
+        if (mode == REDUCE_GRAD && left > 0 && mean_in)
+            mu[t] = load_lanes(mean_in, c0, left);
+        if (mode == REDUCE_STATS && left > 0)
+            k[t] = load_lanes(x, c0, left);
+    }
+    for (ulong r0 = r_begin + slot * ROW_BLOCK; r0 < r_end; r0 += slots * ROW_BLOCK) {
         const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
-        FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
-        for (uint j = 0; j < ROW_BLOCK; j++) {
-            vals[j] = 0.0f;
-            if (j >= nr)
-                continue;
-            const ulong r = r0 + j;
-            vals[j] = load_lanes(x, r * C + c0, left);
-            if (mode == REDUCE_STATS) {
-                vals[j] -= k;
-                sum += vals[j];
-                continue;
-            }
-            FLOATV g = load_lanes(dy, r * C + c0, left);
-            if (mask)
-                g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
-            /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-            FLOATV xc = row_rstd ? (vals[j] - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
-                                 : vals[j] - mu;
-            sum += g;
-            second += g * xc;
-        }
-        if (mode == REDUCE_STATS) {
-            const FLOATV bmean = sum / (float)nr;
+        for (uint t = 0; t < ITEM_TILE; t++) {
+            const ulong c0 = c_item + t * VEC;
+            const long left = (long)C - (long)c0;
+            if (left <= 0)
+                break;
+            FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
             for (uint j = 0; j < ROW_BLOCK; j++) {
-                FLOATV d = vals[j] - bmean;
-                if (j < nr)
-                    second += d * d;
+                vals[j] = 0.0f;
+                if (j >= nr)
+                    continue;
+                const ulong r = r0 + j;
+                vals[j] = load_lanes(x, r * C + c0, left);
+                if (mode == REDUCE_STATS) {
+                    vals[j] -= k[t];
+                    sum += vals[j];
+                    continue;
+                }
+                FLOATV g = load_lanes(dy, r * C + c0, left);
+                if (mask)
+                    g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+                /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+                FLOATV xc = row_rstd ? (vals[j] - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
+                                     : vals[j] - mu[t];
+                sum += g;
+                second += g * xc;
             }
-            second /= pow2_floor((float)nr);
-            sum = bmean;
+            if (mode == REDUCE_STATS) {
+                const FLOATV bmean = sum / (float)nr;
+                for (uint j = 0; j < ROW_BLOCK; j++) {
+                    FLOATV d = vals[j] - bmean;
+                    if (j < nr)
+                        second += d * d;
+                }
+                second /= pow2_floor((float)nr);
+                sum = bmean;
+            }
+            lanes_merge(&count[t], &mean[t], &m2n[t], (float)nr, sum, second, mode);
         }
-        lanes_merge(&count, &mean, &m2n, (float)nr, sum, second, mode);
     }
-    /* tree over the work-items that share a channel vector, all lanes at once */
-    l_cnt[lid] = count;
-    l_mean[lid] = mean;
-    l_m2n[lid] = m2n;
-    for (uint stride = slots / 2; stride > 0; stride >>= 1) {
+    /* per channel vector: a tree over the work-items that share it, all lanes at once */
+    for (uint t = 0; t < ITEM_TILE; t++) {
+        const ulong c0 = c_item + t * VEC;
+        const long left = (long)C - (long)c0;
         barrier(CLK_LOCAL_MEM_FENCE);
-        if (slot < stride) {
-            const uint other = lid + stride * lanes;
-            float cn = l_cnt[lid];
-            FLOATV mn = l_mean[lid], q = l_m2n[lid];
-            lanes_merge(&cn, &mn, &q, l_cnt[other], l_mean[other], l_m2n[other], mode);
-            l_cnt[lid] = cn;
-            l_mean[lid] = mn;
-            l_m2n[lid] = q;
+        l_cnt[lid] = count[t];
+        l_mean[lid] = mean[t];
+        l_m2n[lid] = m2n[t];
+        for (uint stride = slots / 2; stride > 0; stride >>= 1) {
+            barrier(CLK_LOCAL_MEM_FENCE);
+            if (slot < stride) {
+                const uint other = lid + stride * lanes;
+                float cn = l_cnt[lid];
+                FLOATV mn = l_mean[lid], q = l_m2n[lid];
+                lanes_merge(&cn, &mn, &q, l_cnt[other], l_mean[other], l_m2n[other], mode);
+                l_cnt[lid] = cn;
+                l_mean[lid] = mn;
+                l_m2n[lid] = q;
+            }
         }
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    if (slot == 0 && left > 0) {
-        __global float *set = sets + s * 3 * C;
-        /* lane i of this work-item's vectors, read through its own local slot */
-        __local const float *lane_mean = (__local const float *)&l_mean[lid];
-        __local const float *lane_m2n = (__local const float *)&l_m2n[lid];
-        for (uint i = 0; i < VEC && (long)i < left; i++) {
-            set[c0 + i] = l_cnt[lid];
-            set[C + c0 + i] = lane_mean[i];
-            set[2 * C + c0 + i] = lane_m2n[i];
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (slot == 0 && left > 0) {
+            __global float *set = sets + s * 3 * C;
+            /* lane i of this vector, read through the work-item's own local slot */
+            __local const float *lane_mean = (__local const float *)&l_mean[lid];
+            __local const float *lane_m2n = (__local const float *)&l_m2n[lid];
+            for (uint i = 0; i < VEC && (long)i < left; i++) {
+                set[c0 + i] = l_cnt[lid];
+                set[C + c0 + i] = lane_mean[i];
+                set[2 * C + c0 + i] = lane_m2n[i];
+            }
+            if (s == 0 && pivots && mode == REDUCE_STATS)
+                for (uint i = 0; i < VEC && (long)i < left; i++)
+                    pivots[c0 + i] = LOAD(x, c0 + i); /* row 0 */
         }
-        if (s == 0 && pivots && mode == REDUCE_STATS)
-            for (uint i = 0; i < VEC && (long)i < left; i++)
-                pivots[c0 + i] = LOAD(x, c0 + i); /* row 0 */
     }
 }
 

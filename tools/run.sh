@@ -71,7 +71,7 @@ oclgrind_clean() {
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
-    for params in "" "work_group_size=1,vector_width=8,block_vectors=4,partials_per_channel=3"; do
+    for params in "" "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
             CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
