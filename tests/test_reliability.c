@@ -6,8 +6,8 @@
  * thread asserts on after joining them.
  *
  * Environment:
- *   CLNORM_REL_ITERS   iterations of the 5-call sequence per thread in the concurrency tests (60)
- *   CLNORM_SOAK_CALLS  calls in the soak (20000; the issue's full soak is 100000)
+ *   CLNORM_REL_ITERS   iterations of the 5-call sequence per thread in the concurrency tests (400)
+ *   CLNORM_SOAK_CALLS  calls in the soak (100000, the issue's number)
  *   CLNORM_SOAK_RSS_MIB  allowed growth of the resident set over the soak (8)
  */
 #include <math.h>
@@ -20,7 +20,43 @@
 #include <time.h>
 #include <unistd.h>
 
+#ifndef RELIABILITY_STANDALONE
 #include "support.h"
+#else
+/* A build without Criterion, for ThreadSanitizer: Criterion's runner (BoxFort's inheritable
+ * arena) cannot start under TSan. Only what the concurrency tests use; see main() at the end. */
+#include "clnorm.h"
+#define Test(suite, name, ...) static void suite##_##name(void)
+#define cr_assert(c, ...)                                                                          \
+    do {                                                                                           \
+        if (!(c)) {                                                                                \
+            fprintf(stderr, "%s:%d: assertion failed: %s\n", __FILE__, __LINE__, #c);            \
+            abort();                                                                               \
+        }                                                                                          \
+    } while (0)
+#define cr_assert_not(c, ...) cr_assert(!(c))
+#define cr_assert_eq(a, b, ...) cr_assert((a) == (b))
+#define cr_assert_neq(a, b, ...) cr_assert((a) != (b))
+#define cr_assert_geq(a, b, ...) cr_assert((a) >= (b))
+#define cr_assert_null(a, ...) cr_assert((a) == NULL)
+#define cr_assert_not_null(a, ...) cr_assert((a) != NULL)
+#define cr_expect cr_assert
+#define cr_expect_eq cr_assert_eq
+#define cr_expect_lt(a, b, ...) cr_assert((a) < (b))
+#define cr_skip_test(...) return
+#define CL_OK(call) cr_assert_eq((call), CL_SUCCESS)
+#define CLNORM_OK_(ctx, call) cr_assert_eq((call), CLNORM_OK)
+static clnorm_context *test_context(const clnorm_settings *settings)
+{
+    char message[4096];
+    clnorm_context *ctx = NULL;
+    if (clnorm_context_create(&ctx, settings, message, sizeof message) != CLNORM_OK) {
+        fprintf(stderr, "context: %s\n", message);
+        abort();
+    }
+    return ctx;
+}
+#endif
 
 #define THREADS 4
 #define CALLS_PER_ITER 5
@@ -324,7 +360,7 @@ Test(concurrency, threads_with_their_own_contexts_match_one_thread, .timeout = 9
     memset(ws, 0, sizeof ws);
     for (int t = 0; t < THREADS; t++) {
         ws[t].mode = 0;
-        ws[t].iters = env_size("CLNORM_REL_ITERS", 60);
+        ws[t].iters = env_size("CLNORM_REL_ITERS", 400);
     }
     run_workers(ws, "own contexts");
 }
@@ -348,7 +384,7 @@ Test(concurrency, wrapped_contexts_sharing_one_cl_context_with_their_own_queues,
         cr_assert_eq(st, CLNORM_OK, "wrap: %s", message);
         cr_assert_eq(clnorm_context_queue(ws[t].ctx), queues[t]);
         ws[t].mode = 1;
-        ws[t].iters = env_size("CLNORM_REL_ITERS", 60);
+        ws[t].iters = env_size("CLNORM_REL_ITERS", 400);
     }
     run_workers(ws, "wrapped contexts on one cl_context");
     for (int t = 0; t < THREADS; t++) {
@@ -366,7 +402,7 @@ Test(concurrency, threads_sharing_one_context_match_one_thread, .timeout = 900)
     for (int t = 0; t < THREADS; t++) {
         ws[t].mode = 1;
         ws[t].ctx = ctx;
-        ws[t].iters = env_size("CLNORM_REL_ITERS", 60);
+        ws[t].iters = env_size("CLNORM_REL_ITERS", 400);
     }
     run_workers(ws, "one shared context");
     clnorm_context_release(ctx);
@@ -434,7 +470,7 @@ static int reference_counts_track_objects(clnorm_context *ctx)
 
 Test(soak, mixed_calls_keep_memory_objects_and_results_steady, .timeout = 1800)
 {
-    const size_t calls = env_size("CLNORM_SOAK_CALLS", 20000);
+    const size_t calls = env_size("CLNORM_SOAK_CALLS", 100000);
     const size_t iters = (calls + CALLS_PER_ITER - 1) / CALLS_PER_ITER;
     const long allowed_kib = (long)env_size("CLNORM_SOAK_RSS_MIB", 8) * 1024;
     const size_t warm_up = 100, batch = 8, check_every = 250;
@@ -620,3 +656,14 @@ Test(faults, releasing_a_context_with_work_in_flight_is_safe)
         wl_free(&w);
     }
 }
+
+#ifdef RELIABILITY_STANDALONE
+int main(void)
+{
+    concurrency_threads_with_their_own_contexts_match_one_thread();
+    concurrency_wrapped_contexts_sharing_one_cl_context_with_their_own_queues();
+    concurrency_threads_sharing_one_context_match_one_thread();
+    fprintf(stderr, "reliability: concurrency tests passed\n");
+    return 0;
+}
+#endif

@@ -9,7 +9,7 @@ root=$PWD
 
 packages=(build-essential meson ninja-build pkg-config python3 ocl-icd-opencl-dev opencl-headers
           pocl-opencl-icd clinfo oclgrind libclblast-dev libcriterion-dev zlib1g-dev
-          dataset-fashion-mnist python3-matplotlib)
+          dataset-fashion-mnist python3-matplotlib clang libclang-rt-14-dev)
 
 install_packages() {
     local missing=()
@@ -106,6 +106,35 @@ install_check() {
     "$consumer/build/minimal"
 }
 
+fuzz_layer_files() {
+    # libFuzzer on the layer parameter-file loaders for a minute (tests/fuzz/); the library
+    # itself is instrumented for coverage. New inputs go to build-fuzz/corpus, not to the repo.
+    CC=clang build build-fuzz -Dtests=false -Dbench=false -Dexamples=false \
+        -Db_sanitize=address -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link || return 1
+    clang -std=c11 -g -O1 -fsanitize=fuzzer,address -Iinclude -Ibuild-fuzz/include \
+        tests/fuzz/fuzz_layer_file.c -o build-fuzz/fuzz_layer_file \
+        -Lbuild-fuzz -lclnorm -Wl,-rpath,"$root/build-fuzz" -lOpenCL -lm || return 1
+    mkdir -p build-fuzz/corpus
+    CLNORM_CACHE_DIR=$root/build-fuzz/program-cache ASAN_OPTIONS=detect_leaks=1 \
+        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
+        ./build-fuzz/fuzz_layer_file -max_total_time=60 -print_final_stats=1 \
+        -dict=tests/fuzz/layer_file.dict build-fuzz/corpus tests/fuzz/corpus 2>&1 |
+        grep -E "^(stat::|fuzz_layer_file:|Done|==[0-9]+==|SUMMARY)|ERROR|crash-|leak-"
+    return "${PIPESTATUS[0]}"
+}
+
+tsan_concurrency() {
+    # The concurrency tests of tests/test_reliability.c under ThreadSanitizer (gcc), built
+    # without Criterion, whose runner cannot start under TSan (see docs/reliability.md).
+    build build-tsan -Dtests=false -Dbench=false -Dexamples=false -Db_sanitize=thread \
+        -Db_lundef=false || return 1
+    cc -std=c11 -D_POSIX_C_SOURCE=200809L -DRELIABILITY_STANDALONE -g -O1 -fsanitize=thread \
+        -Iinclude -Ibuild-tsan/include tests/test_reliability.c -o build-tsan/reliability-tsan \
+        -Lbuild-tsan -lclnorm -Wl,-rpath,"$root/build-tsan" -lOpenCL -lpthread -lm || return 1
+    CLNORM_CACHE_DIR=$root/build-tsan/program-cache TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1 \
+        ./build-tsan/reliability-tsan
+}
+
 run_tests() {
     build build -Dwerror=true
     step "test suite on every OpenCL device" meson test -C build --print-errorlogs
@@ -126,6 +155,8 @@ run_tests() {
         meson test -C build-asan --print-errorlogs
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
     step "install, pkg-config and meson subproject" install_check
+    step "libFuzzer: layer parameter files (60 s)" fuzz_layer_files
+    step "ThreadSanitizer: concurrency tests" tsan_concurrency
     echo
     if [ ${#failures[@]} -gt 0 ]; then
         echo "FAILED steps: ${failures[*]}"
