@@ -29,6 +29,24 @@ static const char kernel_source[] =
     "    y[r * cols + j] = v;\n"
     "}\n"
     "\n"
+    "/* In place: y = max(y, 0) (NaN stays NaN), after the norms that have no fused ReLU. */\n"
+    "__kernel void relu(__global float *y)\n"
+    "{\n"
+    "    size_t i = get_global_id(0);\n"
+    "    float v = y[i];\n"
+    "    if (v < 0.0f)\n"
+    "        y[i] = 0.0f;\n"
+    "}\n"
+    "\n"
+    "/* In place: the gradient of the ReLU's output becomes that of its input, g = a > 0 ? g : 0\n"
+    " * (a the ReLU's output; PyTorch's rule, 0 at 0). */\n"
+    "__kernel void relu_grad(__global float *g, __global const float *a)\n"
+    "{\n"
+    "    size_t i = get_global_id(0);\n"
+    "    if (!(a[i] > 0.0f))\n"
+    "        g[i] = 0.0f;\n"
+    "}\n"
+    "\n"
     "/* One work-item per column: with relu, dz = dz where a > 0 else 0 (in place); db = sum over\n"
     " * rows of dz (written, not accumulated). */\n"
     "__kernel void bias_grad(__global float *dz, __global const float *a, __global float *db,\n"
@@ -135,7 +153,8 @@ int kernels_build(cl_context context, cl_device_id device, train_kernels *k, cha
         const char *name;
     } all[] = {{&k->gather_batch, "gather_batch"}, {&k->bias_act, "bias_act"},
                {&k->bias_grad, "bias_grad"},       {&k->softmax_xent, "softmax_xent"},
-               {&k->sum_rows, "sum_rows"},         {&k->sgd_momentum, "sgd_momentum"}};
+               {&k->sum_rows, "sum_rows"},         {&k->sgd_momentum, "sgd_momentum"},
+               {&k->relu, "relu"},                 {&k->relu_grad, "relu_grad"}};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         *all[i].slot = clCreateKernel(k->program, all[i].name, &code);
         if (code != CL_SUCCESS) {
@@ -151,8 +170,8 @@ int kernels_build(cl_context context, cl_device_id device, train_kernels *k, cha
 
 void kernels_release(train_kernels *k)
 {
-    cl_kernel *all[] = {&k->gather_batch, &k->bias_act, &k->bias_grad,
-                        &k->softmax_xent, &k->sum_rows, &k->sgd_momentum};
+    cl_kernel *all[] = {&k->gather_batch, &k->bias_act, &k->bias_grad, &k->softmax_xent,
+                        &k->sum_rows,     &k->sgd_momentum, &k->relu,     &k->relu_grad};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
         if (*all[i])
             clReleaseKernel(*all[i]);

@@ -1,5 +1,5 @@
-/* clnorm-train's own OpenCL kernels (data gathering, bias and ReLU, softmax cross-entropy,
- * reductions of per-row results, SGD with momentum). */
+/* clnorm-train's own OpenCL kernels (data gathering, bias and ReLU, ReLU alone and its gradient,
+ * softmax cross-entropy, reductions of per-row results, SGD with momentum). */
 #ifndef CLNORM_TRAIN_KERNELS_H
 #define CLNORM_TRAIN_KERNELS_H
 
@@ -7,7 +7,8 @@
 
 typedef struct train_kernels {
     cl_program program;
-    cl_kernel gather_batch, bias_act, bias_grad, softmax_xent, sum_rows, sgd_momentum;
+    cl_kernel gather_batch, bias_act, bias_grad, softmax_xent, sum_rows, sgd_momentum, relu,
+        relu_grad;
 } train_kernels;
 
 /* Builds the program from the source string (once, at start-up). 0 on success; -1 with a message

@@ -40,7 +40,7 @@ typedef struct options {
     size_t num_lrs;
     size_t batches[MAX_LIST];
     size_t num_batches;
-    size_t epochs, hidden, depth, train_limit, test_limit;
+    size_t epochs, hidden, depth, groups, train_limit, test_limit;
     uint64_t seed;
     double momentum, weight_decay;
     int cosine, export_check, quiet;
@@ -108,8 +108,10 @@ static void usage(FILE *f)
             "                    CLNORM_DEVICE, else the first GPU, else the CPU)\n"
             "  --sweep           normalization x batch {4,16,128} x lr {0.01,0.1,1.0}, 1 epoch each\n"
             "                    unless --epochs (--norm, --batch and --lr narrow the grid)\n"
-            "  --norm LIST       none, batch, layer, group, rms (comma-separated); this build of\n"
-            "                    clnorm-train has none and batch so far\n"
+            "  --norm LIST       none, batch, layer, group, rms (comma-separated)\n"
+            "  --groups G        group norm's groups per hidden layer (default 32 for the\n"
+            "                    default width: the largest divisor of the width up to 32 that\n"
+            "                    leaves at least 8 features per group; must divide the width)\n"
             "  --lr LIST         learning rates (comma-separated)\n"
             "  --batch LIST      batch sizes (comma-separated, default 128)\n"
             "  --epochs N        epochs per training (default 3; sweep 1)\n"
@@ -263,6 +265,10 @@ static int parse_options(int argc, char **argv, options *o)
             NEED_VALUE();
             if (parse_size(v, &o->hidden) != 0 || o->hidden < 2 || o->hidden > 16384)
                 BAD_VALUE();
+        } else if (!strcmp(a, "--groups")) {
+            NEED_VALUE();
+            if (parse_size(v, &o->groups) != 0 || o->groups == 0 || o->groups > 16384)
+                BAD_VALUE();
         } else if (!strcmp(a, "--depth")) {
             NEED_VALUE();
             if (parse_size(v, &o->depth) != 0 || o->depth > 64)
@@ -326,10 +332,7 @@ static int parse_options(int argc, char **argv, options *o)
         for (size_t i = 0; i < o->num_norms; i++)
             if (!norm_available(o->norms[i])) {
                 fprintf(stderr,
-                        "clnorm-train: normalization '%s' is not available in this build yet: "
-                        "clnorm-train has none and batch so far (layer, group and RMS "
-                        "normalization plug in with clnorm's layer objects for them). Use --norm "
-                        "none or --norm batch.\n",
+                        "clnorm-train: normalization '%s' is not available in this build\n",
                         norm_name(o->norms[i]));
                 return 2;
             }
@@ -348,6 +351,18 @@ static int parse_options(int argc, char **argv, options *o)
     }
     if (!o->epochs)
         o->epochs = 3;
+    int uses_groups = 0;
+    for (size_t i = 0; i < o->num_norms; i++)
+        uses_groups |= o->norms[i] == NORM_GROUP;
+    if (!o->groups)
+        o->groups = default_groups(o->hidden);
+    else if (uses_groups && o->hidden % o->groups != 0) {
+        fprintf(stderr,
+                "clnorm-train: --groups %zu does not divide the hidden width %zu (group norm "
+                "splits each hidden layer's features into equal groups)\n",
+                o->groups, o->hidden);
+        return 2;
+    }
     return 0;
 }
 
@@ -701,9 +716,8 @@ static void default_summary(const options *o, const run_result *res, size_t n)
             o->export_check ? "" : ", or --no-export");
     }
     say("5. \"Batch norm degrades with very small batches where layer/group norm do not\": not "
-        "measured by the default run; --sweep trains batch norm at batches of 4, 16 and 128. "
-        "Layer and group norm are not in this build of clnorm-train yet, so the second half cannot "
-        "be checked.\n");
+        "measured by the default run; --sweep trains none, batch, layer, group and RMS norm at "
+        "batches of 4, 16 and 128 and states it.\n");
     if (bh && bh->have_export) {
         const double change = (bh->ms_folded - bh->ms_unfolded) / bh->ms_unfolded;
         say("6. Inference export: folding batch norm into the linear layers changed the logits by "
@@ -720,11 +734,32 @@ static void default_summary(const options *o, const run_result *res, size_t n)
     }
 }
 
+/* The best final test accuracy of a norm at a batch size over the learning rates (a diverged run
+ * counts with its accuracy, normally chance). NULL when no run of it finished an epoch. */
+static const run_result *best_over_lrs(const run_result *res, size_t n, norm_kind norm,
+                                       size_t batch)
+{
+    const run_result *best = NULL;
+    for (size_t i = 0; i < n; i++) {
+        const run_result *r = &res[i];
+        if (r->norm != norm || r->batch != batch || !r->available || !r->epochs_done)
+            continue;
+        if (!best || final_acc(r) > final_acc(best))
+            best = r;
+    }
+    return best;
+}
+
+#define CLAIM_MARGIN 0.005 /* half a point: less is within what another seed could change */
+
 static void sweep_summary(const options *o, const run_result *res, size_t n)
 {
+    int all_available = 1;
+    for (size_t i = 0; i < n; i++)
+        all_available &= res[i].available;
     say("\n==== Sweep: final test accuracy (evaluation mode) after %zu epoch%s; "
-        "div = diverged, n/a = not in this build\n\n",
-        o->epochs, o->epochs == 1 ? "" : "s");
+        "div = diverged%s\n\n",
+        o->epochs, o->epochs == 1 ? "" : "s", all_available ? "" : ", n/a = not in this build");
     say("%-7s %6s", "norm", "batch");
     for (size_t l = 0; l < o->num_lrs; l++) {
         char lr[32];
@@ -756,7 +791,9 @@ static void sweep_summary(const options *o, const run_result *res, size_t n)
             }
             say("\n");
         }
-    /* batch norm at the smallest vs the largest batch, per learning rate */
+
+    /* the seed's small-batch claim: each norm's best accuracy over the learning rates at the
+     * smallest and the largest batch */
     size_t small = o->batches[0], large = o->batches[0];
     for (size_t bi = 0; bi < o->num_batches; bi++) {
         if (o->batches[bi] < small)
@@ -764,25 +801,75 @@ static void sweep_summary(const options *o, const run_result *res, size_t n)
         if (o->batches[bi] > large)
             large = o->batches[bi];
     }
-    if (small != large)
-        for (size_t l = 0; l < o->num_lrs; l++) {
-            const run_result *rs = NULL, *rl = NULL;
-            for (size_t i = 0; i < n; i++) {
-                if (res[i].norm != NORM_BATCH || res[i].lr != o->lrs[l] || !res[i].epochs_done)
-                    continue;
-                if (res[i].batch == small)
-                    rs = &res[i];
-                if (res[i].batch == large)
-                    rl = &res[i];
-            }
-            if (rs && rl)
-                say("batch norm, lr %g: batch %zu %s%.2f%% vs batch %zu %s%.2f%%\n", o->lrs[l],
-                    small, rs->diverged ? "diverged, " : "", 100 * final_acc(rs), large,
-                    rl->diverged ? "diverged, " : "", 100 * final_acc(rl));
-        }
-    say("(same number of epochs for every batch size: small batches take more, noisier steps. "
-        "Layer, group and RMS norm are not in this build of clnorm-train yet, so the seed's "
-        "small-batch comparison with them cannot be made.)\n");
+    say("\n5. \"Batch norm degrades with very small batches where layer/group norm do not\"\n");
+    if (small == large) {
+        say("   not measured: the sweep has one batch size (--batch with a small and a large "
+            "one)\n");
+        return;
+    }
+    say("   best test accuracy over the learning rates, batch %zu vs batch %zu:\n", small, large);
+    double drop[NORM_KIND_COUNT], at_small[NORM_KIND_COUNT];
+    int have[NORM_KIND_COUNT] = {0};
+    for (size_t ni = 0; ni < o->num_norms; ni++) {
+        const norm_kind k = o->norms[ni];
+        const run_result *rs = best_over_lrs(res, n, k, small);
+        const run_result *rl = best_over_lrs(res, n, k, large);
+        if (!rs || !rl)
+            continue;
+        have[k] = 1;
+        at_small[k] = final_acc(rs);
+        drop[k] = final_acc(rl) - final_acc(rs);
+        say("   %-6s batch %3zu: %6.2f%% (lr %g)   batch %3zu: %6.2f%% (lr %g)   %+.2f points at "
+            "batch %zu\n",
+            norm_name(k), small, 100 * final_acc(rs), rs->lr, large, 100 * final_acc(rl), rl->lr,
+            -100 * drop[k], small);
+    }
+    if (!have[NORM_BATCH] || (!have[NORM_LAYER] && !have[NORM_GROUP])) {
+        say("   -> not measured: needs batch norm and layer or group norm at both batch sizes\n");
+        return;
+    }
+    const norm_kind others[2] = {NORM_LAYER, NORM_GROUP};
+    const int bn_degrades = drop[NORM_BATCH] >= CLAIM_MARGIN;
+    int worse_than_all = 1, others_steady = 1;
+    for (int j = 0; j < 2; j++) {
+        const norm_kind k = others[j];
+        if (!have[k])
+            continue;
+        /* batch norm lost more from the small batch, and ended behind at it */
+        if (!(drop[NORM_BATCH] - drop[k] >= CLAIM_MARGIN &&
+              at_small[k] - at_small[NORM_BATCH] >= CLAIM_MARGIN))
+            worse_than_all = 0;
+        if (drop[k] >= CLAIM_MARGIN)
+            others_steady = 0;
+    }
+    say("   batch norm %s at batch %zu (%+.2f points vs batch %zu; layer norm ",
+        bn_degrades ? "degraded" : "did not degrade", small, -100 * drop[NORM_BATCH], large);
+    if (have[NORM_LAYER])
+        say("%+.2f", -100 * drop[NORM_LAYER]);
+    else
+        say("not run");
+    say(", group norm ");
+    if (have[NORM_GROUP])
+        say("%+.2f", -100 * drop[NORM_GROUP]);
+    else
+        say("not run");
+    if (have[NORM_NONE])
+        say(", no norm %+.2f: the small-batch effect without any normalization",
+            -100 * drop[NORM_NONE]);
+    say(")\n   -> %s\n",
+        bn_degrades && worse_than_all && others_steady
+            ? "HELD: batch norm lost accuracy at the smallest batch and layer/group norm did not."
+        : bn_degrades && worse_than_all
+            ? "PARTLY HELD: batch norm lost more at the smallest batch than layer/group norm and "
+              "ended behind them there, but layer/group norm lost accuracy too (by at least half "
+              "a point)."
+        : bn_degrades
+            ? "NOT HELD: batch norm lost accuracy at the smallest batch, but not clearly more than "
+              "layer/group norm (or it was not behind them there)."
+            : "NOT HELD: batch norm did not lose accuracy at the smallest batch.");
+    say("   (every cell trains the same number of epochs: a small batch takes more, noisier "
+        "steps; differences under %.1f points are within what another seed could change)\n",
+        100 * CLAIM_MARGIN);
 }
 
 /* ---- main -------------------------------------------------------------------------------------- */
@@ -911,6 +998,10 @@ int main(int argc, char **argv)
         "cross-entropy; SGD momentum %g%s%s; seed %llu\n",
         o.hidden, o.depth, o.momentum, o.weight_decay > 0 ? ", weight decay" : "",
         o.cosine ? ", cosine schedule" : "", (unsigned long long)o.seed);
+    for (size_t ni = 0; ni < o.num_norms; ni++)
+        if (o.norms[ni] == NORM_GROUP)
+            say("group norm: %zu groups of %zu features per hidden layer (--groups)\n", o.groups,
+                o.hidden / o.groups);
 
     double t_start = now_seconds();
     if (kernels_build(clnorm_context_cl_context(ctx), clnorm_context_device(ctx), &kernels, err,
@@ -936,7 +1027,8 @@ int main(int argc, char **argv)
                       .hidden = o.hidden,
                       .depth = o.depth,
                       .classes = IDX_CLASSES,
-                      .norm = NORM_NONE};
+                      .norm = NORM_NONE,
+                      .groups = o.groups};
     cs = clnorm_warm_up(ctx);
     if (cs != CLNORM_OK) {
         fprintf(stderr, "clnorm-train: clnorm_warm_up: %s\n", clnorm_last_error(ctx));
@@ -965,8 +1057,7 @@ int main(int argc, char **argv)
     int failed = 0;
     for (size_t ni = 0; ni < o.num_norms; ni++) {
         if (!norm_available(o.norms[ni]))
-            say("\nnorm=%s: not available in this build yet (clnorm-train has none and batch "
-                "so far): skipped\n",
+            say("\nnorm=%s: not available in this build: skipped\n",
                 norm_name(o.norms[ni]));
         for (size_t bi = 0; bi < o.num_batches; bi++)
             for (size_t li = 0; li < o.num_lrs; li++) {

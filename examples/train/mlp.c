@@ -9,7 +9,8 @@
 
 typedef struct layer {
     size_t in, out;
-    cl_mem w, b;        /* out x in (row o is output feature o), out; b NULL before a norm */
+    cl_mem w, b;        /* out x in (row o is output feature o), out; b NULL before a norm with a
+                         * shift (batch, layer, group) */
     cl_mem dw, db;      /* gradients */
     cl_mem vw, vb;      /* momentum buffers */
     cl_mem z;           /* rows x out: linear output (plus bias) */
@@ -17,7 +18,9 @@ typedef struct layer {
     cl_mem g;           /* rows x out: gradient of a, then of z (in place) */
     clnorm_batchnorm *bn;              /* NORM_BATCH */
     clnorm_batchnorm_buffers bn_bufs;  /* the layer's gamma, beta, dgamma, dbeta, running stats */
-    cl_mem vgamma, vbeta;              /* momentum buffers of gamma and beta */
+    clnorm_featurenorm *fn;            /* NORM_LAYER, NORM_GROUP, NORM_RMS */
+    clnorm_featurenorm_buffers fn_bufs; /* its weight, bias (not RMS), dweight, dbias */
+    cl_mem vgamma, vbeta;              /* momentum buffers of the norm's gamma/weight, beta/bias */
     cl_mem stats_backup;               /* 2 x out: running mean and variance set aside */
 } layer;
 
@@ -53,16 +56,16 @@ int norm_from_name(const char *name, norm_kind *kind)
 
 int norm_available(norm_kind kind)
 {
-    switch (kind) {
-    case NORM_NONE:
-    case NORM_BATCH:
-        return 1;
-    case NORM_LAYER: /* to come: with clnorm's layer objects for them */
-    case NORM_GROUP:
-    case NORM_RMS:
-    default:
-        return 0;
-    }
+    return kind < NORM_KIND_COUNT;
+}
+
+size_t default_groups(size_t hidden)
+{
+    /* groups of at least 8 features: a group of 2 normalizes to about +-1, whatever the values */
+    size_t g = hidden / 8 < 32 ? hidden / 8 : 32;
+    while (g > 1 && hidden % g != 0)
+        g--;
+    return g ? g : 1;
 }
 
 static int fail(mlp *net, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -163,6 +166,9 @@ static int create_layer(mlp *net, layer *l, size_t in, size_t out, int hidden, u
     l->out = out;
     const size_t rows = net->max_rows;
     const int has_norm = hidden && net->shape.norm != NORM_NONE;
+    /* a norm with a shift (bias, beta) makes the linear layer's bias redundant; RMS norm has
+     * none */
+    const int has_bias = !has_norm || net->shape.norm == NORM_RMS;
     /* weights: Kaiming-normal (std sqrt(2/in)) before a ReLU, LeCun-normal (sqrt(1/in)) for the
      * output layer */
     float *host = malloc(in * out * sizeof(float));
@@ -186,11 +192,11 @@ static int create_layer(mlp *net, layer *l, size_t in, size_t out, int hidden, u
         new_buffer(net, rows * out, "layer output", &l->z) != 0 ||
         new_buffer(net, rows * out, "layer gradient", &l->g) != 0)
         return -1;
+    if (has_bias && (new_zero_buffer(net, out, "bias", &l->b) != 0 ||
+                     new_buffer(net, out, "bias gradient", &l->db) != 0 ||
+                     new_zero_buffer(net, out, "bias momentum", &l->vb) != 0))
+        return -1;
     if (!has_norm) {
-        if (new_zero_buffer(net, out, "bias", &l->b) != 0 ||
-            new_buffer(net, out, "bias gradient", &l->db) != 0 ||
-            new_zero_buffer(net, out, "bias momentum", &l->vb) != 0)
-            return -1;
         l->a = l->z;
         return 0;
     }
@@ -211,10 +217,45 @@ static int create_layer(mlp *net, layer *l, size_t in, size_t out, int hidden, u
             return fail_clnorm(net, "clnorm_batchnorm_get_buffers", s);
         return 0;
     }
+    case NORM_LAYER: {
+        clnorm_layernorm_options options;
+        clnorm_layernorm_default_options(&options, out);
+        clnorm_status s = clnorm_featurenorm_create_layernorm(net->ctx, &options, &l->fn);
+        if (s != CLNORM_OK)
+            return fail_clnorm(net, "clnorm_featurenorm_create_layernorm", s);
+        break;
+    }
+    case NORM_GROUP: {
+        if (net->shape.groups == 0 || out % net->shape.groups != 0)
+            return fail(net, "group norm: %zu groups do not divide the %zu hidden features",
+                        net->shape.groups, out);
+        clnorm_groupnorm_options options;
+        clnorm_groupnorm_default_options(&options, net->shape.groups, out);
+        clnorm_status s = clnorm_featurenorm_create_groupnorm(net->ctx, &options, &l->fn);
+        if (s != CLNORM_OK)
+            return fail_clnorm(net, "clnorm_featurenorm_create_groupnorm", s);
+        break;
+    }
+    case NORM_RMS: {
+        clnorm_rmsnorm_options options;
+        clnorm_rmsnorm_default_options(&options, out);
+        clnorm_status s = clnorm_featurenorm_create_rmsnorm(net->ctx, &options, &l->fn);
+        if (s != CLNORM_OK)
+            return fail_clnorm(net, "clnorm_featurenorm_create_rmsnorm", s);
+        break;
+    }
     default:
         return fail(net, "normalization '%s' is not available in this build yet",
                     norm_name(net->shape.norm));
     }
+    clnorm_status s = clnorm_featurenorm_get_buffers(l->fn, &l->fn_bufs);
+    if (s != CLNORM_OK)
+        return fail_clnorm(net, "clnorm_featurenorm_get_buffers", s);
+    if (!l->fn_bufs.weight || !l->fn_bufs.dweight ||
+        (net->shape.norm != NORM_RMS && (!l->fn_bufs.bias || !l->fn_bufs.dbias)))
+        return fail(net, "%s norm layer without its learnable parameters",
+                    norm_name(net->shape.norm));
+    return 0;
 }
 
 static void release_layer(layer *l)
@@ -222,6 +263,9 @@ static void release_layer(layer *l)
     if (l->bn)
         clnorm_batchnorm_release(l->bn);
     l->bn = NULL;
+    if (l->fn)
+        clnorm_featurenorm_release(l->fn);
+    l->fn = NULL;
     if (l->a == l->z)
         l->a = NULL;
     cl_mem *all[] = {&l->w,  &l->b,  &l->dw,     &l->db,    &l->vw,          &l->vb, &l->z,
@@ -250,6 +294,11 @@ int mlp_create(clnorm_context *ctx, const train_kernels *kernels, const mlp_shap
     *out = NULL;
     if (shape->input == 0 || shape->hidden == 0 || shape->classes == 0 || max_rows == 0) {
         snprintf(err, err_size, "the network needs nonzero sizes");
+        return -1;
+    }
+    if (shape->norm == NORM_GROUP && (shape->groups == 0 || shape->hidden % shape->groups != 0)) {
+        snprintf(err, err_size, "group norm: %zu groups do not divide the hidden width %zu",
+                 shape->groups, shape->hidden);
         return -1;
     }
     if (!norm_available(shape->norm)) {
@@ -312,7 +361,8 @@ size_t mlp_parameter_count(const mlp *net)
     size_t count = 0;
     for (size_t i = 0; i < net->num_layers; i++) {
         const layer *l = &net->layers[i];
-        count += l->in * l->out + (l->b ? l->out : 0) + (l->bn ? 2 * l->out : 0);
+        count += l->in * l->out + (l->b ? l->out : 0) + (l->bn ? 2 * l->out : 0) +
+                 (l->fn_bufs.weight ? l->out : 0) + (l->fn_bufs.bias ? l->out : 0);
     }
     return count;
 }
@@ -368,8 +418,54 @@ int mlp_set_mode(mlp *net, clnorm_mode mode)
             if (s != CLNORM_OK)
                 return fail_clnorm(net, "clnorm_batchnorm_set_mode", s);
         }
+        if (l->fn) {
+            clnorm_status s = clnorm_featurenorm_set_mode(l->fn, mode);
+            if (s != CLNORM_OK)
+                return fail_clnorm(net, "clnorm_featurenorm_set_mode", s);
+        }
     }
     return 0;
+}
+
+/* Layer, group or RMS norm of z into a, then the ReLU in place. */
+static int fn_forward(mlp *net, layer *l, size_t n)
+{
+    clnorm_status s;
+    const char *what;
+    if (net->shape.norm == NORM_GROUP) {
+        clnorm_shape shape = norm_shape(n, l->out);
+        s = clnorm_featurenorm_forward_groups(l->fn, &shape, l->z, l->a, 0, NULL, NULL);
+        what = "clnorm_featurenorm_forward_groups";
+    } else {
+        s = clnorm_featurenorm_forward_rows(l->fn, n, l->z, NULL, NULL, l->a, 0, NULL, NULL);
+        what = "clnorm_featurenorm_forward_rows";
+    }
+    if (s != CLNORM_OK)
+        return fail_clnorm(net, what, s);
+    const size_t global[1] = {n * l->out};
+    const kernel_arg args[] = {KARG(l->a)};
+    return launch(net, net->k->relu, "relu", 1, global, 1, args);
+}
+
+/* l->g holds the gradient of a: through the ReLU, then the norm's backward (in place), which
+ * writes the norm's dweight and dbias. */
+static int fn_backward(mlp *net, layer *l, size_t n)
+{
+    const size_t global[1] = {n * l->out};
+    const kernel_arg args[] = {KARG(l->g), KARG(l->a)};
+    if (launch(net, net->k->relu_grad, "relu_grad", 1, global, 2, args) != 0)
+        return -1;
+    clnorm_status s;
+    const char *what;
+    if (net->shape.norm == NORM_GROUP) {
+        clnorm_shape shape = norm_shape(n, l->out);
+        s = clnorm_featurenorm_backward_groups(l->fn, &shape, l->z, l->g, l->g, 0, NULL, NULL);
+        what = "clnorm_featurenorm_backward_groups";
+    } else {
+        s = clnorm_featurenorm_backward_rows(l->fn, n, l->z, l->g, NULL, l->g, 0, NULL, NULL);
+        what = "clnorm_featurenorm_backward_rows";
+    }
+    return s == CLNORM_OK ? 0 : fail_clnorm(net, what, s);
 }
 
 int mlp_forward(mlp *net, cl_mem x, size_t n, clnorm_mode expected)
@@ -385,7 +481,12 @@ int mlp_forward(mlp *net, cl_mem x, size_t n, clnorm_mode expected)
                  l->in, l->z, l->out, "forward") != 0)
             return -1;
         if (l->b) {
-            if (bias_act(net, l->z, l->b, n, l->out, hidden) != 0)
+            /* the ReLU fused here without a norm; after the norm with one (RMS) */
+            if (bias_act(net, l->z, l->b, n, l->out, hidden && !l->fn) != 0)
+                return -1;
+        }
+        if (l->fn) {
+            if (fn_forward(net, l, n) != 0)
                 return -1;
         } else if (l->bn) {
             clnorm_shape shape = norm_shape(n, l->out);
@@ -426,15 +527,19 @@ int mlp_backward(mlp *net, cl_mem x, size_t n)
         const int hidden = i + 1 < net->num_layers;
         cl_mem in = i == 0 ? x : net->layers[i - 1].a;
         /* l->g holds the gradient of a; turn it into the gradient of z */
+        if (l->fn && fn_backward(net, l, n) != 0)
+            return -1;
         if (l->b) {
+            /* the ReLU's gradient here without a norm (with RMS norm, fn_backward did it) */
             cl_uint rows = (cl_uint)n, cols = (cl_uint)l->out;
-            cl_int relu = hidden;
+            cl_int relu = hidden && !l->fn;
             const size_t global[1] = {l->out};
             const kernel_arg args[] = {KARG(l->g), KARG(l->a), KARG(l->db),
                                        KARG(rows), KARG(cols), KARG(relu)};
             if (launch(net, net->k->bias_grad, "bias_grad", 1, global, 6, args) != 0)
                 return -1;
-        } else if (l->bn) {
+        }
+        if (l->bn) {
             clnorm_shape shape = norm_shape(n, l->out);
             clnorm_status s = clnorm_batchnorm_backward(l->bn, &shape, CLNORM_ACTIVATION_RELU,
                                                         l->z, l->a, l->g, l->g, NULL, 0, NULL,
@@ -476,6 +581,12 @@ int mlp_sgd_step(mlp *net, float lr, float momentum, float weight_decay)
                       sgd(net, l->bn_bufs.beta, l->bn_bufs.dbeta, l->vbeta, l->out, lr, momentum,
                           0.0f) != 0))
             return -1;
+        if (l->fn && sgd(net, l->fn_bufs.weight, l->fn_bufs.dweight, l->vgamma, l->out, lr,
+                         momentum, 0.0f) != 0)
+            return -1;
+        if (l->fn_bufs.bias && sgd(net, l->fn_bufs.bias, l->fn_bufs.dbias, l->vbeta, l->out, lr,
+                                   momentum, 0.0f) != 0)
+            return -1;
     }
     return 0;
 }
@@ -516,6 +627,9 @@ int mlp_stats_restore(mlp *net)
 int mlp_fold(mlp *net, mlp **folded)
 {
     *folded = NULL;
+    if (net->shape.norm != NORM_NONE && net->shape.norm != NORM_BATCH)
+        return fail(net, "mlp_fold: %s norm does not fold into the linear layers",
+                    norm_name(net->shape.norm));
     mlp_shape shape = net->shape;
     shape.norm = NORM_NONE;
     mlp *f = NULL;

@@ -41,7 +41,8 @@ expect_error 1 dataset-fashion-mnist "$tmp/bad/train-images-idx3-ubyte.gz" -- \
 printf "not an idx file, but long enough" | gzip >"$tmp/bad/train-images-idx3-ubyte.gz"
 expect_error 1 "magic number" "$tmp/bad/train-images-idx3-ubyte.gz" -- --data "$tmp/bad" --out "$tmp/o"
 
-expect_error 2 "not available in this build yet" -- --norm layer --data "$data"
+expect_error 2 "bad value for --norm" -- --norm instance --data "$data"
+expect_error 2 "does not divide the hidden width" -- --norm group --groups 5 --data "$data"
 expect_error 2 "unknown option" -- --frobnicate
 
 # CLBlast's GEMM kernels need work-groups of 64 work-items: under a stricter PoCL limit (one of
@@ -51,9 +52,10 @@ if [ -n "${POCL_MAX_WORK_GROUP_SIZE:-}" ] && [ "$POCL_MAX_WORK_GROUP_SIZE" -lt 6
     exit 77
 fi
 
-# A tiny training, twice: exit 0, the same numbers (seconds aside), the export check ran.
+# A tiny training of each of none, batch, layer and group norm, twice: exit 0, the same numbers
+# (seconds aside), the export check ran, layer and group norm learned.
 args=(--data "$data" --train-limit 2000 --test-limit 1000 --epochs 2 --batch 50 --hidden 64
-      --depth 2 --norm none,batch --lr 0.1 --seed 7 --quiet)
+      --depth 2 --norm none,batch,layer,group --lr 0.1 --seed 7 --quiet)
 for r in 1 2; do
     "$exe" "${args[@]}" --out "$tmp/run$r" >"$tmp/out" 2>"$tmp/err" || fail "training run $r failed"
 done
@@ -61,7 +63,13 @@ cat "$tmp/out"
 for f in epochs.csv runs.csv steps.csv summary.txt; do
     [ -s "$tmp/run1/$f" ] || fail "no $f written"
 done
-[ "$(wc -l <"$tmp/run1/epochs.csv")" -eq 5 ] || fail "epochs.csv should have 4 rows"
+[ "$(wc -l <"$tmp/run1/epochs.csv")" -eq 9 ] || fail "epochs.csv should have 8 rows"
+grep -q "group norm: 8 groups of 8 features" "$tmp/out" || fail "no group-norm settings line"
+# runs.csv: run,norm,batch,lr,epochs,final_train_loss,final_test_loss,final_test_acc,...
+for norm in layer group; do
+    awk -F, -v n="$norm" '$2 == n && $8 > 0.5 { found = 1 } END { exit !found }' \
+        "$tmp/run1/runs.csv" || fail "$norm norm did not reach 50% test accuracy"
+done
 cut -d, -f1-9 "$tmp/run1/epochs.csv" >"$tmp/a"
 cut -d, -f1-9 "$tmp/run2/epochs.csv" >"$tmp/b"
 cmp -s "$tmp/a" "$tmp/b" || { diff "$tmp/a" "$tmp/b"; fail "same seed, different numbers"; }
