@@ -261,7 +261,7 @@ typedef struct row {
 struct bench {
     /* options */
     const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
-    int quick, runs, warmup, latency, list, retries;
+    int quick, runs, warmup, latency, list, retries, copy_mib;
     double max_foreign;
     /* device */
     clnorm_context *ctx;
@@ -544,6 +544,8 @@ static void measure_copy(bench *b)
         bytes = 4 * (size_t)b->cache_bytes;
     if (bytes > 256 * MIB)
         bytes = 256 * MIB;
+    if (b->copy_mib)
+        bytes = (size_t)b->copy_mib * MIB;
     while (bytes > b->info.max_alloc_bytes)
         bytes /= 2;
     b->copy_bytes = bytes;
@@ -1112,6 +1114,8 @@ static void usage(FILE *f)
           "  --max-foreign F   retry a row when other processes used more than this share of\n"
           "                    the CPUs during it (default 0.05; 1 disables)\n"
           "  --retries N       retries per row (default 5)\n"
+          "  --copy-mib N      size of each copy buffer (default: 4x the device's cache,\n"
+          "                    64 to 256 MiB)\n"
           "  --list            print the rows that would run, and exit\n",
           f);
 }
@@ -1155,6 +1159,8 @@ int main(int argc, char **argv)
             b->runs = parse_int(TAKE(), "--runs");
         else if (!strcmp(a, "--warmup"))
             b->warmup = parse_int(TAKE(), "--warmup");
+        else if (!strcmp(a, "--copy-mib"))
+            b->copy_mib = parse_int(TAKE(), "--copy-mib");
         else if (!strcmp(a, "--retries"))
             b->retries = parse_int(TAKE(), "--retries");
         else if (!strcmp(a, "--max-foreign"))

@@ -132,6 +132,34 @@ def print_summary(clnorm, table):
             sum(1 for x in ratios if x <= 1.0), len(ratios)))
 
 
+def print_pivot(clnorm, table):
+    """Markdown: one line per shape, one column per op and layout, cells clnorm/PyTorch time for
+    the plain op and, after a slash, the geometric mean over its fused variants."""
+    ops = [o for o in ('forward_training', 'forward_inference', 'backward')
+           if any(r['op'] == o for r, _, _ in table)]
+    cols = [(o, l) for o in ops for l in ('NCHW', 'NHWC')]
+    shapes = []
+    for r, _, _ in table:
+        if r['op'] in ops and r['shape'] not in shapes:
+            shapes.append(r['shape'])
+    short = {'forward_training': 'train fwd', 'forward_inference': 'infer fwd',
+             'backward': 'backward'}
+    print('\n| shape | ' + ' | '.join('%s %s' % (short[o], l) for o, l in cols) + ' |')
+    print('| --- |' + ' ---: |' * len(cols))
+    for s in shapes:
+        cells = []
+        for o, l in cols:
+            plain = [x for r, _, x in table if r['shape'] == s and r['op'] == o and
+                     r['layout'] == l and r['variant'] == 'plain' and x is not None]
+            fused = [x for r, _, x in table if r['shape'] == s and r['op'] == o and
+                     r['layout'] == l and r['variant'] != 'plain' and x is not None]
+            cell = '%.2f' % plain[0] if plain else '-'
+            if fused:
+                cell += ' / %.2f' % geomean(fused)
+            cells.append('**%s**' % cell if plain and plain[0] > 1.0 else cell)
+        print('| %s | %s |' % (s, ' | '.join(cells)))
+
+
 def check_targets(clnorm, peer, table):
     """The targets of issue 5 that this run can decide; returns a list of (target, met, detail)."""
     out = []
@@ -247,6 +275,8 @@ def main():
     ap.add_argument('--combine', help='write all inputs as one run file')
     ap.add_argument('--png', help='write the chart here')
     ap.add_argument('--markdown', action='store_true', help='ratio table as Markdown')
+    ap.add_argument('--pivot', action='store_true',
+                    help='also a Markdown table: shapes x (op, layout), plain / fused ratios')
     args = ap.parse_args()
     docs = [d for p in args.inputs for d in load_docs(p)]
     clnorm = next((d for d in docs if d.get('tool') == 'clnorm'), None)
@@ -260,6 +290,8 @@ def main():
     table = print_tables(clnorm, peer, args.markdown)
     if peer:
         print_summary(clnorm, table)
+        if args.pivot:
+            print_pivot(clnorm, table)
     check_targets(clnorm, peer, table)
     if args.png:
         plot(clnorm, peer, args.png)

@@ -15,11 +15,18 @@ What is timed, per op (PyTorch's ResNet idiom for the fusions: in-place add, in-
   add_relu           ... then out += residual; torch.relu_(out)
   backward           torch.autograd.grad(out, (x, weight, bias[, residual]), dy) through the
                      training forward graph above (ReLU / add included), graph built once per set
-NHWC rows use torch.channels_last tensors. CPU: wall time with time.perf_counter (CPU ops are
+NHWC rows use torch.channels_last tensors. Outputs rotate too: each call's results stay alive for as
+many calls as there are input sets, as clnorm-bench's outputs rotate with its inputs (otherwise the
+allocator returns the buffer just freed, still in the cache, which flatters PyTorch by up to ~20%
+on the CPU). So that those outputs come from a warm heap rather than from fresh pages on every call
+(a real cost of PyTorch on CPUs, but not the kernels'), the script re-executes itself with glibc's
+MALLOC_MMAP_THRESHOLD_=32 MiB and MALLOC_TRIM_THRESHOLD_=16 GiB unless they are set or
+--no-malloc-tuning is given, and warms each row up for at least sets + 1 calls. CPU: wall time with time.perf_counter (CPU ops are
 synchronous); CUDA (--device cuda): CUDA events around the call.
 The output JSON has the schema of clnorm-bench's (tool "pytorch").
 """
 import argparse
+import collections
 import datetime
 import json
 import math
@@ -209,7 +216,15 @@ def cpu_name():
     return platform.processor() or 'CPU'
 
 
+MALLOC_ENV = {'MALLOC_MMAP_THRESHOLD_': str(32 * MIB), 'MALLOC_TRIM_THRESHOLD_': str(16 << 30)}
+
+
 def main():
+    if ('--no-malloc-tuning' not in sys.argv and sys.platform.startswith('linux')
+            and not all(k in os.environ for k in MALLOC_ENV)):
+        env = dict(os.environ)
+        env.update(MALLOC_ENV)
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--from', dest='source', help='clnorm-bench JSON whose rows to run')
     ap.add_argument('--json', help='output JSON path')
@@ -224,6 +239,8 @@ def main():
     ap.add_argument('--max-foreign', type=float, default=0.05,
                     help='retry a row when other processes used more than this share of the CPUs')
     ap.add_argument('--retries', type=int, default=5)
+    ap.add_argument('--no-malloc-tuning', action='store_true',
+                    help='leave glibc malloc\'s thresholds alone (see the description)')
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
@@ -276,12 +293,18 @@ def main():
         label = '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout'])
         try:
             calls = make_calls(r, args.device, gen)
+            # outputs rotate like clnorm-bench's: each call's outputs stay alive for the next
+            # sets - 1 calls, so the allocator cannot hand the next call the buffer just written
+            # (still in the cache), which clnorm-bench's rotating output buffers never get either
+            held = collections.deque(maxlen=max(len(calls) - 1, 0))
             for attempt in range(args.retries + 1):
                 times = []
                 c0 = cpu_sample()
-                for i in range(args.warmup + args.runs):
-                    t = timer(calls[i % len(calls)])
-                    if i >= args.warmup:
+                warmup = max(args.warmup, len(calls) + 1)
+                for i in range(warmup + args.runs):
+                    call = calls[i % len(calls)]
+                    t = timer(lambda: held.append(call()) if held.maxlen else call())
+                    if i >= warmup:
                         times.append(t)
                 foreign = foreign_share(c0, cpu_sample())
                 if foreign < args.max_foreign or attempt == args.retries:
@@ -290,7 +313,7 @@ def main():
                       file=sys.stderr, flush=True)
                 wait_quiet(args.max_foreign)
             res.update(attempts=attempt + 1, foreign_cpu_share=foreign)
-            del calls
+            del calls, held
             times.sort()
             ms = statistics.median(times)
             compulsory = (reads + writes) * tensor_bytes
@@ -319,10 +342,11 @@ def main():
         'interop_threads': torch.get_num_interop_threads(),
         'loadavg_start': load_start,
         'loadavg_end': list(os.getloadavg()),
-        'method': {'runs': args.runs, 'warmup': args.warmup, 'statistic': 'median',
+        'method': {'runs': args.runs, 'warmup': 'max(%d, sets + 1)' % args.warmup, 'statistic': 'median',
                    'timer': 'CUDA events' if args.device.startswith('cuda') else 'time.perf_counter around the call',
                    'rotate_threshold_bytes': threshold, 'max_foreign_cpu_share': args.max_foreign,
-                   'retries': args.retries},
+                   'retries': args.retries, 'outputs_rotate': True,
+                   'malloc_env': {k: os.environ.get(k) for k in MALLOC_ENV}},
         'copy': {'GBps': own_copy, 'reference_GBps': ref_copy, 'buffer_bytes': copy_bytes},
         'rows': out_rows,
     }
