@@ -64,6 +64,14 @@ step() {
     if "$@"; then echo "=== $name: passed"; else echo "=== $name: FAILED"; failures+=("$name"); fi
 }
 
+sanitized_tests() {
+    build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
+        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
+        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
+        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        meson test -C build-asan --print-errorlogs
+}
+
 oclgrind_clean() {
     # The kernel tests on small shapes under the Oclgrind simulator, with its default parameters
     # (GPU-shaped) and with the CPU-shaped ones; any finding fails the step. Unoptimized builds:
@@ -147,12 +155,7 @@ run_tests() {
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
         env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
         meson test -C build --print-errorlogs
-    build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false
-    step "AddressSanitizer + UBSan" \
-        env ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
-        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C build-asan --print-errorlogs
+    step "AddressSanitizer + UBSan" sanitized_tests
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
     step "install, pkg-config and meson subproject" install_check
     step "libFuzzer: layer parameter files (60 s)" fuzz_layer_files
