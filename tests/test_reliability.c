@@ -520,8 +520,9 @@ Test(soak, mixed_calls_keep_memory_objects_and_results_steady, .timeout = 1800)
             rss0, rss1, rss1 - rss0, c0, c1, q0, q1, checks);
 
     if (counted) {
-        cr_expect_eq(c1, c0, "live objects of the OpenCL context grew: %u -> %u", c0, c1);
-        cr_expect_eq(q1, q0, "live events of the queue grew: %u -> %u", q0, q1);
+        /* "do not grow": PoCL may drop one event it still held at the first count */
+        cr_expect_leq(c1, c0, "live objects of the OpenCL context grew: %u -> %u", c0, c1);
+        cr_expect_leq(q1, q0, "live events of the queue grew: %u -> %u", q0, q1);
     } else {
         fprintf(stderr, "reliability: soak: this device's reference counts do not follow its "
                         "objects; live objects not checked\n");
