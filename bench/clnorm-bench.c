@@ -251,7 +251,7 @@ typedef struct row {
     size_t dims[4];
     size_t tensor_bytes;
     unsigned sets, runs, warmup, passes, reads, writes;
-    summary dev, wall;
+    summary dev, wall, ab; /* ab: the --ab override's times, interleaved with dev's */
     double compulsory_bytes, gbps, frac_copy, frac_copy_at_passes;
     double foreign; /* share of the CPUs other processes used during the timed runs (-1: unknown) */
     unsigned attempts;
@@ -262,6 +262,10 @@ struct bench {
     /* options */
     const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
     int quick, runs, warmup, latency, list, retries, copy_mib;
+    const char *ab;
+    int ab_count;
+    char ab_name[5][32];
+    long ab_value[5], ab_base[5];
     double max_foreign;
     /* device */
     clnorm_context *ctx;
@@ -844,21 +848,48 @@ static row *new_row(bench *b)
 }
 
 /* Times one row: warm-up, then b->runs runs, rotating over the buffer sets. Returns the status. */
-static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *dev, double *wall)
+/* Sets the --ab override (which = 1) or the context's own values (which = 0). */
+static clnorm_status apply_ab(bench *b, int which)
+{
+    for (int i = 0; i < b->ab_count; i++) {
+        clnorm_status st = clnorm_set_param(b->ctx, b->ab_name[i],
+                                            which ? b->ab_value[i] : b->ab_base[i]);
+        if (st != CLNORM_OK)
+            return st;
+    }
+    return CLNORM_OK;
+}
+
+/* Times one row: warm-up, then b->runs runs, rotating over the buffer sets. With --ab, every
+ * run is a pair (built-in parameters, then the override) on consecutive sets; the override's
+ * times go to dev_ab. */
+static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *dev, double *wall,
+                               double *dev_ab)
 {
     clnorm_status st = CLNORM_OK;
+    const int configs = b->ab_count ? 2 : 1;
+    size_t next = 0;
     for (int i = 0; st == CLNORM_OK && i < b->warmup + b->runs; i++) {
-        const tensor_set *t = &b->sets[(size_t)i % k];
-        double w0 = now_ms(), ms = 0;
-        st = op->run(b, op, t);
-        if (st == CLNORM_OK)
-            st = clnorm_last_op_time(b->ctx, &ms);
-        double w1 = now_ms();
-        if (i >= b->warmup) {
-            dev[i - b->warmup] = ms;
-            wall[i - b->warmup] = w1 - w0;
+        for (int cfg = 0; st == CLNORM_OK && cfg < configs; cfg++) {
+            const tensor_set *t = &b->sets[next++ % k];
+            if (configs > 1)
+                st = apply_ab(b, cfg);
+            double w0 = now_ms(), ms = 0;
+            if (st == CLNORM_OK)
+                st = op->run(b, op, t);
+            if (st == CLNORM_OK)
+                st = clnorm_last_op_time(b->ctx, &ms);
+            double w1 = now_ms();
+            if (i >= b->warmup && cfg == 0) {
+                dev[i - b->warmup] = ms;
+                wall[i - b->warmup] = w1 - w0;
+            } else if (i >= b->warmup) {
+                dev_ab[i - b->warmup] = ms;
+            }
         }
     }
+    if (configs > 1 && st == CLNORM_OK)
+        st = apply_ab(b, 0);
     return st;
 }
 
@@ -876,13 +907,13 @@ static void time_row(bench *b, const op_spec *op, row *r)
     clnorm_status st = CLNORM_OK;
     if (op->prepare)
         st = op->prepare(b, op, (unsigned)k);
-    static double dev[MAX_RUNS], wall[MAX_RUNS];
+    static double dev[MAX_RUNS], wall[MAX_RUNS], dev_ab[MAX_RUNS];
     /* other processes on the CPUs: retry the row after they calm down */
     r->foreign = -1;
     for (int attempt = 0; st == CLNORM_OK && attempt <= b->retries; attempt++) {
         cpu_sample c0, c1;
         int sampled = cpu_sample_take(&c0);
-        st = time_runs(b, op, k, dev, wall);
+        st = time_runs(b, op, k, dev, wall, dev_ab);
         r->attempts = (unsigned)attempt + 1;
         r->foreign = sampled && cpu_sample_take(&c1) ? foreign_share(&c0, &c1) : -1;
         if (st != CLNORM_OK || r->foreign < b->max_foreign)
@@ -902,6 +933,8 @@ static void time_row(bench *b, const op_spec *op, row *r)
     }
     r->dev = summarize(dev, (size_t)b->runs);
     r->wall = summarize(wall, (size_t)b->runs);
+    if (b->ab_count)
+        r->ab = summarize(dev_ab, (size_t)b->runs);
     r->compulsory_bytes = (double)(op->reads + op->writes) * (double)b->tensor_bytes;
     r->gbps = r->compulsory_bytes / (r->dev.median * 1e6);
     r->frac_copy = r->gbps / b->copy_gbps;
@@ -926,9 +959,13 @@ static void print_row(const bench *b, const row *r)
     }
     char passes[16];
     snprintf(passes, sizeof passes, "%u/%u", r->passes, r->reads + r->writes);
-    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u%s\n", label, r->shape,
+    char ab[64] = "";
+    if (b->ab_count)
+        snprintf(ab, sizeof ab, "  override %.3f ms = %.2fx", r->ab.median,
+                 r->ab.median / r->dev.median);
+    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u%s%s\n", label, r->shape,
            (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy, passes,
-           100.0 * r->frac_copy_at_passes, r->sets,
+           100.0 * r->frac_copy_at_passes, r->sets, ab,
            r->foreign >= b->max_foreign ? "  (other processes were busy)" : "");
     fflush(stdout);
 }
@@ -1085,6 +1122,14 @@ static void write_json(bench *b)
                 fprintf(f, ", \"%s\": ", nums[j].name);
                 json_number(f, nums[j].v);
             }
+            if (b->ab_count) {
+                fprintf(f, ", \"ab_params\": ");
+                json_string(f, b->ab);
+                fprintf(f, ", \"ab_ms\": ");
+                json_number(f, r->ab.median);
+                fprintf(f, ", \"ab_ratio\": ");
+                json_number(f, r->ab.median / r->dev.median);
+            }
         }
         fputc('}', f);
     }
@@ -1114,6 +1159,9 @@ static void usage(FILE *f)
           "  --max-foreign F   retry a row when other processes used more than this share of\n"
           "                    the CPUs during it (default 0.05; 1 disables)\n"
           "  --retries N       retries per row (default 5)\n"
+          "  --ab PARAMS       A/B: every run alternates the built-in device parameters with\n"
+          "                    PARAMS (\"name=value,...\", as CLNORM_PARAMS) in this process,\n"
+          "                    and reports the override's median time and its ratio\n"
           "  --copy-mib N      size of each copy buffer (default: 4x the device's cache,\n"
           "                    64 to 256 MiB)\n"
           "  --list            print the rows that would run, and exit\n",
@@ -1159,6 +1207,8 @@ int main(int argc, char **argv)
             b->runs = parse_int(TAKE(), "--runs");
         else if (!strcmp(a, "--warmup"))
             b->warmup = parse_int(TAKE(), "--warmup");
+        else if (!strcmp(a, "--ab"))
+            b->ab = TAKE();
         else if (!strcmp(a, "--copy-mib"))
             b->copy_mib = parse_int(TAKE(), "--copy-mib");
         else if (!strcmp(a, "--retries"))
@@ -1219,6 +1269,24 @@ int main(int argc, char **argv)
     if (4 * (size_t)b->cache_bytes > b->rotate_threshold)
         b->rotate_threshold = 4 * (size_t)b->cache_bytes;
     clnorm_bn_default_config(&b->config);
+    if (b->ab && *b->ab) {
+        char copy[256];
+        snprintf(copy, sizeof copy, "%s", b->ab);
+        for (char *save = NULL, *item = strtok_r(copy, ",", &save); item;
+             item = strtok_r(NULL, ",", &save)) {
+            char *eq = strchr(item, '=');
+            if (!eq || b->ab_count == 5)
+                die("--ab takes up to five name=value items");
+            *eq = '\0';
+            int i = b->ab_count++;
+            snprintf(b->ab_name[i], sizeof b->ab_name[i], "%s", item);
+            b->ab_value[i] = atol(eq + 1);
+            if (clnorm_get_param(b->ctx, item, &b->ab_base[i]) != CLNORM_OK ||
+                clnorm_set_param(b->ctx, item, b->ab_value[i]) != CLNORM_OK ||
+                clnorm_set_param(b->ctx, item, b->ab_base[i]) != CLNORM_OK)
+                die("--ab: %s", clnorm_last_error(b->ctx));
+        }
+    }
 
     shape_case shapes[MAX_SHAPES];
     size_t num_shapes = build_shapes(gpu_shapes, b->quick, shapes);
