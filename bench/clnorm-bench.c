@@ -1013,8 +1013,10 @@ static void git_commit(const bench *b, char *out, size_t size)
     pclose(p);
 }
 
-static const char *const param_names[] = {"work_group_size", "vector_width", "items_per_thread",
-                                          "partials_per_channel", "channel_tile"};
+/* the device parameters recorded in the JSON (names the library does not know are left out) */
+static const char *const param_names[] = {"work_group_size",      "vector_width", "items_per_thread",
+                                          "partials_per_channel", "channel_tile", "block_vectors",
+                                          "item_tile"};
 
 static void write_json(bench *b)
 {
@@ -1047,10 +1049,10 @@ static void write_json(bench *b)
             (unsigned long long)b->cache_bytes);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     fprintf(f, "  \"host_cpus\": %ld,\n  \"params\": {", online);
-    for (size_t i = 0; i < ARRAY_LEN(param_names); i++) {
+    for (size_t i = 0, n = 0; i < ARRAY_LEN(param_names); i++) {
         long v = -1;
-        clnorm_get_param(b->ctx, param_names[i], &v);
-        fprintf(f, "%s\"%s\": %ld", i ? ", " : "", param_names[i], v);
+        if (clnorm_get_param(b->ctx, param_names[i], &v) == CLNORM_OK)
+            fprintf(f, "%s\"%s\": %ld", n++ ? ", " : "", param_names[i], v);
     }
     fprintf(f, "},\n  \"env\": {\"CLNORM_PARAMS\": ");
     json_string(f, getenv("CLNORM_PARAMS") ? getenv("CLNORM_PARAMS") : "");
