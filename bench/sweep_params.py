@@ -27,6 +27,8 @@ DEFAULT_SETS = [
     'partials_per_channel=1', 'partials_per_channel=2', 'partials_per_channel=8',
     'partials_per_channel=32',
     'channel_tile=1', 'channel_tile=4', 'channel_tile=16', 'channel_tile=32',
+    'block_vectors=1', 'block_vectors=2', 'block_vectors=8',
+    'item_tile=1', 'item_tile=4', 'item_tile=16',
 ]
 
 
