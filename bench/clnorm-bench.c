@@ -592,8 +592,8 @@ static void measure_copy(bench *b)
         b->copy_gbps_chunk = 0;
         if (!b->is_gpu) {
             /* CPU: a few long contiguous runs per core; the best of both counts */
-            size_t one = 1;
-            b->copy_gbps_chunk = time_copy(b, k_chunk, items, &one);
+            size_t single = 1;
+            b->copy_gbps_chunk = time_copy(b, k_chunk, items, &single);
             if (b->copy_gbps_chunk > b->copy_gbps)
                 b->copy_gbps = b->copy_gbps_chunk;
         }
