@@ -47,13 +47,14 @@ static clnorm_status finish_setup(clnorm_context *ctx, const clnorm_settings *se
         return set_cl_error(ctx, err, "clGetCommandQueueInfo(CL_QUEUE_PROPERTIES)");
     ctx->out_of_order = (props & CL_QUEUE_OUT_OF_ORDER_EXEC_MODE_ENABLE) != 0;
     ctx->profiling = (props & CL_QUEUE_PROFILING_ENABLE) != 0;
-    clnorm_status status = params_for_device(ctx, &ctx->dev, &ctx->params);
-    if (status != CLNORM_OK)
-        return status;
     disk_cache_resolve_dir(settings ? settings->cache_dir : NULL, ctx->cache_dir,
                            sizeof ctx->cache_dir);
     disk_cache_prepare_dir(ctx->cache_dir);
     ctx->dev_hash = device_hash(&ctx->dev);
+    /* table, then the parameter file in the cache folder, then CLNORM_PARAMS */
+    clnorm_status status = params_for_device(ctx);
+    if (status != CLNORM_OK)
+        return status;
     log_info(ctx, "context on %s (%s), disk cache %s", ctx->dev.name, ctx->dev.platform_name,
              ctx->cache_dir[0] ? ctx->cache_dir : "off");
     return CLNORM_OK;

@@ -38,8 +38,22 @@ typedef struct device_facts {
     uint64_t local_mem_bytes, max_alloc_bytes, global_mem_bytes;
 } device_facts;
 
-/* Picks the built-in table's entry for the device, then applies CLNORM_PARAMS. */
-clnorm_status params_for_device(clnorm_context *ctx, const device_facts *dev, device_params *out);
+#define PARAM_COUNT_ONE_(name, text) +1
+enum { DEVICE_PARAM_COUNT = 0 CLNORM_PARAM_TABLE(PARAM_COUNT_ONE_) };
+#undef PARAM_COUNT_ONE_
+
+/* Where a parameter's value came from, in increasing precedence. */
+typedef enum param_origin {
+    PARAM_FROM_TABLE = 0,
+    PARAM_FROM_FILE,
+    PARAM_FROM_ENV,
+    PARAM_FROM_SET
+} param_origin;
+
+/* Sets ctx->params, ctx->table_params, ctx->param_origin and ctx->param_file: the built-in table's
+ * entry for ctx->dev, then the device's parameter file in ctx->cache_dir (needs ctx->dev_hash;
+ * ignored as a whole, with a warning, when it is not valid), then CLNORM_PARAMS. */
+clnorm_status params_for_device(clnorm_context *ctx);
 /* Index of a parameter by name, or -1. */
 int params_index(const char *name);
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value);
@@ -109,6 +123,9 @@ struct clnorm_context {
     cl_event timing_first, timing_last; /* the last operation's kernels, when profiling */
     device_facts dev;
     device_params params;
+    device_params table_params;                     /* the built-in table's entry for the device */
+    unsigned char param_origin[DEVICE_PARAM_COUNT]; /* where each parameter's value came from */
+    char param_file[CLNORM_PATH_SIZE + 64]; /* the device's parameter file ("": no disk cache) */
 
     pthread_mutex_t lock; /* serializes calls: kernel arguments, caches, workspace, messages */
     char error[CLNORM_ERROR_SIZE];

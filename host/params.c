@@ -1,8 +1,13 @@
-/* Per-device parameter table (vendor -> architecture -> device name -> default) and overrides. */
+/* Per-device parameters: the built-in table (vendor -> architecture -> device name -> default),
+ * the device's parameter file in the disk cache folder (written by clnorm-tune), CLNORM_PARAMS and
+ * clnorm_set_param, in that order of precedence. */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -107,6 +112,7 @@ static clnorm_status apply_environment(clnorm_context *ctx, device_params *p)
                 clnorm_status status = params_set(ctx, p, item, value);
                 if (status != CLNORM_OK)
                     return status;
+                ctx->param_origin[params_index(item)] = PARAM_FROM_ENV;
                 continue;
             }
         }
@@ -116,17 +122,223 @@ static clnorm_status apply_environment(clnorm_context *ctx, device_params *p)
     return CLNORM_OK;
 }
 
-clnorm_status params_for_device(clnorm_context *ctx, const device_facts *dev, device_params *out)
+/* ---- the parameter file ----------------------------------------------------------------------
+ * Line 1: the header of format_header (format version, library version, device name, driver).
+ * Then "name=value" lines (any subset of the parameters, each at most once), "#" comments and blank
+ * lines, and a last line "end" (so that a truncated file is recognisably incomplete). */
+#define PARAM_FILE_MAGIC "clnorm-params"
+#define PARAM_FILE_FORMAT 1
+#define PARAM_FILE_MAX_BYTES 65536
+
+static const char *const origin_names[] = {"table", "file", "environment", "set"};
+
+static void warn(clnorm_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void warn(clnorm_context *ctx, const char *fmt, ...)
 {
+    if (!ctx->log)
+        return;
+    char body[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(body, sizeof body, fmt, ap);
+    va_end(ap);
+    ctx->log(ctx->log_user, CLNORM_LOG_WARNING, body);
+}
+
+/* Device strings go into the header between quotes: no quotes or control characters there. */
+static void header_field(const char *in, char *out, size_t size)
+{
+    size_t i = 0;
+    for (; in[i] && i + 1 < size; i++)
+        out[i] = (in[i] == '"' || (unsigned char)in[i] < 0x20) ? '?' : in[i];
+    out[i] = '\0';
+}
+
+static void format_header(const clnorm_context *ctx, char *out, size_t size)
+{
+    char name[128], driver[128];
+    header_field(ctx->dev.name, name, sizeof name);
+    header_field(ctx->dev.driver_version, driver, sizeof driver);
+    snprintf(out, size, PARAM_FILE_MAGIC " %d library=%s device=\"%s\" driver=\"%s\"",
+             PARAM_FILE_FORMAT, CLNORM_VERSION_STRING, name, driver);
+}
+
+/* Why a header that is not this context's was rejected. */
+static void explain_header(const clnorm_context *ctx, const char *line, char *why, size_t size)
+{
+    const size_t magic_len = strlen(PARAM_FILE_MAGIC);
+    char expected[512], library[64];
+    format_header(ctx, expected, sizeof expected);
+    snprintf(library, sizeof library, " library=%s ", CLNORM_VERSION_STRING);
+    if (strncmp(line, PARAM_FILE_MAGIC " ", magic_len + 1) != 0) {
+        snprintf(why, size, "not a clnorm parameter file (its first line is not \"%s ...\")",
+                 PARAM_FILE_MAGIC);
+        return;
+    }
+    char *end = NULL;
+    long format = strtol(line + magic_len + 1, &end, 10);
+    if (end == line + magic_len + 1 || format != PARAM_FILE_FORMAT)
+        snprintf(why, size, "format version \"%.16s\" (this library reads %d)",
+                 line + magic_len + 1, PARAM_FILE_FORMAT);
+    else if (strncmp(end, library, strlen(library)) != 0)
+        snprintf(why, size, "written by library version %.*s (this is %s)",
+                 strncmp(end, " library=", 9) == 0 ? (int)strcspn(end + 9, " ") : 1,
+                 strncmp(end, " library=", 9) == 0 ? end + 9 : "?", CLNORM_VERSION_STRING);
+    else
+        snprintf(why, size, "written for another device or driver (the file: %.200s; this one: "
+                 "%.200s)", end + strlen(library), strstr(expected, library) + strlen(library));
+}
+
+static char *trim(char *s)
+{
+    while (*s == ' ' || *s == '\t')
+        s++;
+    size_t n = strlen(s);
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r'))
+        s[--n] = '\0';
+    return s;
+}
+
+/* Parses the whole file into *p (which holds the table's values) and marks the parameters it
+ * sets in `given`. Returns false with the reason in `why` at the first problem. */
+static bool parse_param_file(const clnorm_context *ctx, char *text, device_params *p,
+                             bool *given, char *why, size_t why_size)
+{
+    char expected[512];
+    format_header(ctx, expected, sizeof expected);
+    bool ended = false;
+    int line_no = 0;
+    for (char *line = text, *next; line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        else if (!*line)
+            break; /* the text ended with a newline */
+        line_no++;
+        size_t len = strlen(line);
+        if (len > 0 && line[len - 1] == '\r')
+            line[len - 1] = '\0';
+        if (line_no == 1) {
+            if (strcmp(line, expected) != 0) {
+                explain_header(ctx, line, why, why_size);
+                return false;
+            }
+            continue;
+        }
+        char *item = trim(line);
+        if (ended) {
+            if (*item) {
+                snprintf(why, why_size, "line %d: text after the \"end\" line", line_no);
+                return false;
+            }
+            continue;
+        }
+        if (!*item || *item == '#')
+            continue;
+        if (strcmp(item, "end") == 0) {
+            ended = true;
+            continue;
+        }
+        char *eq = strchr(item, '=');
+        if (!eq) {
+            snprintf(why, why_size, "line %d: \"%.60s\" is not name=value", line_no, item);
+            return false;
+        }
+        *eq = '\0';
+        char *name = trim(item), *digits = trim(eq + 1), *end = NULL;
+        int index = params_index(name);
+        if (index < 0) {
+            snprintf(why, why_size, "line %d: unknown parameter \"%.60s\"", line_no, name);
+            return false;
+        }
+        if (given[index]) {
+            snprintf(why, why_size, "line %d: %s is given twice", line_no, name);
+            return false;
+        }
+        errno = 0;
+        long value = strtol(digits, &end, 10);
+        if (end == digits || *end || errno == ERANGE) {
+            snprintf(why, why_size, "line %d: %s = \"%.40s\" is not an integer", line_no, name,
+                     digits);
+            return false;
+        }
+        if (!value_allowed(index, value)) {
+            snprintf(why, why_size, "line %d: %s = %ld is out of range", line_no, name, value);
+            return false;
+        }
+        *params_field(p, index) = value;
+        given[index] = true;
+    }
+    if (line_no == 0) {
+        snprintf(why, why_size, "empty");
+        return false;
+    }
+    if (!ended) {
+        snprintf(why, why_size, "truncated (no \"end\" line)");
+        return false;
+    }
+    return true;
+}
+
+/* Applies ctx->param_file when it exists and is valid as a whole; otherwise warns and applies
+ * nothing. */
+static void apply_param_file(clnorm_context *ctx)
+{
+    const char *path = ctx->param_file;
+    FILE *f = fopen(path, "rb");
+    if (!f) {
+        if (errno != ENOENT)
+            warn(ctx, "parameter file %s ignored: it cannot be opened (errno %d)", path, errno);
+        return;
+    }
+    char why[640] = "";
+    char *text = malloc(PARAM_FILE_MAX_BYTES + 1);
+    size_t size = text ? fread(text, 1, PARAM_FILE_MAX_BYTES + 1, f) : 0;
+    bool read_failed = !text || ferror(f);
+    fclose(f);
+    device_params p = ctx->params;
+    bool given[DEVICE_PARAM_COUNT] = {false};
+    if (read_failed)
+        snprintf(why, sizeof why, "it could not be read");
+    else if (size > PARAM_FILE_MAX_BYTES)
+        snprintf(why, sizeof why, "larger than %d bytes", PARAM_FILE_MAX_BYTES);
+    else if (memchr(text, '\0', size))
+        snprintf(why, sizeof why, "not a text file (it holds a NUL byte)");
+    if (!why[0]) {
+        text[size] = '\0';
+        if (parse_param_file(ctx, text, &p, given, why, sizeof why)) {
+            ctx->params = p;
+            for (int i = 0; i < DEVICE_PARAM_COUNT; i++)
+                if (given[i])
+                    ctx->param_origin[i] = PARAM_FROM_FILE;
+            log_info(ctx, "device parameters from %s", path);
+        }
+    }
+    free(text);
+    if (why[0])
+        warn(ctx, "parameter file %s ignored: %s; using the built-in parameters", path, why);
+}
+
+clnorm_status params_for_device(clnorm_context *ctx)
+{
+    const device_facts *dev = &ctx->dev;
     for (size_t i = 0; i < ARRAY_SIZE(param_rows); i++) {
         const param_row *row = &param_rows[i];
         if (field_matches(row->vendor, dev->vendor) && field_matches(row->arch, dev->version) &&
             field_matches(row->device, dev->name) && (!row->type || (row->type & dev->type))) {
-            *out = row->params;
+            ctx->params = row->params;
             break;
         }
     }
-    return apply_environment(ctx, out);
+    ctx->table_params = ctx->params;
+    memset(ctx->param_origin, PARAM_FROM_TABLE, sizeof ctx->param_origin);
+    ctx->param_file[0] = '\0';
+    if (ctx->cache_dir[0]) {
+        snprintf(ctx->param_file, sizeof ctx->param_file, "%s/params-%016llx.txt",
+                 ctx->cache_dir, (unsigned long long)ctx->dev_hash);
+        apply_param_file(ctx);
+    }
+    return apply_environment(ctx, &ctx->params);
 }
 
 clnorm_status clnorm_set_param(clnorm_context *ctx, const char *name, long value)
@@ -135,6 +347,8 @@ clnorm_status clnorm_set_param(clnorm_context *ctx, const char *name, long value
         return CLNORM_INVALID_ARGUMENT;
     context_begin_call(ctx);
     clnorm_status status = params_set(ctx, &ctx->params, name, value);
+    if (status == CLNORM_OK)
+        ctx->param_origin[params_index(name)] = PARAM_FROM_SET;
     context_unlock(ctx);
     return status;
 }
@@ -153,6 +367,104 @@ clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *valu
                            name ? name : "(null)");
     else
         *value = *params_field(&ctx->params, index);
+    context_unlock(ctx);
+    return status;
+}
+
+const char *clnorm_param_name(size_t index)
+{
+    return index < ARRAY_SIZE(param_names) ? param_names[index] : NULL;
+}
+
+clnorm_status clnorm_get_default_param(clnorm_context *ctx, const char *name, long *value)
+{
+    if (!ctx)
+        return CLNORM_INVALID_ARGUMENT;
+    context_begin_call(ctx);
+    clnorm_status status = CLNORM_OK;
+    int index = params_index(name);
+    if (!value)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "value is NULL");
+    else if (index < 0)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
+                           name ? name : "(null)");
+    else
+        *value = *params_field(&ctx->table_params, index);
+    context_unlock(ctx);
+    return status;
+}
+
+const char *clnorm_param_source(clnorm_context *ctx, const char *name)
+{
+    int index = params_index(name);
+    if (!ctx || index < 0)
+        return NULL;
+    context_lock(ctx);
+    const char *source = origin_names[ctx->param_origin[index]];
+    context_unlock(ctx);
+    return source;
+}
+
+const char *clnorm_param_file(const clnorm_context *ctx)
+{
+    return ctx ? ctx->param_file : "";
+}
+
+clnorm_status clnorm_save_params(clnorm_context *ctx, const char *path, const char *comment)
+{
+    if (!ctx)
+        return CLNORM_INVALID_ARGUMENT;
+    context_begin_call(ctx);
+    clnorm_status status = CLNORM_OK;
+    char tmp[CLNORM_PATH_SIZE + 80], header[512];
+    const char *target = path ? path : ctx->param_file;
+    FILE *f = NULL;
+    int fd = -1;
+    tmp[0] = '\0';
+    if (!target[0]) {
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT,
+                           path ? "path is empty"
+                                : "the context has no disk cache folder: give a path");
+        goto done;
+    }
+    if (strlen(target) >= CLNORM_PATH_SIZE + 64) {
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "path is too long");
+        goto done;
+    }
+    /* written next to the target, then renamed over it: readers see the old or the new file */
+    snprintf(tmp, sizeof tmp, "%s.XXXXXX", target);
+    fd = mkstemp(tmp);
+    if (fd < 0) {
+        status = set_error(ctx, CLNORM_IO_ERROR, "cannot create a file next to %s (errno %d)",
+                           target, errno);
+        tmp[0] = '\0';
+        goto done;
+    }
+    f = fdopen(fd, "w");
+    if (!f) {
+        close(fd);
+        status = set_error(ctx, CLNORM_IO_ERROR, "cannot write %s (errno %d)", tmp, errno);
+        goto done;
+    }
+    format_header(ctx, header, sizeof header);
+    bool ok = fprintf(f, "%s\n", header) > 0;
+    for (const char *c = comment; ok && c && *c;) {
+        size_t n = strcspn(c, "\n");
+        ok = fprintf(f, "# %.*s\n", (int)n, c) > 0;
+        c += n + (c[n] == '\n');
+    }
+    for (int i = 0; ok && i < DEVICE_PARAM_COUNT; i++)
+        ok = fprintf(f, "%s=%ld\n", param_names[i], *params_field(&ctx->params, i)) > 0;
+    ok = ok && fprintf(f, "end\n") > 0;
+    ok = (fclose(f) == 0) && ok;
+    if (!ok || chmod(tmp, 0644) != 0 || rename(tmp, target) != 0) {
+        status = set_error(ctx, CLNORM_IO_ERROR, "cannot write %s (errno %d)", target, errno);
+        goto done;
+    }
+    tmp[0] = '\0';
+done:
+    if (tmp[0])
+        unlink(tmp);
     context_unlock(ctx);
     return status;
 }

@@ -158,9 +158,46 @@ CLNORM_API cl_int clnorm_last_cl_error(const clnorm_context *ctx);
 /* Device parameters (work-group size, vector width, ...) come from a built-in table keyed by
  * vendor, architecture and device name; these override one of them for this context, e.g.
  * ("work_group_size", 64). The environment variable CLNORM_PARAMS="name=value,..." does the same
- * for every context. Programs built with other values are rebuilt on next use. */
+ * for every context. Programs built with other values are rebuilt on next use.
+ * Precedence, lowest first: the built-in table < the device's parameter file (below) <
+ * CLNORM_PARAMS < clnorm_set_param. */
 CLNORM_API clnorm_status clnorm_set_param(clnorm_context *ctx, const char *name, long value);
 CLNORM_API clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *value);
+/* The built-in table's value of a parameter for the context's device (what clnorm_get_param
+ * would give without the parameter file, CLNORM_PARAMS and clnorm_set_param). */
+CLNORM_API clnorm_status clnorm_get_default_param(clnorm_context *ctx, const char *name,
+                                                  long *value);
+/* Where a parameter's current value comes from: "table", "file" (the parameter file),
+ * "environment" (CLNORM_PARAMS) or "set" (clnorm_set_param). NULL for a NULL context or an
+ * unknown name. The string is static. */
+CLNORM_API const char *clnorm_param_source(clnorm_context *ctx, const char *name);
+/* Names of the device parameters: index 0, 1, ... until NULL. */
+CLNORM_API const char *clnorm_param_name(size_t index);
+
+/* The per-device parameter file. At context creation the library reads
+ * <cache folder>/params-<device hash>.txt (the device hash names the device, vendor, driver,
+ * platform and library version, as for the cached programs; no disk cache folder: no file), as
+ * written by clnorm-tune or clnorm_save_params. Its format, text:
+ *     clnorm-params 1 library=0.1.0 device="<device name>" driver="<driver version>"
+ *     # comments and blank lines are allowed
+ *     work_group_size=1
+ *     vector_width=8
+ *     ...                      (any of the parameters, each at most once)
+ *     end
+ * The file is applied as a whole or not at all: a file that is malformed, truncated (no "end"
+ * line), over 64 KiB, for another format version, library version, device or driver, names an
+ * unknown parameter or one twice, or holds a value out of range is ignored, with a
+ * CLNORM_LOG_WARNING message to the settings' log callback (never an error); the built-in table
+ * then stands. clnorm_clear_disk_cache leaves the file in place.
+ * clnorm_param_file: that path for this context ("" when it has no disk cache folder), whether or
+ * not the file exists. */
+CLNORM_API const char *clnorm_param_file(const clnorm_context *ctx);
+/* Writes the context's current parameters (all of them) as a parameter file for its device, to
+ * path, or to clnorm_param_file(ctx) when path is NULL; comment (NULL: none) becomes "#" lines.
+ * Atomic: the file is written next to the target, then renamed over it. Contexts created later
+ * read it; this one is unchanged. Blocks. */
+CLNORM_API clnorm_status clnorm_save_params(clnorm_context *ctx, const char *path,
+                                            const char *comment);
 
 /* Builds (or loads from the disk cache) every kernel program for the context's device now, so the
  * first operation does not pay for it. Blocks. */
