@@ -16,10 +16,13 @@
  *    that as a fraction of the copy bandwidth measured in the same run (float4 copy kernel compiled
  *    here, read + written bytes), and the tensor-sized passes the implementation makes.
  * Before the rows: first-call latency (context creation to the first batch-norm result, read back
- * on the host) with an empty program cache folder (cold) and again with that folder (warm).
+ * on the host) with an empty program cache folder (cold) and again with that folder (warm); on by
+ * default, --no-latency skips it.
  *
- * New operation families (layer, RMS, group, instance norm) are rows of `ops` below plus their
- * shapes in build_shapes(); the rest of the program is family-agnostic.
+ * Families: batch norm (training and inference forward, backward; plain, ReLU, add+ReLU; both
+ * layouts), layer and RMS norm (forward, forward with the fused residual add, backward; rows x
+ * cols), group norm (G = 32) and instance norm (forward and backward, both layouts). Each is rows
+ * of `ops` plus its shapes in build_shapes(); the rest of the program is family-agnostic.
  */
 #include <clnorm.h>
 
@@ -218,19 +221,22 @@ typedef struct tensor_set {
     cl_mem x, y, residual, dy, dx, dresidual;
 } tensor_set;
 
-/* A shape row: dims are (N, C, H, W) for batch norm; families to come define their own meaning
- * (layer norm: rows, cols) and their own `describe`. */
+/* A shape row. kind "batchnorm", "groupnorm", "instancenorm": dims are (N, C, H, W), groups the
+ * group count (instance norm: C); kind "rows" (layer and RMS norm): dims are (rows, cols). */
 typedef struct shape_case {
-    const char *family;
+    const char *kind;
     const char *tag; /* which set it belongs to: "resnet50", "small-batch", ... */
     size_t dims[4];
+    unsigned ndims;
+    size_t groups;
 } shape_case;
 
 typedef struct bench bench;
 typedef struct op_spec op_spec;
 
 struct op_spec {
-    const char *family;  /* matches shape_case.family */
+    const char *family;  /* "batchnorm", "layernorm", "rmsnorm", "groupnorm", "instancenorm" */
+    const char *shapes;  /* the shape_case.kind it runs on */
     const char *op;      /* "forward_training", ... */
     const char *variant; /* "plain", "relu", "add_relu", "stage" */
     int has_layouts;     /* run once per layout (channels-first, channels-last) */
@@ -248,7 +254,8 @@ struct op_spec {
 
 typedef struct row {
     char family[32], op[32], variant[16], layout[8], shape[64], tag[24];
-    size_t dims[4];
+    size_t dims[4], groups;
+    unsigned ndims;
     size_t tensor_bytes;
     unsigned sets, runs, warmup, passes, reads, writes;
     summary dev, wall, ab; /* ab: the --ab override's times, interleaved with dev's */
@@ -284,8 +291,10 @@ struct bench {
     double warm_ms, warm_min_ms, warm_context_ms, warm_first_op_ms;
     unsigned long cold_builds, cold_disk_hits, warm_builds, warm_disk_hits;
     char latency_error[256];
-    /* current shape */
+    /* current shape: `shape` for batch, group and instance norm, rows x cols for layer and RMS
+     * norm, groups for group norm */
     clnorm_shape shape;
+    size_t norm_rows, norm_cols, groups;
     size_t tensor_bytes;
     tensor_set sets[MAX_SETS];
     unsigned pool_sets;
@@ -377,14 +386,108 @@ static clnorm_status bn_prepare_forward(bench *b, const op_spec *op, unsigned se
     return clnorm_finish(b->ctx);
 }
 
+/* ---- layer, RMS, group and instance norm -------------------------------------------------------- */
+
+/* PyTorch's defaults for layer, group and instance norm; RMS norm uses 1e-6 here, as the PyTorch
+ * peer (bench/torch_peer.py) and ../shared/gpu/torch_reference.py do. */
+#define FN_EPS 1e-5
+#define FN_RMS_EPS 1e-6
+
+static int is_rms(const op_spec *op)
+{
+    return !strcmp(op->family, "rmsnorm");
+}
+
+/* weight and bias per channel (b->gamma, b->beta), mean and rstd per row or group (b->save_mean,
+ * b->save_invstd: sized for both), the fused residual's h in the set's dresidual buffer. */
+static clnorm_status fn_run_forward(bench *b, const op_spec *op, const tensor_set *t)
+{
+    const int rms = is_rms(op);
+    clnorm_norm_buffers buf = {0};
+    buf.x = t->x;
+    buf.y = t->y;
+    if (op->residual) {
+        buf.residual = t->residual;
+        buf.h = t->dresidual;
+    }
+    buf.weight = b->gamma;
+    buf.bias = rms ? NULL : b->beta;
+    buf.mean = rms ? NULL : b->save_mean;
+    buf.rstd = b->save_invstd;
+    if (!strcmp(op->family, "layernorm"))
+        return clnorm_layernorm_forward(b->ctx, b->norm_rows, b->norm_cols, FN_EPS, &buf, 0, NULL,
+                                        NULL);
+    if (rms)
+        return clnorm_rmsnorm_forward(b->ctx, b->norm_rows, b->norm_cols, FN_RMS_EPS, &buf, 0,
+                                      NULL, NULL);
+    if (!strcmp(op->family, "groupnorm"))
+        return clnorm_groupnorm_forward(b->ctx, &b->shape, b->groups, FN_EPS, &buf, 0, NULL,
+                                        NULL);
+    /* F.instance_norm's default: statistics of the input, no running statistics */
+    return clnorm_instancenorm_forward(b->ctx, &b->shape, FN_EPS, 0.1, 1, &buf, NULL, NULL, 0,
+                                       NULL, NULL);
+}
+
+/* dx, dweight and dbias (RMS norm: dx and dweight), as autograd computes for x, weight, bias. */
+static clnorm_status fn_run_backward(bench *b, const op_spec *op, const tensor_set *t)
+{
+    const int rms = is_rms(op);
+    clnorm_norm_grad_buffers g = {0};
+    g.x = t->x;
+    g.dy = t->dy;
+    g.weight = b->gamma;
+    g.mean = rms ? NULL : b->save_mean;
+    g.rstd = b->save_invstd;
+    g.dx = t->dx;
+    g.dweight = b->dgamma;
+    g.dbias = rms ? NULL : b->dbeta;
+    if (!strcmp(op->family, "layernorm"))
+        return clnorm_layernorm_backward(b->ctx, b->norm_rows, b->norm_cols, &g, 0, NULL, NULL);
+    if (rms)
+        return clnorm_rmsnorm_backward(b->ctx, b->norm_rows, b->norm_cols, &g, 0, NULL, NULL);
+    if (!strcmp(op->family, "groupnorm"))
+        return clnorm_groupnorm_backward(b->ctx, &b->shape, b->groups, &g, 0, NULL, NULL);
+    return clnorm_instancenorm_backward(b->ctx, &b->shape, &g, 0, NULL, NULL);
+}
+
+/* The plain forward over every set in use: the mean and rstd the backward reads. */
+static clnorm_status fn_prepare_forward(bench *b, const op_spec *op, unsigned sets)
+{
+    op_spec plain = *op;
+    plain.residual = 0;
+    for (unsigned i = 0; i < sets; i++) {
+        clnorm_status st = fn_run_forward(b, &plain, &b->sets[i]);
+        if (st != CLNORM_OK)
+            return st;
+    }
+    return clnorm_finish(b->ctx);
+}
+
+/* The passes column follows host/groupnorm.c, where all four families are one engine:
+ *  forward  = stage 1 statistics (reads x [and the residual]; bn_reduce_cf for layer and RMS norm
+ *             and channels-first groups, gn_stats for channels-last groups), a per-row kernel,
+ *             then gn_apply (reads x [and the residual], writes y [and h]): 3, fused residual 6;
+ *  backward = the parameter gradients' stage 1 (reads x and dy: bn_reduce_cl over the columns
+ *             for layer and RMS norm, gn_param_partials for groups), the per-row sums' stage 1
+ *             (reads x and dy again), a per-row kernel, then gn_apply (reads x and dy, writes
+ *             dx): 7.
+ * Compulsory: forward reads x, writes y (+ reads the residual, writes h); backward reads x and
+ * dy, writes dx. Tensors: x, y (+ residual, h); x, dy, dx. */
+#define FN_OP(family_, shapes_, op_, variant_, reads_, writes_, passes_, tensors_, quick_, res_,   \
+              prep_, run_)                                                                          \
+    {family_, shapes_, op_, variant_, 0, reads_, writes_, passes_, tensors_, quick_, NOACT, res_,  \
+     prep_, run_}
+#define LAYOUT_OP(family_, op_, reads_, writes_, passes_, tensors_, prep_, run_)                    \
+    {family_, family_, op_, "plain", 1, reads_, writes_, passes_, tensors_, 1, NOACT, 0, prep_, run_}
+
 /* The passes column follows host/batchnorm.c: training forward = stage 1 (reads x [, dy, y]),
  * a per-channel kernel, then one elementwise kernel (reads x [, residual], writes y);
  * inference = per-channel kernel + elementwise; backward = stage 1 reading x, dy [, y] plus an
  * elementwise kernel reading dy, x [, y], writing dx [, dresidual]. Update these numbers when
  * the implementation changes (e.g. a one-launch path for small planes). */
 #define BN_OP(op_, variant_, reads_, writes_, passes_, tensors_, quick_, act_, res_, prep_, run_)   \
-    {"batchnorm", op_, variant_, 1, reads_, writes_, passes_, tensors_, quick_, act_, res_, prep_,  \
-     run_}
+    {"batchnorm", "batchnorm", op_, variant_, 1, reads_, writes_, passes_, tensors_, quick_, act_,  \
+     res_, prep_, run_}
 #define RELU CLNORM_ACTIVATION_RELU
 #define NOACT CLNORM_ACTIVATION_NONE
 
@@ -401,12 +504,43 @@ static const op_spec ops[] = {
     /* the training forward's stages on their own, to see which one dominates */
     BN_OP("partial_stats", "stage", 1, 0, 1, 1, 0, NOACT, 0, NULL, bn_run_partial_stats),
     BN_OP("apply", "stage", 1, 1, 2, 2, 0, NOACT, 0, bn_prepare_forward, bn_run_apply),
+    FN_OP("layernorm", "rows", "forward", "plain", 1, 1, 3, 2, 1, 0, NULL, fn_run_forward),
+    FN_OP("layernorm", "rows", "forward", "residual", 2, 2, 6, 4, 1, 1, NULL, fn_run_forward),
+    FN_OP("layernorm", "rows", "backward", "plain", 2, 1, 7, 3, 1, 0, fn_prepare_forward,
+          fn_run_backward),
+    FN_OP("rmsnorm", "rows", "forward", "plain", 1, 1, 3, 2, 1, 0, NULL, fn_run_forward),
+    FN_OP("rmsnorm", "rows", "forward", "residual", 2, 2, 6, 4, 1, 1, NULL, fn_run_forward),
+    FN_OP("rmsnorm", "rows", "backward", "plain", 2, 1, 7, 3, 1, 0, fn_prepare_forward,
+          fn_run_backward),
+    LAYOUT_OP("groupnorm", "forward", 1, 1, 3, 2, NULL, fn_run_forward),
+    LAYOUT_OP("groupnorm", "backward", 2, 1, 7, 3, fn_prepare_forward, fn_run_backward),
+    LAYOUT_OP("instancenorm", "forward", 1, 1, 3, 2, NULL, fn_run_forward),
+    LAYOUT_OP("instancenorm", "backward", 2, 1, 7, 3, fn_prepare_forward, fn_run_backward),
 };
 
 /* ---- shapes ------------------------------------------------------------------------------------- */
 
 static const size_t resnet50_chw[5][3] = {
     {64, 112, 112}, {256, 56, 56}, {512, 28, 28}, {1024, 14, 14}, {2048, 7, 7}};
+
+/* Layer and RMS norm (rows x cols), issue 5's sets. */
+static const size_t rows_gpu[3][2] = {{16384, 4096}, {65536, 1024}, {4096, 8192}};
+static const size_t rows_cpu[3][2] = {{1024, 4096}, {4096, 1024}, {256, 16384}};
+/* Group norm (and instance norm on the same tensor): (N, C, H, W) = (32, 256, 56, 56), G = 32 */
+static const size_t groups_nchw[4] = {32, 256, 56, 56};
+enum { GROUPS = 32 };
+
+/* N = 64 on a GPU; on a CPU the smallest power-of-two N that makes a tensor of at least 16 MB
+ * (<= 64 MB). */
+static size_t batch_for(int gpu, size_t gpu_batch, size_t per_sample)
+{
+    if (gpu)
+        return gpu_batch;
+    size_t batch = 1;
+    while (batch * per_sample < 16000000 && batch * 2 * per_sample <= 64000000)
+        batch *= 2;
+    return batch;
+}
 
 static size_t build_shapes(int gpu, int quick, shape_case *out)
 {
@@ -415,16 +549,9 @@ static size_t build_shapes(int gpu, int quick, shape_case *out)
         const size_t *chw = resnet50_chw[i];
         if (quick && i != 0 && i != 4)
             continue;
-        size_t per_sample = chw[0] * chw[1] * chw[2] * sizeof(float);
-        size_t batch = 64;
-        if (!gpu) {
-            /* CPU: the smallest power-of-two N that makes a tensor of at least 16 MB (<= 64 MB) */
-            batch = 1;
-            while (batch * per_sample < 16000000 && batch * 2 * per_sample <= 64000000)
-                batch *= 2;
-        }
+        size_t batch = batch_for(gpu, 64, chw[0] * chw[1] * chw[2] * sizeof(float));
         out[n++] = (shape_case){"batchnorm", gpu ? "resnet50" : "resnet50-scaled",
-                                {batch, chw[0], chw[1], chw[2]}};
+                                {batch, chw[0], chw[1], chw[2]}, 4, chw[0]};
     }
     if (!quick) {
         for (size_t i = 0; i < ARRAY_LEN(resnet50_chw); i++) {
@@ -434,22 +561,72 @@ static size_t build_shapes(int gpu, int quick, shape_case *out)
                 duplicate |= out[j].dims[0] == 8 && out[j].dims[1] == chw[0] &&
                              out[j].dims[2] == chw[1];
             if (!duplicate && 8 * chw[0] * chw[1] * chw[2] * sizeof(float) <= 64000000)
-                out[n++] = (shape_case){"batchnorm", "small-batch", {8, chw[0], chw[1], chw[2]}};
+                out[n++] = (shape_case){"batchnorm", "small-batch", {8, chw[0], chw[1], chw[2]}, 4,
+                                        chw[0]};
         }
     }
     if (gpu)
-        out[n++] = (shape_case){"batchnorm", "small-plane", {32, 2048, 7, 7}};
+        out[n++] = (shape_case){"batchnorm", "small-plane", {32, 2048, 7, 7}, 4, 2048};
+    for (size_t i = 0; i < 3 && !(quick && i > 0); i++) {
+        const size_t *rc = gpu ? rows_gpu[i] : rows_cpu[i];
+        out[n++] = (shape_case){"rows", gpu ? "transformer" : "transformer-cpu",
+                                {rc[0], rc[1], 1, 1}, 2, 1};
+    }
+    const size_t *g = groups_nchw;
+    size_t batch = batch_for(gpu, g[0], g[1] * g[2] * g[3] * sizeof(float));
+    out[n++] = (shape_case){"groupnorm", gpu ? "groupnorm" : "groupnorm-scaled",
+                            {batch, g[1], g[2], g[3]}, 4, GROUPS};
+    out[n++] = (shape_case){"instancenorm", gpu ? "groupnorm" : "groupnorm-scaled",
+                            {batch, g[1], g[2], g[3]}, 4, g[1]};
     return n;
 }
 
+/* "N8 C64 H112 W112"; group norm adds " G32"; layer and RMS norm: "rows1024 cols4096" (the names
+ * ../shared/gpu/torch_reference.py uses). */
 static void describe_shape(const shape_case *s, char *buf, size_t size)
 {
-    snprintf(buf, size, "N%zu C%zu H%zu W%zu", s->dims[0], s->dims[1], s->dims[2], s->dims[3]);
+    if (s->ndims == 2)
+        snprintf(buf, size, "rows%zu cols%zu", s->dims[0], s->dims[1]);
+    else if (!strcmp(s->kind, "groupnorm"))
+        snprintf(buf, size, "N%zu C%zu H%zu W%zu G%zu", s->dims[0], s->dims[1], s->dims[2],
+                 s->dims[3], s->groups);
+    else
+        snprintf(buf, size, "N%zu C%zu H%zu W%zu", s->dims[0], s->dims[1], s->dims[2], s->dims[3]);
 }
 
 static size_t shape_elements(const shape_case *s)
 {
-    return s->dims[0] * s->dims[1] * s->dims[2] * s->dims[3];
+    size_t count = 1;
+    for (unsigned i = 0; i < s->ndims; i++)
+        count *= s->dims[i];
+    return count;
+}
+
+/* Per-channel values (gamma, beta, weight, bias: C or cols) and per-row/group statistics (mean
+ * and rstd: C for batch norm, rows, N * groups) of a shape. */
+static size_t shape_channels(const shape_case *s)
+{
+    return s->dims[1];
+}
+
+static size_t shape_stat_rows(const shape_case *s)
+{
+    if (!strcmp(s->kind, "batchnorm"))
+        return s->dims[1];
+    if (s->ndims == 2)
+        return s->dims[0];
+    return s->dims[0] * s->groups;
+}
+
+/* Does op run on shape s, and in how many layouts (batch, group and instance norm: both)? */
+static int op_runs_on(const op_spec *op, const shape_case *s)
+{
+    return !strcmp(op->shapes, s->kind);
+}
+
+static const char *layout_name(const op_spec *op, int layout)
+{
+    return !op->has_layouts ? "-" : layout ? "NHWC" : "NCHW";
 }
 
 /* ---- filters ------------------------------------------------------------------------------------ */
@@ -471,6 +648,16 @@ static int filter_matches(const char *filter, const char *text)
 static void op_label(const op_spec *op, const char *layout, char *buf, size_t size)
 {
     snprintf(buf, size, "%s %s %s %s", op->family, op->op, op->variant, layout);
+}
+
+/* Does op run on shape s in this layout (0: channels-first, 1: channels-last; ops without
+ * layouts run once, as layout 0) under the --ops and --quick selection? Writes its label. */
+static int selected(const bench *b, const op_spec *op, const shape_case *s, int layout,
+                    char *label, size_t size)
+{
+    op_label(op, layout_name(op, layout), label, size);
+    return op_runs_on(op, s) && (op->has_layouts || layout == 0) &&
+           filter_matches(b->ops_filter, label) && (!b->quick || op->quick);
 }
 
 /* ---- OpenCL helpers ------------------------------------------------------------------------------ */
@@ -738,14 +925,17 @@ static void release_shape(bench *b)
     b->pool_sets = 0;
 }
 
-/* Allocates and fills the rotation sets for a batch-norm shape. Returns 0 with a message on
- * failure. */
-static int setup_bn_shape(bench *b, const shape_case *s, char *err_msg, size_t err_size)
+/* Allocates and fills the rotation sets and the per-channel and per-row buffers for a shape.
+ * Returns 0 with a message on failure. */
+static int setup_shape(bench *b, const shape_case *s, char *err_msg, size_t err_size)
 {
     const size_t count = shape_elements(s);
     b->tensor_bytes = count * sizeof(float);
     b->shape = (clnorm_shape){.n = s->dims[0], .c = s->dims[1], .spatial_rank = 2,
                               .spatial = {s->dims[2], s->dims[3]}};
+    b->norm_rows = s->dims[0];
+    b->norm_cols = s->dims[1];
+    b->groups = s->groups;
     if (b->tensor_bytes > b->info.max_alloc_bytes) {
         snprintf(err_msg, err_size, "tensor of %zu bytes exceeds the device's largest buffer",
                  b->tensor_bytes);
@@ -799,8 +989,10 @@ static int setup_bn_shape(bench *b, const shape_case *s, char *err_msg, size_t e
     }
     free(host);
 
-    const size_t c = s->dims[1];
-    float *ch = malloc(3 * c * sizeof(float));
+    const size_t c = shape_channels(s);
+    /* save_mean and save_invstd also serve as the per-row / per-group mean and rstd */
+    const size_t stat_rows = shape_stat_rows(s) > c ? shape_stat_rows(s) : c;
+    float *ch = malloc(3 * stat_rows * sizeof(float));
     if (!ch) {
         snprintf(err_msg, err_size, "out of host memory");
         release_shape(b);
@@ -812,7 +1004,8 @@ static int setup_bn_shape(bench *b, const shape_case *s, char *err_msg, size_t e
         float lo, hi;
     } per_channel[] = {{&b->gamma, c, 0.5f, 1.5f},       {&b->beta, c, -0.5f, 0.5f},
                        {&b->running_mean, c, 0.0f, 1.0f}, {&b->running_var, c, 0.5f, 1.5f},
-                       {&b->save_mean, c, 0.0f, 1.0f},    {&b->save_invstd, c, 0.5f, 1.5f},
+                       {&b->save_mean, stat_rows, 0.0f, 1.0f},
+                       {&b->save_invstd, stat_rows, 0.5f, 1.5f},
                        {&b->dgamma, c, 0.0f, 0.0f},       {&b->dbeta, c, 0.0f, 0.0f},
                        {&b->stats, 3 * c, 1.0f, 1.0f}};
     for (size_t i = 0; i < ARRAY_LEN(per_channel) && err == CL_SUCCESS; i++) {
@@ -1102,12 +1295,18 @@ static void write_json(bench *b)
         const row *r = &b->rows[i];
         fprintf(f, "%s\n    {\"family\": \"%s\", \"op\": \"%s\", \"variant\": \"%s\", "
                    "\"layout\": \"%s\", \"shape\": \"%s\", \"tag\": \"%s\", "
-                   "\"dims\": [%zu, %zu, %zu, %zu], \"tensor_bytes\": %zu, \"sets\": %u, "
+                   "\"dims\": [",
+                i ? "," : "", r->family, r->op, r->variant, r->layout, r->shape, r->tag);
+        for (unsigned k = 0; k < r->ndims; k++)
+            fprintf(f, "%s%zu", k ? ", " : "", r->dims[k]);
+        fprintf(f, "]");
+        if (strcmp(r->family, "batchnorm") && r->ndims == 4)
+            fprintf(f, ", \"groups\": %zu", r->groups);
+        fprintf(f, ", \"tensor_bytes\": %zu, \"sets\": %u, "
                    "\"runs\": %u, \"reads\": %u, \"writes\": %u, \"passes\": %u, "
                    "\"attempts\": %u, \"foreign_cpu_share\": %.3f",
-                i ? "," : "", r->family, r->op, r->variant, r->layout, r->shape, r->tag,
-                r->dims[0], r->dims[1], r->dims[2], r->dims[3], r->tensor_bytes, r->sets, r->runs,
-                r->reads, r->writes, r->passes, r->attempts, r->foreign);
+                r->tensor_bytes, r->sets, r->runs, r->reads, r->writes, r->passes, r->attempts,
+                r->foreign);
         if (r->error[0]) {
             fprintf(f, ", \"error\": ");
             json_string(f, r->error);
@@ -1299,14 +1498,11 @@ int main(int argc, char **argv)
             describe_shape(&shapes[s], desc, sizeof desc);
             if (!filter_matches(b->shapes_filter, desc))
                 continue;
-            for (size_t o = 0; o < ARRAY_LEN(ops); o++)
-                for (int layout = 0; layout < 2; layout++) {
+            for (int layout = 0; layout < 2; layout++)
+                for (size_t o = 0; o < ARRAY_LEN(ops); o++) {
                     char label[96];
-                    op_label(&ops[o], layout ? "NHWC" : "NCHW", label, sizeof label);
-                    if (strcmp(ops[o].family, shapes[s].family) ||
-                        !filter_matches(b->ops_filter, label) || (b->quick && !ops[o].quick))
-                        continue;
-                    printf("%s %s (%s)\n", label, desc, shapes[s].tag);
+                    if (selected(b, &ops[o], &shapes[s], layout, label, sizeof label))
+                        printf("%s %s (%s)\n", label, desc, shapes[s].tag);
                 }
         }
         clnorm_context_release(b->ctx);
@@ -1321,9 +1517,12 @@ int main(int argc, char **argv)
         if (b->latency_error[0])
             printf("first-call latency: failed: %s\n", b->latency_error);
         else
-            printf("first-call latency (context creation -> first BN forward read back): "
-                   "cold %.1f ms (context %.1f + first op %.1f; %lu builds), "
-                   "warm %.1f ms (context %.1f + first op %.1f; %lu disk loads over 5 runs)\n",
+            printf("first-call latency, context creation -> first batch-norm result read back "
+                   "(training forward N2 C64 H28 W28):\n"
+                   "  cold (empty cache folder) %9.1f ms  (context %.1f + first op %.1f; %lu "
+                   "program builds)\n"
+                   "  warm (cache filled)       %9.1f ms  (context %.1f + first op %.1f; median of "
+                   "5, %lu disk loads)\n",
                    b->cold_ms, b->cold_context_ms, b->cold_first_op_ms, b->cold_builds, b->warm_ms,
                    b->warm_context_ms, b->warm_first_op_ms, b->warm_disk_hits);
     }
@@ -1355,32 +1554,29 @@ int main(int argc, char **argv)
         for (size_t o = 0; o < ARRAY_LEN(ops); o++)
             for (int layout = 0; layout < 2; layout++) {
                 char label[96];
-                op_label(&ops[o], layout ? "NHWC" : "NCHW", label, sizeof label);
-                any |= !strcmp(ops[o].family, sc->family) && filter_matches(b->ops_filter, label) &&
-                       (!b->quick || ops[o].quick);
+                any |= selected(b, &ops[o], sc, layout, label, sizeof label);
             }
         if (!any)
             continue;
         char err_msg[256];
-        int ready = setup_bn_shape(b, sc, err_msg, sizeof err_msg);
+        int ready = setup_shape(b, sc, err_msg, sizeof err_msg);
         for (int layout = 0; layout < 2; layout++) {
-            const char *layout_name = layout ? "NHWC" : "NCHW";
             b->shape.layout = layout ? CLNORM_CHANNELS_LAST : CLNORM_CHANNELS_FIRST;
             for (size_t o = 0; o < ARRAY_LEN(ops); o++) {
                 const op_spec *op = &ops[o];
                 char label[96];
-                op_label(op, layout_name, label, sizeof label);
-                if (strcmp(op->family, sc->family) || !filter_matches(b->ops_filter, label) ||
-                    (b->quick && !op->quick))
+                if (!selected(b, op, sc, layout, label, sizeof label))
                     continue;
                 row *r = new_row(b);
                 snprintf(r->family, sizeof r->family, "%s", op->family);
                 snprintf(r->op, sizeof r->op, "%s", op->op);
                 snprintf(r->variant, sizeof r->variant, "%s", op->variant);
-                snprintf(r->layout, sizeof r->layout, "%s", layout_name);
+                snprintf(r->layout, sizeof r->layout, "%s", layout_name(op, layout));
                 snprintf(r->shape, sizeof r->shape, "%s", desc);
                 snprintf(r->tag, sizeof r->tag, "%s", sc->tag);
                 memcpy(r->dims, sc->dims, sizeof r->dims);
+                r->ndims = sc->ndims;
+                r->groups = sc->groups;
                 r->tensor_bytes = shape_elements(sc) * sizeof(float);
                 r->passes = op->passes;
                 r->reads = op->reads;

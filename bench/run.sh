@@ -2,24 +2,41 @@
 # clnorm-bench and its PyTorch peer in one run (same machine, one after the other), then the
 # ratio table, the targets of issue 5 and the chart:
 #   bash bench/run.sh [clnorm-bench options]      e.g. --quick, --device cpu, --ops backward
-# Writes bench/results/<device>-<date>.json (both tools' rows), .png (fraction of copy bandwidth
-# per op, PyTorch beside clnorm) and .txt (the printed tables).
-# Environment: BUILD_DIR (default build-bench; configured --buildtype=release -Dwerror=true if
-# new), CLNORM_BENCH (a prebuilt clnorm-bench: nothing is built), PYTHON (default
-# /usr/bin/python3, Debian's python3-torch), PEER_DEVICE (cpu or cuda; default cuda when the
-# OpenCL device is a GPU and PyTorch sees CUDA, else cpu), RESULTS (default bench/results).
+# Every family runs: batch norm (training and inference forward, backward, fused ReLU and
+# add+ReLU, both layouts), layer and RMS norm (forward, fused residual add, backward), group and
+# instance norm (forward, backward, both layouts), plus the first-call latency (cold and warm) and
+# the copy bandwidth. --quick: 2 batch-norm shapes with the plain ops, the first layer/RMS shape
+# and the group/instance-norm tensor (about 5 minutes on the 2-core PoCL machine; the full run
+# about 30).
+# Writes bench/results/<device>-<date>[-quick].json (both tools' rows), .png (fraction of copy
+# bandwidth per op, PyTorch beside clnorm) and .txt (the printed tables).
+# Environment: BUILD_DIR (default build-bench; configured -Dbench=true --buildtype=release
+# -Dwerror=true if new; only clnorm-bench is built), CLNORM_BENCH (a prebuilt clnorm-bench:
+# nothing is built, e.g. on the GPU machine), PYTHON (default /usr/bin/python3 when it has torch,
+# Debian's python3-torch, else python3), PEER_DEVICE (cpu or cuda; default cuda when the OpenCL
+# device is a GPU and PyTorch sees CUDA, else cpu), RESULTS (default bench/results),
+# TORCH_REFERENCE (on a GPU: ../shared/gpu/torch_reference.py or .gpu/torch_reference.py, run
+# too and kept in the combined JSON; "off" skips it).
 # PoCL's own kernel cache is pointed at an empty folder (POCL_CACHE_DIR) for the run, so that the
 # "cold" first-call latency includes the driver's compile, as on a fresh machine.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${BUILD_DIR:-build-bench}
-python=${PYTHON:-/usr/bin/python3}
 results=${RESULTS:-bench/results}
+python=${PYTHON:-}
+if [ -z "$python" ]; then
+    python=python3
+    /usr/bin/python3 -c 'import torch' 2>/dev/null && python=/usr/bin/python3
+fi
+
+quick=""
+case " $* " in *" --quick "*) quick=-quick ;; esac
 
 bench=${CLNORM_BENCH:-}
 if [ -z "$bench" ]; then
-    [ -f "$build/build.ninja" ] || meson setup "$build" -Dwerror=true --buildtype=release >/dev/null
-    ninja -C "$build" >/dev/null
+    [ -f "$build/build.ninja" ] ||
+        meson setup "$build" -Dbench=true -Dwerror=true --buildtype=release >/dev/null
+    ninja -C "$build" bench/clnorm-bench >/dev/null
     bench=$build/bench/clnorm-bench
 fi
 
@@ -27,9 +44,14 @@ tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 export POCL_CACHE_DIR=${POCL_CACHE_DIR:-$tmp/pocl-cache}
 mkdir -p "$POCL_CACHE_DIR" "$results"
+start=$(date +%s)
+
+# a quick run retries a row once at most when other processes load the CPUs (the full run: 5)
+retries=()
+[ -n "$quick" ] && retries=(--retries 1)
 
 status=0
-"$bench" --json "$tmp/clnorm.json" "$@" | tee "$tmp/clnorm.txt" || status=$?
+"$bench" --json "$tmp/clnorm.json" "${retries[@]}" "$@" | tee "$tmp/clnorm.txt" || status=$?
 [ -f "$tmp/clnorm.json" ] || { echo "clnorm-bench failed (status $status)" >&2; exit 1; }
 
 read -r type slug < <("$python" - "$tmp/clnorm.json" <<'PY'
@@ -45,19 +67,39 @@ if [ -z "$peer" ]; then
         peer=cuda
     fi
 fi
-[ "$type" = GPU ] && [ "$peer" = cpu ] &&
+if [ "$type" = GPU ] && [ "$peer" = cpu ]; then
     echo "warning: the OpenCL device is a GPU but the PyTorch peer runs on the CPU" >&2
+fi
 
+# the peer runs clnorm-bench's rows (from its JSON); on a CPU device with as many threads as the
+# device has compute units
 echo
-"$python" bench/torch_peer.py --from "$tmp/clnorm.json" --device "$peer" --threads "$(nproc)" \
+"$python" bench/torch_peer.py --from "$tmp/clnorm.json" --device "$peer" "${retries[@]}" \
     --json "$tmp/torch.json" | tee "$tmp/torch.txt" || status=$?
+inputs=("$tmp/clnorm.json" "$tmp/torch.json")
 
-quick=""
-case " $* " in *" --quick "*) quick=-quick ;; esac
+# on a GPU, also ../shared/gpu/torch_reference.py (PyTorch/cuDNN with its own shapes)
+reference=${TORCH_REFERENCE:-}
+if [ -z "$reference" ] && [ "$type" = GPU ] && [ "$peer" = cuda ]; then
+    for f in .gpu/torch_reference.py ../shared/gpu/torch_reference.py; do
+        [ -f "$f" ] && { reference=$f; break; }
+    done
+fi
+if [ -n "$reference" ] && [ "$reference" != off ]; then
+    echo
+    echo "== $reference"
+    if OUT=$tmp "$python" "$reference" ${quick:+--quick} >"$tmp/reference.txt" 2>&1; then
+        inputs+=("$tmp/torch_reference.json")
+    else
+        echo "warning: $reference failed; see below" >&2
+    fi
+    cat "$tmp/reference.txt"
+fi
+
 out=$results/$slug-$(date -u +%Y-%m-%d)$quick
 echo
-"$python" bench/plot.py "$tmp/clnorm.json" "$tmp/torch.json" --combine "$out.json" --png "$out.png" |
+"$python" bench/plot.py "${inputs[@]}" --combine "$out.json" --png "$out.png" --pivot |
     tee "$tmp/compare.txt"
 cat "$tmp/clnorm.txt" "$tmp/torch.txt" "$tmp/compare.txt" >"$out.txt"
-echo "results: $out.json $out.png $out.txt"
+echo "results: $out.json $out.png $out.txt ($(($(date +%s) - start)) s)"
 exit "$status"

@@ -9,13 +9,26 @@ from the same run; without it, the shape set is built here by the same rule as c
 calls, cycling over the same number of input sets as clnorm-bench used.
 
 What is timed, per op (PyTorch's ResNet idiom for the fusions: in-place add, in-place ReLU):
-  forward_training   F.batch_norm(x, running_mean, running_var, weight, bias, training=True)
-  forward_inference  the same with training=False
-  relu               ... then torch.relu_(out)
-  add_relu           ... then out += residual; torch.relu_(out)
-  backward           torch.autograd.grad(out, (x, weight, bias[, residual]), dy) through the
-                     training forward graph above (ReLU / add included), graph built once per set
-NHWC rows use torch.channels_last tensors. Outputs rotate too: each call's results stay alive for as
+  batchnorm forward_training   F.batch_norm(x, running_mean, running_var, weight, bias, training=True)
+  batchnorm forward_inference  the same with training=False
+            relu               ... then torch.relu_(out)
+            add_relu           ... then out += residual; torch.relu_(out)
+  batchnorm backward           torch.autograd.grad(out, (x, weight, bias[, residual]), dy) through
+                               the training forward graph above (ReLU / add included), graph built
+                               once per set
+  layernorm forward            F.layer_norm(x, (cols,), weight, bias, 1e-5)
+            residual           h = x + residual; y = F.layer_norm(h, ...)  (returns y and h)
+  rmsnorm   forward            F.rms_norm(x, (cols,), weight, 1e-6) where PyTorch has it (2.4 and
+                               later); else COMPOSED as x * torch.rsqrt(x.pow(2).mean(-1,
+                               keepdim=True) + 1e-6) * weight (Debian's torch 1.13): the output and
+                               the JSON ("peer" of each row, "peers") say which
+            residual           h = x + residual, then the same on h
+  groupnorm forward            F.group_norm(x, groups, weight, bias, 1e-5)
+  instancenorm forward         F.instance_norm(x, weight=weight, bias=bias, use_input_stats=True)
+  (layer, rms, group, instance) backward
+                               torch.autograd.grad(out, (x, weight[, bias]), dy) through the forward
+                               above: dx, dweight and dbias, as clnorm-bench computes them
+NHWC rows use torch.channels_last tensors; layer and RMS norm rows (layout "-") are (rows, cols). Outputs rotate too: each call's results stay alive for as
 many calls as there are input sets, as clnorm-bench's outputs rotate with its inputs (otherwise the
 allocator returns the buffer just freed, still in the cache, which flatters PyTorch by up to ~20%
 on the CPU). So that those outputs come from a warm heap rather than from fresh pages on every call
@@ -53,7 +66,43 @@ BN_OPS = {
     ('backward', 'relu'): (3, 1, 4),
     ('backward', 'add_relu'): (3, 2, 5),
 }
+# the other families: (family, op, variant) -> (reads, writes, tensors), as in clnorm-bench
+FN_OPS = {
+    ('layernorm', 'forward', 'plain'): (1, 1, 2),
+    ('layernorm', 'forward', 'residual'): (2, 2, 4),
+    ('layernorm', 'backward', 'plain'): (2, 1, 3),
+    ('rmsnorm', 'forward', 'plain'): (1, 1, 2),
+    ('rmsnorm', 'forward', 'residual'): (2, 2, 4),
+    ('rmsnorm', 'backward', 'plain'): (2, 1, 3),
+    ('groupnorm', 'forward', 'plain'): (1, 1, 2),
+    ('groupnorm', 'backward', 'plain'): (2, 1, 3),
+    ('instancenorm', 'forward', 'plain'): (1, 1, 2),
+    ('instancenorm', 'backward', 'plain'): (2, 1, 3),
+}
 QUICK_VARIANTS = {'plain'}
+# issue 5's layer/RMS norm shapes (rows x cols) and group norm's (N, C, H, W), G
+ROWS_GPU = [(16384, 4096), (65536, 1024), (4096, 8192)]
+ROWS_CPU = [(1024, 4096), (4096, 1024), (256, 16384)]
+GROUPS_NCHW, GROUPS = (32, 256, 56, 56), 32
+LN_EPS, RMS_EPS = 1e-5, 1e-6
+
+
+def op_counts(family, op, variant):
+    """(compulsory reads, writes, distinct tensors) of a row, or None for rows not run here."""
+    if family == 'batchnorm':
+        return BN_OPS.get((op, variant))
+    return FN_OPS.get((family, op, variant))
+
+
+def batch_for(gpu, gpu_batch, per_sample):
+    """N as clnorm-bench picks it: gpu_batch on a GPU, else the smallest power of two making a
+    tensor of at least 16 MB (at most 64 MB)."""
+    if gpu:
+        return gpu_batch
+    n = 1
+    while n * per_sample < 16000000 and n * 2 * per_sample <= 64000000:
+        n *= 2
+    return n
 
 
 def build_rows(gpu, quick, threshold):
@@ -62,12 +111,7 @@ def build_rows(gpu, quick, threshold):
     for i, (c, h, w) in enumerate(RESNET50_CHW):
         if quick and i not in (0, 4):
             continue
-        per_sample = c * h * w * 4
-        n = 64
-        if not gpu:
-            n = 1
-            while n * per_sample < 16000000 and n * 2 * per_sample <= 64000000:
-                n *= 2
+        n = batch_for(gpu, 64, c * h * w * 4)
         shapes.append(((n, c, h, w), 'resnet50' if gpu else 'resnet50-scaled'))
     if not quick:
         for (c, h, w) in RESNET50_CHW:
@@ -87,11 +131,59 @@ def build_rows(gpu, quick, threshold):
                 sets = max(1, min(pool, math.ceil(threshold / (tensors * tensor_bytes))))
                 rows.append({'family': 'batchnorm', 'op': op, 'variant': variant,
                              'layout': layout, 'dims': list(dims), 'tag': tag, 'sets': sets})
+    # layer and RMS norm, then group and instance norm on the group-norm tensor
+    fn_shapes = [('rows', list(rc), None, 'transformer' if gpu else 'transformer-cpu')
+                 for i, rc in enumerate(ROWS_GPU if gpu else ROWS_CPU) if not (quick and i > 0)]
+    n, c, h, w = GROUPS_NCHW
+    dims = [batch_for(gpu, n, c * h * w * 4), c, h, w]
+    tag = 'groupnorm' if gpu else 'groupnorm-scaled'
+    fn_shapes += [('groupnorm', dims, GROUPS, tag), ('instancenorm', dims, c, tag)]
+    for kind, dims, groups, tag in fn_shapes:
+        tensor_bytes = math.prod(dims) * 4
+        pool = min(32, math.ceil(threshold / (2 * tensor_bytes)))
+        for layout in (('-',) if kind == 'rows' else ('NCHW', 'NHWC')):
+            for (family, op, variant), (_, _, tensors) in FN_OPS.items():
+                if (kind == 'rows') != (family in ('layernorm', 'rmsnorm')) or (
+                        kind != 'rows' and family != kind):
+                    continue
+                sets = max(1, min(pool, math.ceil(threshold / (tensors * tensor_bytes))))
+                row = {'family': family, 'op': op, 'variant': variant, 'layout': layout,
+                       'dims': list(dims), 'tag': tag, 'sets': sets}
+                if groups:
+                    row['groups'] = groups
+                rows.append(row)
     return rows
 
 
-def shape_name(dims):
-    return 'N%d C%d H%d W%d' % tuple(dims)
+def shape_name(row):
+    """clnorm-bench's shape names: N8 C64 H112 W112, N8 C256 H56 W56 G32, rows1024 cols4096."""
+    dims = row['dims']
+    if len(dims) == 2:
+        return 'rows%d cols%d' % tuple(dims)
+    name = 'N%d C%d H%d W%d' % tuple(dims)
+    if row['family'] == 'groupnorm':
+        name += ' G%d' % row['groups']
+    return name
+
+
+def rms_peer():
+    """(function, description) of the RMS norm peer: F.rms_norm where this PyTorch has it, else
+    composed of elementwise ops as a PyTorch user writes it."""
+    if hasattr(F, 'rms_norm'):
+        return (lambda x, w: F.rms_norm(x, (x.shape[-1],), w, RMS_EPS),
+                'F.rms_norm(x, (cols,), w, %g)' % RMS_EPS)
+    return (lambda x, w: x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + RMS_EPS) * w,
+            'composed (torch %s has no F.rms_norm): x * torch.rsqrt(x.pow(2).mean(-1, '
+            'keepdim=True) + %g) * w' % (torch.__version__, RMS_EPS))
+
+
+PEERS = {
+    'batchnorm': 'F.batch_norm (+ out += residual, torch.relu_)',
+    'layernorm': 'F.layer_norm (residual: h = x + r, then F.layer_norm(h))',
+    'rmsnorm': rms_peer()[1] + ' (residual: h = x + r first)',
+    'groupnorm': 'F.group_norm',
+    'instancenorm': 'F.instance_norm(use_input_stats=True)',
+}
 
 
 class Timer:
@@ -119,8 +211,55 @@ def tensor(dims, layout, device, gen, lo, hi):
     return t
 
 
+def make_fn_calls(row, device, gen):
+    """Layer, RMS, group and instance norm: one zero-argument callable per rotation set."""
+    family, op, variant, layout = row['family'], row['op'], row['variant'], row['layout']
+    dims = tuple(row['dims'])
+    c = dims[-1] if family in ('layernorm', 'rmsnorm') else dims[1]
+    weight = torch.rand(c, generator=gen).add_(0.5).to(device)
+    bias = None if family == 'rmsnorm' else torch.rand(c, generator=gen).sub_(0.5).to(device)
+    rms = rms_peer()[0]
+
+    def forward(x, w, b):
+        if family == 'layernorm':
+            return F.layer_norm(x, (c,), w, b, LN_EPS)
+        if family == 'rmsnorm':
+            return rms(x, w)
+        if family == 'groupnorm':
+            return F.group_norm(x, row['groups'], w, b, LN_EPS)
+        return F.instance_norm(x, weight=w, bias=b, use_input_stats=True, eps=LN_EPS)
+
+    calls = []
+    for _ in range(row['sets']):
+        x = tensor(dims, layout, device, gen, -1.0, 2.0)
+        if op == 'forward':
+            if variant == 'residual':
+                residual = tensor(dims, layout, device, gen, -1.0, 1.0)
+
+                def call(x=x, residual=residual):
+                    h = x + residual
+                    return forward(h, weight, bias), h
+            else:
+                def call(x=x):
+                    return forward(x, weight, bias)
+        else:
+            xr = x.detach().requires_grad_(True)
+            inputs = [xr, weight.detach().clone().requires_grad_(True)]
+            if bias is not None:
+                inputs.append(bias.detach().clone().requires_grad_(True))
+            out = forward(inputs[0], inputs[1], inputs[2] if bias is not None else None)
+            dy = tensor(dims, layout, device, gen, -1.0, 1.0)
+
+            def call(out=out, inputs=tuple(inputs), dy=dy):
+                return torch.autograd.grad(out, inputs, dy, retain_graph=True)
+        calls.append(call)
+    return calls
+
+
 def make_calls(row, device, gen):
     """One zero-argument callable per rotation set."""
+    if row['family'] != 'batchnorm':
+        return make_fn_calls(row, device, gen)
     op, variant, layout, dims = row['op'], row['variant'], row['layout'], tuple(row['dims'])
     c = dims[1]
     weight = torch.rand(c, generator=gen).add_(0.5).to(device)
@@ -229,8 +368,9 @@ def main():
     ap.add_argument('--from', dest='source', help='clnorm-bench JSON whose rows to run')
     ap.add_argument('--json', help='output JSON path')
     ap.add_argument('--device', default='cpu', help='cpu (default) or cuda')
-    ap.add_argument('--threads', type=int, default=os.cpu_count(),
-                    help='torch.set_num_threads (default: nproc)')
+    ap.add_argument('--threads', type=int,
+                    help='torch.set_num_threads (default: with --from a CPU device, its compute '
+                    'units; else nproc)')
     ap.add_argument('--shape-set', choices=('cpu', 'gpu'), help='without --from')
     ap.add_argument('--quick', action='store_true', help='without --from: a fast subset')
     ap.add_argument('--ops', default='', help='comma-separated substrings of "family op variant layout"')
@@ -243,18 +383,23 @@ def main():
                     help='leave glibc malloc\'s thresholds alone (see the description)')
     args = ap.parse_args()
 
+    source = None
+    if args.source:
+        with open(args.source) as f:
+            source = json.load(f)
+    if args.threads is None:
+        # the same thread count as the OpenCL CPU device's compute units (PoCL: one per core)
+        dev = (source or {}).get('device', {})
+        args.threads = (dev.get('compute_units') if dev.get('type') == 'CPU' else None) or \
+            os.cpu_count()
     torch.set_num_threads(args.threads)
     if args.device.startswith('cuda'):
         torch.backends.cudnn.benchmark = True
     timer = Timer(args.device)
-    source = None
     threshold = 256 * MIB
     if args.source:
-        with open(args.source) as f:
-            source = json.load(f)
         threshold = source.get('method', {}).get('rotate_threshold_bytes', threshold)
-        rows = [dict(r) for r in source['rows']
-                if r['family'] == 'batchnorm' and (r['op'], r['variant']) in BN_OPS]
+        rows = [dict(r) for r in source['rows'] if op_counts(r['family'], r['op'], r['variant'])]
     else:
         gpu = args.shape_set == 'gpu' if args.shape_set else args.device.startswith('cuda')
         rows = build_rows(gpu, args.quick, threshold)
@@ -278,6 +423,12 @@ def main():
         driver = 'PyTorch %s (CPU, %d threads)' % (torch.__version__, torch.get_num_threads())
     print('pytorch %s on %s, %d threads; copy %.1f GB/s (reference %.1f GB/s)' % (
         torch.__version__, dev_name, torch.get_num_threads(), own_copy, ref_copy), flush=True)
+    families = []
+    for r in rows:
+        if r['family'] not in families:
+            families.append(r['family'])
+    for fam in families:
+        print('  %-12s peer: %s' % (fam, PEERS[fam]))
     print('%-44s %-22s %9s %8s %6s %4s' % ('op', 'shape', 'ms', 'GB/s', '%copy', 'sets'))
 
     gen = torch.Generator().manual_seed(1)
@@ -285,11 +436,12 @@ def main():
     for r in rows:
         dims = r['dims']
         tensor_bytes = math.prod(dims) * 4
-        reads, writes, _ = BN_OPS[(r['op'], r['variant'])]
-        res = {k: r[k] for k in ('family', 'op', 'variant', 'layout', 'dims', 'tag', 'sets')
-               if k in r}
-        res.update(shape=shape_name(dims), tensor_bytes=tensor_bytes, runs=args.runs,
-                   reads=reads, writes=writes, passes=None)
+        reads, writes, _ = op_counts(r['family'], r['op'], r['variant'])
+        res = {k: r[k] for k in ('family', 'op', 'variant', 'layout', 'dims', 'groups', 'tag',
+                                 'sets') if k in r}
+        res.update(shape=r.get('shape') or shape_name(r), tensor_bytes=tensor_bytes,
+                   runs=args.runs, reads=reads, writes=writes, passes=None,
+                   peer=PEERS[r['family']])
         label = '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout'])
         try:
             calls = make_calls(r, args.device, gen)
@@ -348,6 +500,7 @@ def main():
                    'retries': args.retries, 'outputs_rotate': True,
                    'malloc_env': {k: os.environ.get(k) for k in MALLOC_ENV}},
         'copy': {'GBps': own_copy, 'reference_GBps': ref_copy, 'buffer_bytes': copy_bytes},
+        'peers': {f: PEERS[f] for f in families},
         'rows': out_rows,
     }
     if args.json:
