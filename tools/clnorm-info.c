@@ -3,11 +3,15 @@
  *   clnorm-info --selectors  one "P:D" selector per line (for running tests on every device)
  *   clnorm-info --check [SELECTOR]
  *                            creates a context, times the first program build (cold or from the
- *                            disk cache), runs the self-check kernel */
+ *                            disk cache), runs the self-check kernel, prints the device
+ *                            parameters in use and where each came from
+ *   clnorm-info --params [SELECTOR]
+ *                            only the device parameters and their sources (builds nothing) */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "clnorm.h"
 
@@ -67,12 +71,83 @@ static int list_devices(int selectors_only)
     return 0;
 }
 
-static int check_device(const char *selector)
+/* Warnings of the context (a parameter file that was ignored), kept for print_params. */
+typedef struct warnings {
+    int count;
+    char last[2048];
+} warnings;
+
+static void keep_warnings(void *user, int level, const char *message)
+{
+    warnings *w = user;
+    if (level == CLNORM_LOG_WARNING) {
+        w->count++;
+        snprintf(w->last, sizeof w->last, "%s", message);
+    }
+}
+
+/* The parameters in use, with their sources (table < file < environment < set). */
+static void print_params(clnorm_context *ctx, const warnings *w)
+{
+    const char *file = clnorm_param_file(ctx);
+    int from_file = 0;
+    for (size_t i = 0; clnorm_param_name(i); i++)
+        from_file |= strcmp(clnorm_param_source(ctx, clnorm_param_name(i)), "file") == 0;
+    if (!file[0])
+        printf("param file  none (no disk cache folder)\n");
+    else if (from_file)
+        printf("param file  %s (applied)\n", file);
+    else if (w->count && strstr(w->last, file))
+        printf("param file  %s\n            IGNORED: %s\n", file, w->last);
+    else
+        printf("param file  %s (%s)\n", file,
+               access(file, F_OK) == 0 ? "present, sets nothing" : "absent: run clnorm-tune");
+    printf("parameters ");
+    for (size_t i = 0; clnorm_param_name(i); i++) {
+        const char *name = clnorm_param_name(i);
+        long value = 0, table = 0;
+        clnorm_get_param(ctx, name, &value);
+        clnorm_get_default_param(ctx, name, &table);
+        const char *source = clnorm_param_source(ctx, name);
+        printf("%s%-22s %6ld  (%s", i ? "            " : " ", name, value, source);
+        if (strcmp(source, "table") != 0)
+            printf("; table %ld", table);
+        printf(")\n");
+    }
+}
+
+static int show_params(const char *selector)
 {
     char message[4096];
+    warnings w = {0, ""};
     clnorm_settings settings;
     clnorm_default_settings(&settings);
     settings.device = selector;
+    settings.log = keep_warnings;
+    settings.log_user = &w;
+    clnorm_context *ctx = NULL;
+    if (clnorm_context_create(&ctx, &settings, message, sizeof message) != CLNORM_OK) {
+        fprintf(stderr, "clnorm-info: %s\n", message);
+        return 1;
+    }
+    clnorm_device_info info;
+    clnorm_context_device_info(ctx, &info);
+    printf("device      [%u:%u] %s (%s)\n", info.platform_index, info.device_index, info.name,
+           info.platform_name);
+    print_params(ctx, &w);
+    clnorm_context_release(ctx);
+    return 0;
+}
+
+static int check_device(const char *selector)
+{
+    char message[4096];
+    warnings w = {0, ""};
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.device = selector;
+    settings.log = keep_warnings;
+    settings.log_user = &w;
     double start = now_ms();
     clnorm_context *ctx = NULL;
     clnorm_status status = clnorm_context_create(&ctx, &settings, message, sizeof message);
@@ -102,6 +177,7 @@ static int check_device(const char *selector)
            "loaded from disk)\n",
            ready, had_cache ? "warm" : "cold", stats.builds, stats.disk_hits);
     printf("self-check  passed\n");
+    print_params(ctx, &w);
     clnorm_context_release(ctx);
     return 0;
 }
@@ -112,8 +188,11 @@ int main(int argc, char **argv)
         return list_devices(1);
     if (argc >= 2 && strcmp(argv[1], "--check") == 0)
         return check_device(argc >= 3 ? argv[2] : NULL);
+    if (argc >= 2 && strcmp(argv[1], "--params") == 0)
+        return show_params(argc >= 3 ? argv[2] : NULL);
     if (argc >= 2) {
-        fprintf(stderr, "usage: clnorm-info [--selectors | --check [SELECTOR]]\n");
+        fprintf(stderr, "usage: clnorm-info [--selectors | --check [SELECTOR] | --params "
+                        "[SELECTOR]]\n");
         return 2;
     }
     return list_devices(0);
