@@ -146,6 +146,10 @@ tsan_concurrency() {
 run_tests() {
     build build -Dwerror=true
     step "test suite on every OpenCL device" meson test -C build --print-errorlogs
+    # the tuner's short search on the default device, printing a result and writing nothing
+    step "clnorm-tune --quick --dry-run" bash -c 'CLNORM_CACHE_DIR=build/tests/program-cache \
+        ./build/clnorm-tune --quick --dry-run >build/tune-smoke.log 2>&1; rc=$?; tail -n 4 \
+        build/tune-smoke.log; [ $rc -eq 0 ] && grep -q "^result: geo-mean" build/tune-smoke.log'
     # PoCL stands in for a GPU: GPU-shaped parameters under a strict work-group limit, then
     # work-groups of one with many partials per channel (the stage-2 tree merge).
     step "GPU-shaped parameters, POCL_MAX_WORK_GROUP_SIZE=64" \
