@@ -268,7 +268,7 @@ typedef struct row {
 struct bench {
     /* options */
     const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
-    int quick, runs, warmup, latency, list, retries, copy_mib;
+    int quick, runs, warmup, latency, list, retries, copy_mib, max_wait;
     const char *ab;
     int ab_count;
     char ab_name[5][32];
@@ -303,7 +303,7 @@ struct bench {
     /* results */
     row *rows;
     size_t num_rows, cap_rows;
-    double load_start[3], load_end[3];
+    double load_start[3], load_end[3], start_ms;
     char date[40];
 };
 
@@ -791,7 +791,7 @@ static void measure_copy(bench *b)
             fprintf(stderr, "clnorm-bench: other processes used %.0f%% of the CPUs during the "
                             "copy measurement; retrying\n",
                     100 * b->copy_foreign);
-            wait_quiet(b->max_foreign, 120);
+            wait_quiet(b->max_foreign, b->max_wait);
         }
     }
     clReleaseKernel(k_item);
@@ -1115,7 +1115,7 @@ static void time_row(bench *b, const op_spec *op, row *r)
             fprintf(stderr, "clnorm-bench: other processes used %.0f%% of the CPUs during %s %s "
                             "%s; retrying\n",
                     100 * r->foreign, r->op, r->variant, r->layout);
-            wait_quiet(b->max_foreign, 120);
+            wait_quiet(b->max_foreign, b->max_wait);
         }
     }
     if (st != CLNORM_OK) {
@@ -1360,6 +1360,8 @@ static void usage(FILE *f)
           "  --max-foreign F   retry a row when other processes used more than this share of\n"
           "                    the CPUs during it (default 0.05; 1 disables)\n"
           "  --retries N       retries per row (default 5)\n"
+          "  --max-wait S      before a retry, wait at most S seconds for the other processes\n"
+          "                    to calm down (default 120)\n"
           "  --ab PARAMS       A/B: every run alternates the built-in device parameters with\n"
           "                    PARAMS (\"name=value,...\", as CLNORM_PARAMS) in this process,\n"
           "                    and reports the override's median time and its ratio\n"
@@ -1387,6 +1389,7 @@ int main(int argc, char **argv)
     b->warmup = 3;
     b->latency = 1;
     b->retries = 5;
+    b->max_wait = 120;
     b->max_foreign = 0.05;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -1414,6 +1417,8 @@ int main(int argc, char **argv)
             b->copy_mib = parse_int(TAKE(), "--copy-mib");
         else if (!strcmp(a, "--retries"))
             b->retries = parse_int(TAKE(), "--retries");
+        else if (!strcmp(a, "--max-wait"))
+            b->max_wait = parse_int(TAKE(), "--max-wait");
         else if (!strcmp(a, "--max-foreign"))
             b->max_foreign = atof(TAKE());
         else if (!strcmp(a, "--quick"))
@@ -1442,11 +1447,12 @@ int main(int argc, char **argv)
     time_t t = time(NULL);
     strftime(b->date, sizeof b->date, "%Y-%m-%dT%H:%M:%SZ", gmtime(&t));
     read_loadavg(b->load_start);
+    b->start_ms = now_ms();
 
     /* first-call latency before anything else touches the device, so the cold number includes
      * what a fresh process pays */
     if (b->latency && !b->list) {
-        wait_quiet(b->max_foreign, 60);
+        wait_quiet(b->max_foreign, b->max_wait < 60 ? b->max_wait : 60);
         measure_latency(b);
     }
 
@@ -1591,6 +1597,7 @@ int main(int argc, char **argv)
         release_shape(b);
     }
     read_loadavg(b->load_end);
+    printf("\n%zu rows in %.0f s\n", b->num_rows, (now_ms() - b->start_ms) / 1e3);
     if (b->json_path) {
         write_json(b);
         printf("\nwrote %s\n", b->json_path);

@@ -286,11 +286,17 @@ def check_targets(clnorm, peer, table):
 def plot(clnorm, peer, path):
     os.environ.setdefault('MPLBACKEND', 'Agg')
     try:
-        import matplotlib
-    except RuntimeError:
-        # a Debian install whose matplotlibrc is not linked yet: point at the packaged one
-        os.environ['MATPLOTLIBRC'] = '/usr/share/matplotlib/mpl-data/matplotlibrc'
-        import matplotlib
+        try:
+            import matplotlib
+        except RuntimeError:
+            # a Debian install whose matplotlibrc is not linked yet: point at the packaged one
+            os.environ['MATPLOTLIBRC'] = '/usr/share/matplotlib/mpl-data/matplotlibrc'
+            import matplotlib
+    except ImportError:
+        # e.g. the GPU machine's Python: the tables and the JSON are complete without the chart
+        print('no matplotlib in %s: no chart (run plot.py on the combined JSON elsewhere)' %
+              sys.executable)
+        return
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 

@@ -46,9 +46,10 @@ export POCL_CACHE_DIR=${POCL_CACHE_DIR:-$tmp/pocl-cache}
 mkdir -p "$POCL_CACHE_DIR" "$results"
 start=$(date +%s)
 
-# a quick run retries a row once at most when other processes load the CPUs (the full run: 5)
+# a quick run retries a row once at most, after waiting at most 10 s, when other processes load
+# the CPUs (the full run: 5 retries, each after waiting up to 120 s for a quiet machine)
 retries=()
-[ -n "$quick" ] && retries=(--retries 1)
+[ -n "$quick" ] && retries=(--retries 1 --max-wait 10)
 
 status=0
 "$bench" --json "$tmp/clnorm.json" "${retries[@]}" "$@" | tee "$tmp/clnorm.txt" || status=$?

@@ -379,6 +379,9 @@ def main():
     ap.add_argument('--max-foreign', type=float, default=0.05,
                     help='retry a row when other processes used more than this share of the CPUs')
     ap.add_argument('--retries', type=int, default=5)
+    ap.add_argument('--max-wait', type=int, default=120,
+                    help='before a retry, wait at most this many seconds for the other processes '
+                    'to calm down')
     ap.add_argument('--no-malloc-tuning', action='store_true',
                     help='leave glibc malloc\'s thresholds alone (see the description)')
     args = ap.parse_args()
@@ -408,7 +411,7 @@ def main():
         s in '%s %s %s %s' % (r['family'], r['op'], r['variant'], r['layout']) for s in filters)]
 
     load_start = list(os.getloadavg())
-    wait_quiet(args.max_foreign, 60)
+    wait_quiet(args.max_foreign, min(60, args.max_wait))
     copy_bytes = (source or {}).get('copy', {}).get('buffer_bytes', 128 * MIB)
     own_copy = copy_gbps(args.device, timer, args.runs, args.warmup, copy_bytes)
     # fractions against the device's copy bandwidth as clnorm-bench measured it (same hardware),
@@ -463,7 +466,7 @@ def main():
                     break
                 print('  other processes used %.0f%% of the CPUs; retrying' % (100 * foreign),
                       file=sys.stderr, flush=True)
-                wait_quiet(args.max_foreign)
+                wait_quiet(args.max_foreign, args.max_wait)
             res.update(attempts=attempt + 1, foreign_cpu_share=foreign)
             del calls, held
             times.sort()
