@@ -72,20 +72,16 @@ static void header_for_device(char *out, size_t size)
 }
 
 /* For each parameter a valid value other than the table's: the first of 2*d, d/2, 1, 2, 4 that
- * clnorm_set_param accepts (within the device's work-group limit for work_group_size). */
+ * clnorm_set_param accepts. */
 static void other_values(clnorm_context *ctx, long *table, long *other)
 {
-    clnorm_device_info info;
-    CLNORM_OK_(ctx, clnorm_context_device_info(ctx, &info));
     for (size_t i = 0; clnorm_param_name(i); i++) {
         const char *name = clnorm_param_name(i);
         CLNORM_OK_(ctx, clnorm_get_default_param(ctx, name, &table[i]));
         long d = table[i], tries[] = {2 * d, d / 2, 1, 2, 4};
         other[i] = d;
         for (size_t t = 0; t < sizeof tries / sizeof tries[0] && other[i] == d; t++) {
-            int too_wide = strcmp(name, "work_group_size") == 0 &&
-                           (size_t)tries[t] > info.max_work_group_size;
-            if (tries[t] == d || too_wide)
+            if (tries[t] == d) /* work-group sizes above the device's limit are clamped */
                 continue;
             if (clnorm_set_param(ctx, name, tries[t]) == CLNORM_OK)
                 other[i] = tries[t];
