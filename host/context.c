@@ -116,6 +116,8 @@ clnorm_status clnorm_context_wrap(clnorm_context **out, cl_context cl_ctx, cl_de
                                   char *error_message, size_t error_message_size)
 {
     copy_message(error_message, error_message_size, "");
+    if (out)
+        *out = NULL;
     if (!out || !cl_ctx || !device || !queue) {
         copy_message(error_message, error_message_size,
                      "CLNORM_INVALID_ARGUMENT: out, cl_context, device and queue must not be NULL");
@@ -256,12 +258,16 @@ clnorm_status clnorm_finish(clnorm_context *ctx)
 
 clnorm_status clnorm_get_cache_stats(clnorm_context *ctx, clnorm_cache_stats *stats)
 {
-    if (!ctx || !stats)
+    if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
-    context_lock(ctx);
-    *stats = ctx->stats;
+    context_begin_call(ctx);
+    clnorm_status status = CLNORM_OK;
+    if (stats)
+        *stats = ctx->stats;
+    else
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "stats is NULL");
     context_unlock(ctx);
-    return CLNORM_OK;
+    return status;
 }
 
 clnorm_status clnorm_clear_disk_cache(clnorm_context *ctx)

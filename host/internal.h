@@ -235,4 +235,10 @@ void context_unlock(clnorm_context *ctx);
         return locked_status_;                                                                     \
     } while (0)
 
+/* ---- fault injection (tests only: meson -Dfault_injection=true) ----------------------------- */
+/* Last, after every system header: maps allocations and OpenCL calls to counting wrappers. */
+#ifdef CLNORM_FAULT_INJECTION
+#include "fault_injection.h"
+#endif
+
 #endif

@@ -83,9 +83,10 @@ static bool value_allowed(int index, long value)
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value)
 {
     int index = params_index(name);
+    if (!name)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "name is NULL");
     if (index < 0)
-        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
-                         name ? name : "(null)");
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"", name);
     if (!value_allowed(index, value))
         return set_error(ctx, CLNORM_INVALID_ARGUMENT, "device parameter %s = %ld is out of range",
                          name, value);
@@ -362,6 +363,8 @@ clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *valu
     int index = params_index(name);
     if (!value)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "value is NULL");
+    else if (!name)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "name is NULL");
     else if (index < 0)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
                            name ? name : "(null)");
@@ -385,6 +388,8 @@ clnorm_status clnorm_get_default_param(clnorm_context *ctx, const char *name, lo
     int index = params_index(name);
     if (!value)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "value is NULL");
+    else if (!name)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "name is NULL");
     else if (index < 0)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
                            name ? name : "(null)");

@@ -205,7 +205,10 @@ static clnorm_status build_program(clnorm_context *ctx, kernel_family family, co
         }
         err = clBuildProgram(program, 1, &ctx->device, options, NULL, NULL);
         if (err != CL_SUCCESS) {
-            status = build_failure(ctx, program, err, name, options);
+            /* a compile error has a build log; running out of resources is not one */
+            status = err == CL_OUT_OF_RESOURCES || err == CL_OUT_OF_HOST_MEMORY
+                         ? set_cl_error(ctx, err, "clBuildProgram")
+                         : build_failure(ctx, program, err, name, options);
             clReleaseProgram(program);
             free(source);
             return status;
@@ -249,8 +252,14 @@ static clnorm_status make_entry(clnorm_context *ctx, kernel_family family, long 
         cl_int err = CL_SUCCESS;
         e->kernels[k] = clCreateKernel(e->program, families[family].kernels[k], &err);
         if (err != CL_SUCCESS) {
-            status = set_error(ctx, CLNORM_BUILD_FAILED, "kernel %s missing from program \"%s\"",
-                               families[family].kernels[k], families[family].name);
+            /* a kernel the source lacks, or the driver out of resources */
+            if (err == CL_INVALID_KERNEL_NAME || err == CL_INVALID_KERNEL_DEFINITION)
+                status = set_error(ctx, CLNORM_BUILD_FAILED,
+                                   "kernel %s missing from program \"%s\" (%s)",
+                                   families[family].kernels[k], families[family].name,
+                                   clnorm_cl_error_name(err));
+            else
+                status = set_cl_error(ctx, err, "clCreateKernel");
             ctx->cl_error = err;
             release_entry(e);
             return status;

@@ -5,7 +5,14 @@
  *  - Every call returns a clnorm_status; CLNORM_OK (0) is success. On failure nothing has been
  *    enqueued, no output buffer has been written and no event is returned. The context keeps a
  *    message with the details (clnorm_last_error) and, when an OpenCL call failed, its code
- *    (clnorm_last_cl_error).
+ *    (clnorm_last_cl_error). Every argument is checked before anything is enqueued; the one
+ *    exception to "nothing enqueued" is an OpenCL failure (CLNORM_OPENCL_ERROR, or
+ *    CLNORM_OUT_OF_HOST_MEMORY with clnorm_last_cl_error set) after some of an operation's
+ *    kernels were enqueued: those still run, so the outputs they write (e.g. the running and
+ *    saved statistics of a training forward, or a layer's parameters during a load) may have
+ *    changed; the call's other outputs are not written and no event is returned. A call that
+ *    takes a context or layer handle and gets NULL returns CLNORM_INVALID_ARGUMENT (there is no
+ *    context to hold a message; clnorm_last_error(NULL) says "context is NULL").
  *  - Enqueueing calls end with the OpenCL triple (num_wait, wait_list, event): the work starts after
  *    the events in the wait list, and *event (when event is not NULL) completes when all of the
  *    call's work has completed. The caller releases that event. Nothing blocks unless its
@@ -132,7 +139,8 @@ CLNORM_API clnorm_status clnorm_context_create(clnorm_context **out,
 
 /* Wraps the application's own OpenCL objects; the library retains them and never creates another
  * OpenCL context. The queue may be in-order or out-of-order (the library orders its own kernels
- * through events). settings->device is ignored. */
+ * through events). settings->device is ignored. On failure *out is NULL (when out is not NULL)
+ * and the message is written to error_message, as for clnorm_context_create. */
 CLNORM_API clnorm_status clnorm_context_wrap(clnorm_context **out, cl_context cl_ctx,
                                              cl_device_id device, cl_command_queue queue,
                                              const clnorm_settings *settings,

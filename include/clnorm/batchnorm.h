@@ -141,14 +141,19 @@ typedef struct clnorm_batchnorm_options {
 CLNORM_API void clnorm_batchnorm_default_options(clnorm_batchnorm_options *options,
                                                  size_t num_features);
 
-/* Creates the layer in training mode, its buffers initialised (blocks until they are). */
+/* Creates the layer in training mode, its buffers initialised (blocks until they are). Bad options
+ * fail with CLNORM_INVALID_ARGUMENT (NULL options or out, num_features 0, eps negative or not
+ * finite, momentum outside [0, 1] without cumulative_average) or CLNORM_UNSUPPORTED
+ * (num_features over the device's largest buffer); *out is NULL on failure. */
 CLNORM_API clnorm_status clnorm_batchnorm_create(clnorm_context *ctx,
                                                  const clnorm_batchnorm_options *options,
                                                  clnorm_batchnorm **out);
 CLNORM_API void clnorm_batchnorm_release(clnorm_batchnorm *bn);
 
 CLNORM_API clnorm_status clnorm_batchnorm_set_mode(clnorm_batchnorm *bn, clnorm_mode mode);
+/* CLNORM_TRAINING for NULL. */
 CLNORM_API clnorm_mode clnorm_batchnorm_mode(const clnorm_batchnorm *bn);
+/* -1 for NULL. */
 CLNORM_API int64_t clnorm_batchnorm_num_batches_tracked(const clnorm_batchnorm *bn);
 
 /* The layer's buffers (C floats each; NULL where the options leave them out). The layer keeps
@@ -184,7 +189,9 @@ CLNORM_API clnorm_status clnorm_batchnorm_backward(clnorm_batchnorm *bn, const c
  *   f32 gamma[C], beta[C] (when affine) | f32 running_mean[C], running_var[C] (when tracking) |
  *   u64 FNV-1a hash of all bytes before it.
  * Loading validates everything (size, magic, version, C and flags equal to the layer's, finite
- * values, running_var >= 0, hash) and leaves the layer unchanged on CLNORM_BAD_FILE. */
+ * values, running_var >= 0, hash) and leaves the layer unchanged on CLNORM_BAD_FILE (and
+ * CLNORM_IO_ERROR, CLNORM_OUT_OF_HOST_MEMORY); an OpenCL failure while the valid file's values
+ * are written to the layer's buffers (CLNORM_OPENCL_ERROR) may leave them partly loaded. */
 CLNORM_API clnorm_status clnorm_batchnorm_save(clnorm_batchnorm *bn, const char *path);
 CLNORM_API clnorm_status clnorm_batchnorm_load(clnorm_batchnorm *bn, const char *path);
 

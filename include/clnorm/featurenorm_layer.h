@@ -102,6 +102,7 @@ CLNORM_API clnorm_status clnorm_featurenorm_create_instancenorm(
 CLNORM_API void clnorm_featurenorm_release(clnorm_featurenorm *layer);
 
 CLNORM_API clnorm_status clnorm_featurenorm_set_mode(clnorm_featurenorm *layer, clnorm_mode mode);
+/* CLNORM_TRAINING for NULL. */
 CLNORM_API clnorm_mode clnorm_featurenorm_mode(const clnorm_featurenorm *layer);
 
 typedef struct clnorm_featurenorm_info {
@@ -195,8 +196,10 @@ CLNORM_API clnorm_status clnorm_featurenorm_backward_instances(clnorm_featurenor
  *   u64 FNV-1a hash (64-bit, offset basis 0xcbf29ce484222325) of all bytes before it.
  * Loading validates everything (length, magic of the layer's kind, version, flags, size and
  * groups equal to the layer's, hash, eps finite and >= 0, momentum in [0, 1] (0 but InstanceNorm),
- * finite values, running_var >= 0) and leaves the layer unchanged on CLNORM_BAD_FILE; a valid
- * file sets the parameters, eps and momentum. */
+ * finite values, running_var >= 0) and leaves the layer unchanged on CLNORM_BAD_FILE (and
+ * CLNORM_IO_ERROR, CLNORM_OUT_OF_HOST_MEMORY); a valid file sets the parameters, eps and momentum.
+ * An OpenCL failure while a valid file's values are written to the layer's buffers
+ * (CLNORM_OPENCL_ERROR) may leave them partly loaded, with the old eps and momentum. */
 CLNORM_API clnorm_status clnorm_featurenorm_save(clnorm_featurenorm *layer, const char *path);
 CLNORM_API clnorm_status clnorm_featurenorm_load(clnorm_featurenorm *layer, const char *path);
 
