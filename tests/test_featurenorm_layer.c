@@ -1135,6 +1135,8 @@ Test(featurenorm_layer, load_rejects_bad_files_and_leaves_the_layer_unchanged)
 
     /* the target has state of its own that must survive every rejection */
     clnorm_featurenorm *target = make_layer(ctx, &fc->layer, 1e-4);
+    free(w); /* the source's host copies: not needed past its save */
+    free(b);
     randomize_params(ctx, target, &r, &w, &b);
     train_once(ctx, target, 4, 7);
     train_once(ctx, target, 4, 8);

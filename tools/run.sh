@@ -64,12 +64,43 @@ step() {
     if "$@"; then echo "=== $name: passed"; else echo "=== $name: FAILED"; failures+=("$name"); fi
 }
 
+# sanitizer_findings LOG: fails when a sanitizer reported anything in a meson test log. Criterion
+# does not fail a test whose process LeakSanitizer reports at exit (the report is printed, the
+# test passes), so the log is searched.
+sanitizer_findings() {
+    if grep -nE "ERROR: (LeakSanitizer|AddressSanitizer)|runtime error:" "$1"; then
+        echo "sanitizer reports in $1 (above)"
+        return 1
+    fi
+}
+
+sanitizer_env=(ASAN_OPTIONS=detect_leaks=1:abort_on_error=0
+    LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1)
+
 sanitized_tests() {
     build build-asan -Dwerror=true -Db_sanitize=address,undefined -Db_lundef=false &&
-        ASAN_OPTIONS=detect_leaks=1:abort_on_error=0 \
-        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
-        UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
-        meson test -C build-asan --print-errorlogs
+        env "${sanitizer_env[@]}" meson test -C build-asan --print-errorlogs &&
+        sanitizer_findings build-asan/meson-logs/testlog.txt
+}
+
+fault_injection() {
+    # Allocation and OpenCL failures injected one call at a time (tests/test_fault_injection.c)
+    # into a library built with -Dfault_injection=true, under AddressSanitizer + UBSan. Only the
+    # fault test and what running it needs are built.
+    local dir=build-fault
+    local options=(-Dwerror=true -Dfault_injection=true -Dbench=false -Dexamples=false
+        -Db_sanitize=address,undefined -Db_lundef=false)
+    if [ -f "$dir/build.ninja" ]; then
+        meson configure "$dir" "${options[@]}" >/dev/null
+    else
+        meson setup "$dir" "${options[@]}" >/dev/null
+    fi
+    ninja -C "$dir" tests/test_fault_injection tests/clnorm-info-test >/dev/null &&
+        env "${sanitizer_env[@]}" meson test -C "$dir" --no-rebuild --print-errorlogs \
+            fault_injection &&
+        grep -h "^fault_injection:" "$dir/meson-logs/testlog.txt" &&
+        sanitizer_findings "$dir/meson-logs/testlog.txt"
 }
 
 oclgrind_clean() {
@@ -90,6 +121,15 @@ oclgrind_clean() {
             }
             tail -n 1 "$log"
         done
+        # valid calls on sub-buffers inside canary parents (tests/test_bad_input.c)
+        echo "--- test_bad_input (sub-buffers) under Oclgrind, CLNORM_PARAMS=\"$params\""
+        CLNORM_DEVICE=oclgrind CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
+            oclgrind --build-options -cl-opt-disable --data-races --uninitialized --check-api \
+            ./build/tests/test_bad_input --filter 'subbuffers/*' --jobs=2 >>"$log" 2>&1 || {
+            cat "$log"
+            return 1
+        }
+        tail -n 1 "$log"
     done
     if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence|FATAL" "$log"; then
         return 1
@@ -114,11 +154,15 @@ install_check() {
     "$consumer/build/minimal"
 }
 
+build_fuzz_library() {
+    CC=clang build build-fuzz -Dtests=false -Dbench=false -Dexamples=false \
+        -Db_sanitize=address -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link
+}
+
 fuzz_layer_files() {
     # libFuzzer on the layer parameter-file loaders for a minute (tests/fuzz/); the library
     # itself is instrumented for coverage. New inputs go to build-fuzz/corpus, not to the repo.
-    CC=clang build build-fuzz -Dtests=false -Dbench=false -Dexamples=false \
-        -Db_sanitize=address -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link || return 1
+    build_fuzz_library || return 1
     clang -std=c11 -g -O1 -fsanitize=fuzzer,address -Iinclude -Ibuild-fuzz/include \
         tests/fuzz/fuzz_layer_file.c -o build-fuzz/fuzz_layer_file \
         -Lbuild-fuzz -lclnorm -Wl,-rpath,"$root/build-fuzz" -lOpenCL -lm || return 1
@@ -128,6 +172,24 @@ fuzz_layer_files() {
         ./build-fuzz/fuzz_layer_file -max_total_time=60 -print_final_stats=1 \
         -dict=tests/fuzz/layer_file.dict build-fuzz/corpus tests/fuzz/corpus 2>&1 |
         grep -E "^(stat::|fuzz_layer_file:|Done|==[0-9]+==|SUMMARY)|ERROR|crash-|leak-"
+    return "${PIPESTATUS[0]}"
+}
+
+fuzz_arguments() {
+    # libFuzzer on argument and descriptor validation for a minute (tests/fuzz/fuzz_arguments.c:
+    # shapes, layouts, enums, eps, momentum, groups, buffers too small, NULL or of another
+    # context, wait lists), on the same instrumented library. New inputs go to
+    # build-fuzz/arguments-corpus; the seeds are tests/fuzz/arguments-corpus.
+    build_fuzz_library || return 1
+    clang -std=c11 -g -O1 -fsanitize=fuzzer,address -Iinclude -Ibuild-fuzz/include \
+        tests/fuzz/fuzz_arguments.c -o build-fuzz/fuzz_arguments \
+        -Lbuild-fuzz -lclnorm -Wl,-rpath,"$root/build-fuzz" -lOpenCL -lm || return 1
+    mkdir -p build-fuzz/arguments-corpus
+    CLNORM_CACHE_DIR=$root/build-fuzz/program-cache ASAN_OPTIONS=detect_leaks=1 \
+        LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:print_suppressions=0 \
+        ./build-fuzz/fuzz_arguments -max_total_time=60 -print_final_stats=1 \
+        build-fuzz/arguments-corpus tests/fuzz/arguments-corpus 2>&1 |
+        grep -E "^(stat::|fuzz_arguments:|Done|==[0-9]+==|SUMMARY)|ERROR|crash-|leak-"
     return "${PIPESTATUS[0]}"
 }
 
@@ -160,9 +222,11 @@ run_tests() {
         env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
         meson test -C build --print-errorlogs
     step "AddressSanitizer + UBSan" sanitized_tests
+    step "fault injection (allocation and OpenCL failures), under ASan + UBSan" fault_injection
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
     step "install, pkg-config and meson subproject" install_check
     step "libFuzzer: layer parameter files (60 s)" fuzz_layer_files
+    step "libFuzzer: arguments and descriptors (60 s)" fuzz_arguments
     step "ThreadSanitizer: concurrency tests" tsan_concurrency
     echo
     if [ ${#failures[@]} -gt 0 ]; then
