@@ -18,12 +18,14 @@
  *     the call (on devices where they count objects, see test_reliability.c), and the whole
  *     program runs under AddressSanitizer + LeakSanitizer in the sanitized step of run.sh.
  *
- * `quiet_rows` covers the functions that return no status (names, defaults, releases, getters)
- * with NULL and out-of-range arguments. The `subbuffers` tests run valid calls (batch norm
- * forward training and inference, backward, LayerNorm, RMSNorm, GroupNorm forward and backward)
- * on sub-buffers at the smallest offset the device allows, with odd sizes, and check the
- * results bit for bit against the same calls on plain buffers (and against a float64
- * reference), and that the canaries around every output are intact. */
+ * functions_without_a_status_... covers the functions that return no status (names, defaults,
+ * releases, getters) with NULL and out-of-range arguments. The `subbuffers` test runs valid
+ * calls (batch norm forward training and inference, backward, LayerNorm forward and backward,
+ * RMSNorm, GroupNorm forward and backward) on sub-buffers at the smallest offset the device
+ * allows and odd multiples of it (and 1 and 3 floats in, off the vector grid, on devices that
+ * accept such sub-buffers, as Oclgrind does), with odd sizes, and checks the results bit for
+ * bit against the same calls on plain buffers (and against a float64 reference), and that the
+ * canaries around every buffer are intact. run.sh also runs it under Oclgrind. */
 #define _XOPEN_SOURCE 700
 #include <float.h>
 #include <limits.h>
@@ -2167,16 +2169,36 @@ Test(subbuffers, valid_calls_at_the_smallest_offset_match_plain_buffers_and_keep
     const size_t align_floats = align / sizeof(float);
     clnorm_device_info info;
     CLNORM_OK_(ctx, clnorm_context_device_info(ctx, &info));
+    /* Some devices accept sub-buffers at offsets below the alignment they state (Oclgrind
+     * does): then one and three floats in, off every vector grid, are tried too. */
+    int finer = 0;
+    {
+        cl_int err;
+        cl_mem scratch = clCreateBuffer(clnorm_context_cl_context(ctx), CL_MEM_READ_WRITE,
+                                        4 * align, NULL, &err);
+        cr_assert_eq(err, CL_SUCCESS);
+        cl_buffer_region region = {sizeof(float), align};
+        cl_mem sub = clCreateSubBuffer(scratch, CL_MEM_READ_WRITE, CL_BUFFER_CREATE_TYPE_REGION,
+                                       &region, &err);
+        finer = err == CL_SUCCESS && align > sizeof(float);
+        if (sub)
+            clReleaseMemObject(sub);
+        clReleaseMemObject(scratch);
+    }
     fprintf(stderr,
             "subbuffers: %s: CL_DEVICE_MEM_BASE_ADDR_ALIGN %u bits = %zu floats, vector_width "
             "%ld: %s\n",
             info.name, align_bits, align_floats, vector_width,
-            align_floats % (size_t)vector_width
+            finer ? "the device also accepts sub-buffers 1 and 3 floats in: tried (off the vector "
+                    "grid)"
+            : align_floats % (size_t)vector_width
                 ? "sub-buffers at odd multiples of the alignment start off the vector grid"
                 : "every sub-buffer the device allows starts on the vector grid (offsets off "
                   "the grid cannot be made here)");
-    /* offsets: the smallest the device allows, and odd multiples of it */
-    const size_t offsets[] = {align, 3 * align, 5 * align};
+    /* offsets: the smallest the device allows, odd multiples of it, and finer ones if it takes
+     * them (place() needs at least one float of canary before the buffer) */
+    const size_t offsets[] = {align, 3 * align, 5 * align, sizeof(float), 3 * sizeof(float)};
+    const size_t offset_count = finer ? 5 : 3;
     for (size_t o = 0; o < ARRAY_LEN(valid_ops); o++) {
         const valid_op *op = &valid_ops[o];
         rng r = {o * 7919 + 17};
@@ -2191,7 +2213,7 @@ Test(subbuffers, valid_calls_at_the_smallest_offset_match_plain_buffers_and_keep
         float **plain = run_placed(ctx, align, 0, op, data);
         if (op->check)
             op->check((const float *const *)plain);
-        for (size_t k = 0; k < ARRAY_LEN(offsets); k++) {
+        for (size_t k = 0; k < offset_count; k++) {
             float **sub = run_placed(ctx, align, offsets[k], op, data);
             for (int i = 0; i < op->count; i++) {
                 cr_assert(!memcmp(sub[i], plain[i], op->floats[i] * sizeof(float)),
