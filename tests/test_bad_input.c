@@ -1723,14 +1723,15 @@ static void assert_unchanged(world *w, const char *what)
     cr_assert(!memcmp(w->host_before, w->host, sizeof w->host),
               "%s: the host memory of clnorm_batchnorm_fold changed", what);
     if (w->counts_objects) {
-        cr_assert_eq(crefs, w->context_refs,
-                     "%s: the context's reference count went from %u to %u: an object was left "
-                     "behind (or released)",
-                     what, w->context_refs, crefs);
-        cr_assert_eq(qrefs, w->queue_refs,
-                     "%s: the queue's reference count went from %u to %u: an event was left "
-                     "behind (or released)",
-                     what, w->queue_refs, qrefs);
+        /* must not grow (the driver may drop an event it held meanwhile: it may shrink) */
+        cr_assert_leq(crefs, w->context_refs,
+                      "%s: the context's reference count went from %u to %u: an object was left "
+                      "behind",
+                      what, w->context_refs, crefs);
+        cr_assert_leq(qrefs, w->queue_refs,
+                      "%s: the queue's reference count went from %u to %u: an event was left "
+                      "behind",
+                      what, w->queue_refs, qrefs);
     }
 }
 
