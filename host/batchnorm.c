@@ -123,8 +123,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, g->c);
         if (s > g->n) {
             /* fewer planes than partials: cut each plane into pieces of whole vectors */
-            size_t blocks = g->spatial / vec;
-            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, blocks ? blocks : 1);
+            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, ceil_div(g->spatial, vec));
             s = g->n * p->pieces;
         }
         /* several channels per work-group when a piece has fewer blocks than work-items */
@@ -218,17 +217,19 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
 {
     const size_t vec = (size_t)ctx->params.vector_width;
     const size_t wg = (size_t)prog->work_group_size;
-    const bool vector_path = inner % vec == 0 || (inner == 1 && channels % vec == 0);
+    /* segments: the planes of channels-first, else rows of the C channels (also for inner 1) */
+    const cl_int lane_channels = inner == 1;
+    const size_t seg_len = lane_channels ? channels : inner;
+    const size_t segments = total / seg_len;
     size_t global, chunk;
     cl_int contiguous;
-    elementwise_grid(ctx, prog, vector_path ? total / vec : ceil_div(total, vec), &global, &chunk,
-                     &contiguous);
-    cl_ulong t = total, in = inner, c = channels, ch = chunk;
+    elementwise_grid(ctx, prog, segments * ceil_div(seg_len, vec), &global, &chunk, &contiguous);
+    cl_ulong segs = segments, len = seg_len, c = channels, ch = chunk;
     cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
-    kernel_arg args[] = {ARG(a->in1), ARG(a->in2),       ARG(a->residual), ARG(a->mask),
-                         ARG(a->coef), ARG(a->out),      ARG(a->out2),     ARG(t),
-                         ARG(in),     ARG(c),            ARG(ch),          ARG(item_stride),
-                         ARG(step),   ARG(a->flags)};
+    kernel_arg args[] = {ARG(a->in1),   ARG(a->in2),  ARG(a->residual),      ARG(a->mask),
+                         ARG(a->coef),  ARG(a->out),  ARG(a->out2),          ARG(segs),
+                         ARG(len),      ARG(c),       ARG(lane_channels),    ARG(ch),
+                         ARG(item_stride), ARG(step), ARG(a->flags)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }

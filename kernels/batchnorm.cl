@@ -63,11 +63,44 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* Channels-first: a channel is N planes of HW contiguous values. The channel's work is cut into
- * N * pieces units (a unit is a range of whole vectors of one plane; the last piece of a plane
- * also takes its tail of HW % VEC values); partial s takes units [s*U/S, (s+1)*U/S).
- * A work-group serves per_group channels (small planes, short rows) with WG_SIZE / per_group
- * work-items each. Work-groups: (S x WG_SIZE) x ceil(C / per_group). */
+/* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read
+ * as 0 (channels past C, values past a plane's end). */
+FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
+{
+    if (lanes_left >= VEC)
+        return LOADV(p + offset, 0);
+#if VEC == 1
+    return 0.0f;
+#else
+    float lanes[VEC];
+    for (uint i = 0; i < VEC; i++)
+        lanes[i] = (long)i < lanes_left ? LOAD(p, offset + i) : 0.0f;
+    return LOADV(lanes, 0);
+#endif
+}
+
+/* v with the lanes at and past lanes_left set to 0. */
+FLOATV lane_select(FLOATV v, long lanes_left)
+{
+#if VEC == 1
+    return lanes_left >= 1 ? v : 0.0f;
+#else
+    if (lanes_left >= VEC)
+        return v;
+    float lanes[VEC];
+    STOREV(lanes, 0, v);
+    for (uint i = 0; i < VEC; i++)
+        lanes[i] = (long)i < lanes_left ? lanes[i] : 0.0f;
+    return LOADV(lanes, 0);
+#endif
+}
+
+/* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
+ * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
+ * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
+ * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-group serves per_group channels
+ * (small planes, short rows) with WG_SIZE / per_group work-items each.
+ * Work-groups: (S x WG_SIZE) x ceil(C / per_group). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *mask, __global const float *plane_weight,
@@ -82,8 +115,7 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     const bool active = c < C; /* the last group may have fewer channels */
     const ulong units = N * pieces;
     const ulong u_end = active ? (s + 1) * units / S : 0;
-    const ulong nblocks = HW / VEC;
-    const ulong tail = HW - nblocks * VEC;
+    const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
     const float mu = active && mode == REDUCE_GRAD && mean_in ? mean_in[c] : 0.0f;
     /* the pivot: element (n, c, position) = (0, c, 0) */
     const float k = active && mode == REDUCE_STATS
@@ -92,80 +124,53 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
 
     float count = 0.0f, mean = 0.0f, m2n = 0.0f; /* statistics of x - k */
     FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
-    float gt1 = 0.0f, gt2 = 0.0f, gcount = 0.0f; /* and over plane tails */
     for (ulong u = s * units / S; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
         const ulong base = (n * C + c) * HW;
-        const ulong b_end = (q + 1) * nblocks / pieces;
-        const ulong b_begin = q * nblocks / pieces;
+        const ulong b_end = (q + 1) * nvec / pieces;
+        const ulong b_begin = q * nvec / pieces;
         /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean and m2n */
         for (ulong b = b_begin + sl * BLOCK_VECS; mode == REDUCE_STATS && b < b_end;
              b += width * BLOCK_VECS) {
             const uint nv = b_end - b < BLOCK_VECS ? (uint)(b_end - b) : BLOCK_VECS;
+            const long left = (long)(HW - b * VEC); /* values from block start to plane end */
+            const bool partial = left < (long)(nv * VEC);
             FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
             for (uint j = 0; j < BLOCK_VECS; j++) {
                 vals[j] = 0.0f;
                 if (j < nv) {
-                    vals[j] = LOADV(x + base, b + j);
+                    const long lanes = left - (long)(j * VEC);
+                    vals[j] = load_lanes(x + base, (b + j) * VEC, lanes);
                     if (addend)
-                        vals[j] += LOADV(addend + base, b + j);
-                    vals[j] -= k;
+                        vals[j] += load_lanes(addend + base, (b + j) * VEC, lanes);
+                    vals[j] = lane_select(vals[j] - k, lanes);
                     sum += vals[j];
                 }
             }
-            const float bn = (float)(nv * VEC), bmean = HSUM(sum) / bn;
+            const float bn = partial ? (float)left : (float)(nv * VEC), bmean = HSUM(sum) / bn;
             for (uint j = 0; j < BLOCK_VECS; j++) {
-                FLOATV d = vals[j] - bmean;
+                FLOATV d = lane_select(vals[j] - bmean, left - (long)(j * VEC));
                 if (j < nv)
                     sq += d * d;
             }
             stats_merge(&count, &mean, &m2n, bn, bmean, HSUM(sq) / pow2_floor(bn));
         }
+        /* gradients: missing lanes load as 0 and add nothing */
         for (ulong b = b_begin + sl; mode == REDUCE_GRAD && b < b_end; b += width) {
-            FLOATV v = LOADV(x + base, b);
-            {
-                FLOATV g = LOADV(dy + base, b);
-                if (mask)
-                    g = RELU_MASK(g, LOADV(mask + base, b));
-                if (plane_weight)
-                    g *= LOADV(plane_weight, b);
-                g1 += g;
-                g2 += g * (v - mu);
-                gcount += VEC;
-            }
-        }
-        if (tail && q == pieces - 1 && sl == 0) {
-            /* the tail as one block, two passes */
-            const ulong t0 = base + nblocks * VEC;
-            float sum = 0.0f, m2 = 0.0f;
-#define TAIL_X(i) (LOAD(x, t0 + (i)) + (addend ? LOAD(addend, t0 + (i)) : 0.0f))
-            for (ulong i = 0; i < tail; i++)
-                sum += TAIL_X(i) - k;
-            const float tmean = sum / (float)tail;
-            for (ulong i = 0; i < tail; i++) {
-                float d = (TAIL_X(i) - k) - tmean;
-                m2 += d * d;
-            }
-#undef TAIL_X
-            for (ulong i = 0; mode == REDUCE_GRAD && i < tail; i++) {
-                float g = LOAD(dy, t0 + i);
-                if (mask && !(LOAD(mask, t0 + i) > 0.0f))
-                    g = 0.0f;
-                if (plane_weight)
-                    g *= plane_weight[nblocks * VEC + i];
-                gt1 += g;
-                gt2 += g * (LOAD(x, t0 + i) - mu);
-            }
-            if (mode == REDUCE_STATS)
-                stats_merge(&count, &mean, &m2n, (float)tail, tmean, m2 / pow2_floor((float)tail));
-            else
-                gcount += tail;
+            const long lanes = (long)(HW - b * VEC);
+            FLOATV g = load_lanes(dy + base, b * VEC, lanes);
+            if (mask)
+                g = RELU_MASK(g, load_lanes(mask + base, b * VEC, lanes));
+            if (plane_weight)
+                g *= load_lanes(plane_weight, b * VEC, lanes);
+            g1 += g;
+            g2 += g * (load_lanes(x + base, b * VEC, lanes) - mu);
+            count += lanes < VEC ? (float)lanes : (float)VEC;
         }
     }
     if (mode == REDUCE_GRAD) {
-        count = gcount;
-        mean = HSUM(g1) + gt1;
-        m2n = HSUM(g2) + gt2;
+        mean = HSUM(g1);
+        m2n = HSUM(g2);
     }
     l_cnt[lid] = count;
     l_mean[lid] = mean;
@@ -179,21 +184,6 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
         if (s == 0 && pivots)
             pivots[c] = k;
     }
-}
-
-/* VEC channels c0.. of one row; lanes past C read as 0 (their results are never written). */
-FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
-{
-    if (lanes_left >= VEC)
-        return LOADV(p + offset, 0);
-#if VEC == 1
-    return 0.0f;
-#else
-    float lanes[VEC];
-    for (uint i = 0; i < VEC; i++)
-        lanes[i] = (long)i < lanes_left ? LOAD(p, offset + i) : 0.0f;
-    return LOADV(lanes, 0);
-#endif
 }
 
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
@@ -435,110 +425,102 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     coef[3 * C + c] = mean;
 }
 
-#define FLAG_RELU 1     /* out = max(out, 0), NaN kept */
-#define FLAG_NO_SHIFT 2 /* out = a * in1 (folding a linear layer's weight) */
+/* The elementwise passes walk "segments": a channels-first plane (inner values of one channel),
+ * or a channels-last row (C values, one per channel). A segment is cut into units of VEC values;
+ * its last unit may be partial (a plane of 7 x 7 = 49 values is 6 vectors and 1 value), so every
+ * shape takes vector loads, and only a segment's tail takes lane-by-lane ones. Work-item k takes
+ * `chunk` units from k * item_stride, `step` apart: contiguous runs for CPUs (item_stride = chunk,
+ * step = 1), strided by the grid for GPUs (item_stride = 1, step = global size). */
+typedef struct unit_walk {
+    ulong seg, pos;   /* unit = seg * units_per_seg + pos */
+    ulong c;          /* seg % C: the channel of a channels-first plane */
+    ulong dseg, dpos, dc, ups, C;
+} unit_walk;
 
-/* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
- * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
- * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
- * Element i belongs to channel (i / inner) % C: inner = spatial size for channels-first, 1 for
- * channels-last. Work-item k handles `chunk` vectors from k * item_stride, `step` apart:
- * contiguous runs for CPUs (item_stride = chunk, step = 1), strided by the grid for GPUs
- * (item_stride = 1, step = global size). */
-/* The channel of element e = (e / inner) % C, followed as e advances by a fixed step without a
- * division per element: (c, pos) with pos = e % inner. */
-typedef struct channel_walk {
-    ulong c, pos, dc, dpos, inner, C;
-} channel_walk;
-
-channel_walk walk_start(ulong e, ulong de, ulong inner, ulong C)
+unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
 {
-    channel_walk w = {(e / inner) % C, e % inner, (de / inner) % C, de % inner, inner, C};
+    unit_walk w = {u / ups, u % ups, (u / ups) % C, du / ups, du % ups, (du / ups) % C, ups, C};
     return w;
 }
 
-void walk_advance(channel_walk *w)
+void walk_advance(unit_walk *w)
 {
+    w->seg += w->dseg;
     w->pos += w->dpos;
     w->c += w->dc;
-    if (w->pos >= w->inner) {
-        w->pos -= w->inner;
+    if (w->pos >= w->ups) {
+        w->pos -= w->ups;
+        w->seg++;
         w->c++;
     }
     if (w->c >= w->C)
         w->c -= w->C;
 }
 
+/* Stores the first `lanes_left` lanes of v (all of them when lanes_left >= VEC). */
+void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
+{
+    if (lanes_left >= VEC) {
+        STOREV(p + offset, 0, v);
+        return;
+    }
+#if VEC > 1
+    float lanes[VEC];
+    STOREV(lanes, 0, v);
+    for (uint i = 0; i < VEC && (long)i < lanes_left; i++)
+        STORE(p, offset + i, lanes[i]);
+#endif
+}
+
+/* Coefficient `which` (0..3) of the channels of a unit: one channel's, broadcast, for a plane;
+ * VEC consecutive channels' for a channels-last row. */
+FLOATV unit_coef(__global const float *coef, int which, ulong C, ulong c, int lane_channels,
+                 long lanes_left)
+{
+    if (lane_channels)
+        return load_lanes(coef + which * C, c, lanes_left);
+    return (FLOATV)coef[which * C + c];
+}
+
+#define FLAG_RELU 1     /* out = max(out, 0), NaN kept */
+#define FLAG_NO_SHIFT 2 /* out = a * in1 (folding a linear layer's weight) */
+
+/* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
+ * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
+ * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
+ * Coefficients (a | b | e | center), C each. Segments of seg_len values: planes of channel
+ * seg % C (lane_channels = 0) or rows of the C channels (lane_channels = 1, seg_len = C). */
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global DATA_T *out,
-                             __global DATA_T *out2, ulong total, ulong inner, ulong C,
-                             ulong chunk, ulong item_stride, ulong step, int flags)
+                             __global DATA_T *out2, ulong segments, ulong seg_len, ulong C,
+                             int lane_channels, ulong chunk, ulong item_stride, ulong step,
+                             int flags)
 {
+    const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     const ulong first = get_global_id(0) * item_stride;
-    const bool same_channel = inner % VEC == 0;            /* a vector lies in one plane */
-    const bool lane_channels = inner == 1 && C % VEC == 0; /* a vector is VEC channels */
-    if (same_channel || lane_channels) {
-        const ulong nvec = total / VEC;
-        channel_walk w = walk_start(first * VEC, step * VEC, inner, C);
-        for (ulong k = 0, v = first; k < chunk && v < nvec; k++, v += step, walk_advance(&w)) {
-            const ulong c = w.c;
-            FLOATV a, b, e = 0.0f, center = 0.0f;
-            if (same_channel) {
-                a = coef[c];
-                b = coef[C + c];
-                if (in2) {
-                    e = coef[2 * C + c];
-                    center = coef[3 * C + c];
-                }
-            } else {
-                a = LOADV(coef + c, 0);
-                b = LOADV(coef + C + c, 0);
-                if (in2) {
-                    e = LOADV(coef + 2 * C + c, 0);
-                    center = LOADV(coef + 3 * C + c, 0);
-                }
-            }
-            FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f : b;
-            if (in1) {
-                FLOATV g = LOADV(in1, v);
-                if (mask)
-                    g = RELU_MASK(g, LOADV(mask, v));
-                if (out2)
-                    STOREV(out2, v, g);
-                r += a * g;
-            }
-            if (in2)
-                r += e * (LOADV(in2, v) - center);
-            if (residual)
-                r += LOADV(residual, v);
-            if (flags & FLAG_RELU)
-                r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
-            STOREV(out, v, r);
-        }
-        return;
-    }
-    /* scalar path: vectors would straddle channels; each work-item takes VEC times as many */
-    const ulong per_item = chunk * VEC;
-    const ulong start = first * (step == 1 ? VEC : 1), estep = step;
-    channel_walk w = walk_start(start, estep, inner, C);
-    for (ulong k = 0, i = start; k < per_item && i < total; k++, i += estep, walk_advance(&w)) {
-        const ulong c = w.c;
-        float r = flags & FLAG_NO_SHIFT ? 0.0f : coef[C + c];
+    unit_walk w = walk_start(first, step, ups, C);
+    for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
+        const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
+        const ulong o = w.seg * seg_len + w.pos * VEC;
+        const ulong c = lane_channels ? w.pos * VEC : w.c;
+        FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f
+                                         : unit_coef(coef, 1, C, c, lane_channels, left);
         if (in1) {
-            float g = LOAD(in1, i);
+            FLOATV g = load_lanes(in1, o, left);
             if (mask)
-                g = LOAD(mask, i) > 0.0f ? g : 0.0f;
+                g = RELU_MASK(g, load_lanes(mask, o, left));
             if (out2)
-                STORE(out2, i, g);
-            r += coef[c] * g;
+                store_lanes(out2, o, left, g);
+            r += unit_coef(coef, 0, C, c, lane_channels, left) * g;
         }
         if (in2)
-            r += coef[2 * C + c] * (LOAD(in2, i) - coef[3 * C + c]);
+            r += unit_coef(coef, 2, C, c, lane_channels, left) *
+                 (load_lanes(in2, o, left) - unit_coef(coef, 3, C, c, lane_channels, left));
         if (residual)
-            r += LOAD(residual, i);
-        if ((flags & FLAG_RELU) && r < 0.0f)
-            r = 0.0f;
-        STORE(out, i, r);
+            r += load_lanes(residual, o, left);
+        if (flags & FLAG_RELU)
+            r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
+        store_lanes(out, o, left, r);
     }
 }
