@@ -95,8 +95,12 @@ static clnorm_status check_channel_buffer(clnorm_context *ctx, cl_mem buf, const
 
 /* ---- plans ------------------------------------------------------------------------------------- */
 
+/* Values per contiguous run a channels-first reduction aims for (see plan_reduce). */
+#define PLANE_RUN 2048
+
 typedef struct reduce_plan {
-    cl_uint sets, pieces, lanes, per_group;
+    cl_uint sets, pieces, lanes, per_group, tile;
+    bool whole_rows; /* channels-last with bn_reduce_rows */
     size_t global[2], local[2];
 } reduce_plan;
 
@@ -117,22 +121,37 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
     p->pieces = 1;
     p->lanes = 1;
     p->per_group = 1;
+    p->tile = 1;
+    p->whole_rows = false;
     p->local[0] = wg;
     p->local[1] = 1;
     if (g->layout == CLNORM_CHANNELS_FIRST) {
-        size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, g->c);
+        /* a work-item takes `tile` neighbouring channels plane by plane: runs of about
+         * PLANE_RUN values however small the planes (a CPU's prefetcher needs long runs) */
+        size_t tile = clamp_size(PLANE_RUN / g->spatial, 1,
+                                 (size_t)ctx->params.plane_tile < g->c ? (size_t)ctx->params.plane_tile : g->c);
+        size_t tiles = ceil_div(g->c, tile);
+        size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, tiles);
         if (s > g->n) {
             /* fewer planes than partials: cut each plane into pieces of whole vectors */
             p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, ceil_div(g->spatial, vec));
             s = g->n * p->pieces;
         }
-        /* several channels per work-group when a piece has fewer blocks than work-items */
+        /* several tiles per work-group when a piece has fewer blocks than work-items */
         size_t blocks = ceil_div(g->rows / vec, s);
         size_t per_group = wg / clamp_size(floor_pow2_size(blocks), 1, wg);
         p->per_group = (cl_uint)per_group;
+        p->tile = (cl_uint)tile;
         p->sets = (cl_uint)s;
         p->global[0] = s * wg;
-        p->global[1] = ceil_div(g->c, per_group);
+        p->global[1] = ceil_div(tiles, per_group);
+    } else if (wg == 1) {
+        /* work-groups of one (CPUs): bn_reduce_rows, a work-item per partial, whole rows */
+        size_t s = stage1_splits(ctx, prog, 1, ceil_div(g->rows, 2), 1);
+        p->whole_rows = true;
+        p->sets = (cl_uint)s;
+        p->global[0] = s;
+        p->global[1] = 1;
     } else {
         /* a work-item reduces item_tile channel vectors; lanes of them share a work-group */
         size_t item_tiles = ceil_div(ceil_div(g->c, vec), (size_t)ctx->params.item_tile);
@@ -165,10 +184,18 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     if (g->layout == CLNORM_CHANNELS_FIRST) {
         kernel_arg args[] = {ARG(in->x),        ARG(in->addend), ARG(in->dy),    ARG(in->mask),
                              ARG(in->plane_weight), ARG(in->mean), ARG(n),       ARG(c),
-                             ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(p.per_group), ARG(m),
+                             ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(p.per_group), ARG(p.tile), ARG(m),
                              ARG(*sets),        ARG(in->pivots)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cf"),
                             args, ARRAY_SIZE(args), 2, p.global, p.local);
+    }
+    if (p.whole_rows) {
+        kernel_arg args[] = {ARG(in->x),        ARG(in->dy),       ARG(in->mask),
+                             ARG(in->mean),     ARG(in->row_mean), ARG(in->row_rstd),
+                             ARG(rows),         ARG(c),            ARG(p.sets),
+                             ARG(m),            ARG(*sets),        ARG(in->pivots)};
+        return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_rows"),
+                            args, ARRAY_SIZE(args), 1, p.global, p.local);
     }
     kernel_arg args[] = {ARG(in->x),    ARG(in->dy),       ARG(in->mask),     ARG(in->mean),
                          ARG(in->row_mean), ARG(in->row_rstd), ARG(rows),     ARG(c),

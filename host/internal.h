@@ -20,7 +20,8 @@
     X(partials_per_channel, "work-groups that share one channel's statistics (stage-1 split)")     \
     X(channel_tile, "channels per work-group in channels-last reductions")                         \
     X(block_vectors, "vectors per exact two-pass block in a statistics reduction (1..8)")         \
-    X(item_tile, "channel vectors one work-item reduces in channels-last (1..16)")
+    X(item_tile, "channel vectors one work-item reduces in channels-last (1..16)")               \
+    X(plane_tile, "channels one work-item reduces in channels-first, for small planes (1..64)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

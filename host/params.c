@@ -24,12 +24,12 @@ typedef struct param_row {
 
 static const param_row param_rows[] = {
     /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops. */
-    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 4, 8}},
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1}},
-    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1}},
-    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1}},
-    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 4, 8}},
-    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1}},
+    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32}},
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1}},
+    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1}},
+    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1}},
+    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32}},
+    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1}},
 };
 
 static const char *const param_names[] = {
@@ -77,6 +77,8 @@ static bool value_allowed(int index, long value)
         return value >= 1 && value <= 8;
     if (index == params_index("item_tile"))
         return value >= 1 && value <= 16;
+    if (index == params_index("plane_tile"))
+        return value >= 1 && value <= 64;
     return value >= 1 && value <= 65536;
 }
 

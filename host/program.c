@@ -17,7 +17,7 @@ static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_UTIL] = {"util", {"common", "util"}, {"fill", "scale_shift", "copy"}},
     [FAMILY_NORM] = {"norm",
                      {"common", "batchnorm", "groupnorm"},
-                     {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise", "gn_stats",
+                     {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_channel", "bn_elementwise", "gn_stats",
                       "gn_param_partials", "gn_apply", "in_running"}},
 };
 
@@ -109,9 +109,9 @@ static void format_options(const device_params *p, long wg, char *out, size_t si
     /* No fast-math flags: normalization needs IEEE division and square roots. */
     snprintf(out, size,
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
-             "-DITEM_TILE=%ld",
+             "-DITEM_TILE=%ld -DPLANE_TILE=%ld",
              wg, p->vector_width, p->items_per_thread, p->channel_tile, p->block_vectors,
-             p->item_tile);
+             p->item_tile, p->plane_tile);
 }
 
 static clnorm_status build_failure(clnorm_context *ctx, cl_program program, cl_int err,

@@ -21,7 +21,8 @@
 
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
-#define ROW_BLOCK (2 * BLOCK_VECS) /* rows per statistics block in channels-last */
+/* rows per statistics block in channels-last: blocks past 8 rows measured slower on CPUs */
+#define ROW_BLOCK (2 * BLOCK_VECS < 8 ? 2 * BLOCK_VECS : 8)
 
 DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 
@@ -79,6 +80,21 @@ FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
 #endif
 }
 
+/* Stores the first `lanes_left` lanes of v (all of them when lanes_left >= VEC). */
+void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
+{
+    if (lanes_left >= VEC) {
+        STOREV(p + offset, 0, v);
+        return;
+    }
+#if VEC > 1
+    float lanes[VEC];
+    STOREV(lanes, 0, v);
+    for (uint i = 0; i < VEC && (long)i < lanes_left; i++)
+        STORE(p, offset + i, lanes[i]);
+#endif
+}
+
 /* v with the lanes at and past lanes_left set to 0. */
 FLOATV lane_select(FLOATV v, long lanes_left)
 {
@@ -98,97 +114,114 @@ FLOATV lane_select(FLOATV v, long lanes_left)
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
- * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-group serves per_group channels
- * (small planes, short rows) with WG_SIZE / per_group work-items each.
- * Work-groups: (S x WG_SIZE) x ceil(C / per_group). */
+ * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-item reduces `tile` (<= PLANE_TILE)
+ * consecutive channels, plane by plane, so that small planes still make long contiguous runs
+ * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
+ * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
+ * ceil(C / (per_group * tile)). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *mask, __global const float *plane_weight,
              __global const float *mean_in, ulong N, ulong C, ulong HW, uint pieces, uint S,
-             uint per_group, int mode, __global float *sets, __global float *pivots)
+             uint per_group, uint tile, int mode, __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0), width = WG_SIZE / per_group;
-    const uint sub = lid / width, sl = lid - sub * width; /* channel within the group, item */
+    const uint sub = lid / width, sl = lid - sub * width; /* tile within the group, item */
     const ulong s = get_group_id(0);
-    const ulong c = get_group_id(1) * per_group + sub;
-    const bool active = c < C; /* the last group may have fewer channels */
+    const ulong c_first = (get_group_id(1) * per_group + sub) * tile;
+    /* channels of this work-item's tile (0 past C: the last group may have fewer) */
+    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
     const ulong units = N * pieces;
-    const ulong u_end = active ? (s + 1) * units / S : 0;
+    const ulong u_end = (s + 1) * units / S;
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
-    const float mu = active && mode == REDUCE_GRAD && mean_in ? mean_in[c] : 0.0f;
-    /* the pivot: element (n, c, position) = (0, c, 0) */
-    const float k = active && mode == REDUCE_STATS
-                        ? LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f)
-                        : 0.0f;
 
-    float count = 0.0f, mean = 0.0f, m2n = 0.0f; /* statistics of x - k */
-    FLOATV g1 = 0.0f, g2 = 0.0f; /* gradient sums, lane by lane */
-    for (ulong u = s * units / S; u < u_end; u++) {
+    /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
+    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
+    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
+    for (uint t = 0; t < PLANE_TILE; t++) {
+        const ulong c = c_first + t;
+        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
+        g1[t] = g2[t] = 0.0f;
+        if (t >= here)
+            continue;
+        if (mode == REDUCE_GRAD && mean_in)
+            mu[t] = mean_in[c];
+        /* the pivot: element (n, c, position) = (0, c, 0) */
+        if (mode == REDUCE_STATS)
+            k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
+    }
+    for (ulong u = here ? s * units / S : u_end; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
-        const ulong base = (n * C + c) * HW;
         const ulong b_end = (q + 1) * nvec / pieces;
         const ulong b_begin = q * nvec / pieces;
-        /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean and m2n */
-        for (ulong b = b_begin + sl * BLOCK_VECS; mode == REDUCE_STATS && b < b_end;
-             b += width * BLOCK_VECS) {
-            const uint nv = b_end - b < BLOCK_VECS ? (uint)(b_end - b) : BLOCK_VECS;
-            const long left = (long)(HW - b * VEC); /* values from block start to plane end */
-            const bool partial = left < (long)(nv * VEC);
-            FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
-            for (uint j = 0; j < BLOCK_VECS; j++) {
-                vals[j] = 0.0f;
-                if (j < nv) {
-                    const long lanes = left - (long)(j * VEC);
-                    vals[j] = load_lanes(x + base, (b + j) * VEC, lanes);
-                    if (addend)
-                        vals[j] += load_lanes(addend + base, (b + j) * VEC, lanes);
-                    vals[j] = lane_select(vals[j] - k, lanes);
-                    sum += vals[j];
+        for (uint t = 0; t < here; t++) {
+            const ulong base = (n * C + c_first + t) * HW;
+            /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean, m2n */
+            for (ulong b = b_begin + sl * BLOCK_VECS; mode == REDUCE_STATS && b < b_end;
+                 b += width * BLOCK_VECS) {
+                const uint nv = b_end - b < BLOCK_VECS ? (uint)(b_end - b) : BLOCK_VECS;
+                const long left = (long)(HW - b * VEC); /* values from block start to plane end */
+                const bool partial = left < (long)(nv * VEC);
+                FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
+                for (uint j = 0; j < BLOCK_VECS; j++) {
+                    vals[j] = 0.0f;
+                    if (j < nv) {
+                        const long lanes = left - (long)(j * VEC);
+                        vals[j] = load_lanes(x + base, (b + j) * VEC, lanes);
+                        if (addend)
+                            vals[j] += load_lanes(addend + base, (b + j) * VEC, lanes);
+                        vals[j] = lane_select(vals[j] - k[t], lanes);
+                        sum += vals[j];
+                    }
                 }
+                const float bn = partial ? (float)left : (float)(nv * VEC);
+                const float bmean = HSUM(sum) / bn;
+                for (uint j = 0; j < BLOCK_VECS; j++) {
+                    FLOATV d = lane_select(vals[j] - bmean, left - (long)(j * VEC));
+                    if (j < nv)
+                        sq += d * d;
+                }
+                stats_merge(&count[t], &mean[t], &m2n[t], bn, bmean, HSUM(sq) / pow2_floor(bn));
             }
-            const float bn = partial ? (float)left : (float)(nv * VEC), bmean = HSUM(sum) / bn;
-            for (uint j = 0; j < BLOCK_VECS; j++) {
-                FLOATV d = lane_select(vals[j] - bmean, left - (long)(j * VEC));
-                if (j < nv)
-                    sq += d * d;
+            /* gradients: missing lanes load as 0 and add nothing */
+            for (ulong b = b_begin + sl; mode == REDUCE_GRAD && b < b_end; b += width) {
+                const long lanes = (long)(HW - b * VEC);
+                FLOATV g = load_lanes(dy + base, b * VEC, lanes);
+                if (mask)
+                    g = RELU_MASK(g, load_lanes(mask + base, b * VEC, lanes));
+                if (plane_weight)
+                    g *= load_lanes(plane_weight, b * VEC, lanes);
+                g1[t] += g;
+                g2[t] += g * (load_lanes(x + base, b * VEC, lanes) - mu[t]);
+                count[t] += lanes < VEC ? (float)lanes : (float)VEC;
             }
-            stats_merge(&count, &mean, &m2n, bn, bmean, HSUM(sq) / pow2_floor(bn));
-        }
-        /* gradients: missing lanes load as 0 and add nothing */
-        for (ulong b = b_begin + sl; mode == REDUCE_GRAD && b < b_end; b += width) {
-            const long lanes = (long)(HW - b * VEC);
-            FLOATV g = load_lanes(dy + base, b * VEC, lanes);
-            if (mask)
-                g = RELU_MASK(g, load_lanes(mask + base, b * VEC, lanes));
-            if (plane_weight)
-                g *= load_lanes(plane_weight, b * VEC, lanes);
-            g1 += g;
-            g2 += g * (load_lanes(x + base, b * VEC, lanes) - mu);
-            count += lanes < VEC ? (float)lanes : (float)VEC;
         }
     }
-    if (mode == REDUCE_GRAD) {
-        mean = HSUM(g1);
-        m2n = HSUM(g2);
-    }
-    l_cnt[lid] = count;
-    l_mean[lid] = mean;
-    l_m2n[lid] = m2n;
-    group_tree_merge(l_cnt, l_mean, l_m2n, lid, width, mode);
-    if (sl == 0 && active) {
-        __global float *set = sets + s * 3 * C;
-        set[c] = l_cnt[lid];
-        set[C + c] = l_mean[lid];
-        set[2 * C + c] = l_m2n[lid];
-        if (s == 0 && pivots)
-            pivots[c] = k;
+    /* per channel of the tile: a tree over the work-items that share it (the same `tile` for
+     * every work-item, so every work-item reaches every barrier) */
+    for (uint t = 0; t < tile; t++) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        l_cnt[lid] = count[t];
+        l_mean[lid] = mode == REDUCE_GRAD ? HSUM(g1[t]) : mean[t];
+        l_m2n[lid] = mode == REDUCE_GRAD ? HSUM(g2[t]) : m2n[t];
+        group_tree_merge(l_cnt, l_mean, l_m2n, lid, width, mode);
+        if (sl == 0 && t < here) {
+            const ulong c = c_first + t;
+            __global float *set = sets + s * 3 * C;
+            set[c] = l_cnt[lid];
+            set[C + c] = l_mean[lid];
+            set[2 * C + c] = l_m2n[lid];
+            if (s == 0 && pivots)
+                pivots[c] = k[t];
+        }
     }
 }
 
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
  * ITEM_TILE consecutive vectors of VEC channels (one vector lane per channel) and takes blocks of
- * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n: a CPU
+ * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n, or for
+ * gradients every slots-th row: a CPU
  * streams whole rows (ITEM_TILE x VEC channels), a GPU has ITEM_TILE = 1 and `lanes` work-items
  * side by side on a row. lanes = item tiles per work-group (a power of two dividing WG_SIZE);
  * WG_SIZE / lanes work-items share the rows of one tile. Partial s takes row pairs
@@ -223,7 +256,28 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
         if (mode == REDUCE_STATS && left > 0)
             k[t] = load_lanes(x, c0, left);
     }
-    for (ulong r0 = r_begin + slot * ROW_BLOCK; r0 < r_end; r0 += slots * ROW_BLOCK) {
+    /* gradients: plain sums, row by row (a row's tiles are one contiguous run) */
+    for (ulong r = r_begin + slot; mode == REDUCE_GRAD && r < r_end; r += slots) {
+        /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+        const float rm = row_rstd && row_mean ? row_mean[r] : 0.0f;
+        const float rs = row_rstd ? row_rstd[r] : 0.0f;
+        for (uint t = 0; t < ITEM_TILE; t++) {
+            const ulong c0 = c_item + t * VEC;
+            const long left = (long)C - (long)c0;
+            if (left <= 0)
+                break;
+            FLOATV g = load_lanes(dy, r * C + c0, left);
+            if (mask)
+                g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+            const FLOATV xv = load_lanes(x, r * C + c0, left);
+            mean[t] += g;
+            m2n[t] += g * (row_rstd ? (xv - rm) * rs : xv - mu[t]);
+            count[t] += 1.0f;
+        }
+    }
+    /* statistics: blocks of up to ROW_BLOCK rows, each an exact two-pass mean and m2n */
+    for (ulong r0 = r_begin + slot * ROW_BLOCK; mode == REDUCE_STATS && r0 < r_end;
+         r0 += slots * ROW_BLOCK) {
         const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
         for (uint t = 0; t < ITEM_TILE; t++) {
             const ulong c0 = c_item + t * VEC;
@@ -233,35 +287,19 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
             FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
             for (uint j = 0; j < ROW_BLOCK; j++) {
                 vals[j] = 0.0f;
-                if (j >= nr)
-                    continue;
-                const ulong r = r0 + j;
-                vals[j] = load_lanes(x, r * C + c0, left);
-                if (mode == REDUCE_STATS) {
-                    vals[j] -= k[t];
+                if (j < nr) {
+                    vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k[t];
                     sum += vals[j];
-                    continue;
                 }
-                FLOATV g = load_lanes(dy, r * C + c0, left);
-                if (mask)
-                    g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
-                /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-                FLOATV xc = row_rstd ? (vals[j] - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
-                                     : vals[j] - mu[t];
-                sum += g;
-                second += g * xc;
             }
-            if (mode == REDUCE_STATS) {
-                const FLOATV bmean = sum / (float)nr;
-                for (uint j = 0; j < ROW_BLOCK; j++) {
-                    FLOATV d = vals[j] - bmean;
-                    if (j < nr)
-                        second += d * d;
-                }
-                second /= pow2_floor((float)nr);
-                sum = bmean;
+            const FLOATV bmean = sum / (float)nr;
+            for (uint j = 0; j < ROW_BLOCK; j++) {
+                FLOATV d = vals[j] - bmean;
+                if (j < nr)
+                    second += d * d;
             }
-            lanes_merge(&count[t], &mean[t], &m2n[t], (float)nr, sum, second, mode);
+            stats_merge_lanes(&count[t], &mean[t], &m2n[t], (float)nr, bmean,
+                              second / pow2_floor((float)nr));
         }
     }
     /* per channel vector: a tree over the work-items that share it, all lanes at once */
@@ -299,6 +337,80 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
                 for (uint i = 0; i < VEC && (long)i < left; i++)
                     pivots[c0 + i] = LOAD(x, c0 + i); /* row 0 */
         }
+    }
+}
+
+/* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
+ * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
+ * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
+ * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
+ * fit in private memory. Work-items: S. */
+__kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
+                             __global const DATA_T *mask, __global const float *mean_in,
+                             __global const float *row_mean, __global const float *row_rstd,
+                             ulong M, ulong C, uint S, int mode, __global float *sets,
+                             __global float *pivots)
+{
+    const ulong s = get_global_id(0);
+    if (s >= S)
+        return;
+    const ulong pairs = (M + 1) / 2;
+    const ulong p_end = (s + 1) * pairs / S;
+    const ulong r_begin = 2 * (s * pairs / S), r_end = 2 * p_end < M ? 2 * p_end : M;
+    __global float *set = sets + s * 3 * C; /* count | mean or sum dy | m2n or sum dy * xc */
+    for (ulong c0 = 0; c0 < C; c0 += VEC) {
+        store_lanes(set + C, c0, (long)(C - c0), (FLOATV)0.0f);
+        store_lanes(set + 2 * C, c0, (long)(C - c0), (FLOATV)0.0f);
+    }
+    float count = 0.0f; /* the same for every channel */
+    for (ulong r0 = r_begin; r0 < r_end; r0 += ROW_BLOCK) {
+        const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
+        for (ulong c0 = 0; c0 < C; c0 += VEC) {
+            const long left = (long)(C - c0);
+            FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
+            FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
+            if (mode == REDUCE_GRAD) {
+                /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+                const FLOATV mu = mean_in ? load_lanes(mean_in, c0, left) : (FLOATV)0.0f;
+                for (uint j = 0; j < nr; j++) {
+                    const ulong r = r0 + j;
+                    FLOATV g = load_lanes(dy, r * C + c0, left);
+                    if (mask)
+                        g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+                    const FLOATV xv = load_lanes(x, r * C + c0, left);
+                    sum += g;
+                    second += g * (row_rstd ? (xv - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
+                                            : xv - mu);
+                }
+                a += sum;
+                b += second;
+            } else {
+                const FLOATV k = load_lanes(x, c0, left); /* the pivot: row 0 */
+                for (uint j = 0; j < ROW_BLOCK; j++) {
+                    vals[j] = 0.0f;
+                    if (j < nr) {
+                        vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
+                        sum += vals[j];
+                    }
+                }
+                const FLOATV bmean = sum / (float)nr;
+                for (uint j = 0; j < ROW_BLOCK; j++) {
+                    FLOATV d = vals[j] - bmean;
+                    if (j < nr)
+                        second += d * d;
+                }
+                float n = count;
+                stats_merge_lanes(&n, &a, &b, (float)nr, bmean, second / pow2_floor((float)nr));
+            }
+            store_lanes(set + C, c0, left, a);
+            store_lanes(set + 2 * C, c0, left, b);
+        }
+        count += (float)nr;
+    }
+    for (ulong c0 = 0; c0 < C; c0 += VEC) {
+        store_lanes(set, c0, (long)(C - c0), (FLOATV)count);
+        if (s == 0 && pivots && mode == REDUCE_STATS)
+            store_lanes(pivots, c0, (long)(C - c0), load_lanes(x, c0, (long)(C - c0)));
     }
 }
 
@@ -455,21 +567,6 @@ void walk_advance(unit_walk *w)
     }
     if (w->c >= w->C)
         w->c -= w->C;
-}
-
-/* Stores the first `lanes_left` lanes of v (all of them when lanes_left >= VEC). */
-void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
-{
-    if (lanes_left >= VEC) {
-        STOREV(p + offset, 0, v);
-        return;
-    }
-#if VEC > 1
-    float lanes[VEC];
-    STOREV(lanes, 0, v);
-    for (uint i = 0; i < VEC && (long)i < lanes_left; i++)
-        STORE(p, offset + i, lanes[i]);
-#endif
 }
 
 /* Coefficient `which` (0..3) of the channels of a unit: one channel's, broadcast, for a plane;
