@@ -131,15 +131,17 @@ static clnorm_status enqueue_apply(clnorm_context *ctx, launch_chain *chain,
     size_t global, chunk, local = (size_t)prog->work_group_size;
     cl_int contiguous;
     const size_t vec = (size_t)ctx->params.vector_width;
-    const bool vector_path = pb->spatial == 1 && (pb->c / pb->groups) % vec == 0;
-    elementwise_grid(ctx, prog, vector_path ? pb->total / vec : pb->total, &global, &chunk,
+    /* segments as gn_apply walks them: rows of C channels, or channels-first planes */
+    const size_t seg_len = pb->channels_last || pb->spatial == 1 ? pb->c : pb->spatial;
+    elementwise_grid(ctx, prog, pb->total / seg_len * ceil_div(seg_len, vec), &global, &chunk,
                      &contiguous);
     cl_ulong total = pb->total, c = pb->c, hw = pb->spatial, g = pb->groups, ch = chunk;
+    cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
     cl_int cl = pb->channels_last, m = mode;
     kernel_arg args[] = {ARG(x),      ARG(addend), ARG(dy),    ARG(extra),    ARG(stat_a),
                          ARG(stat_b), ARG(weight), ARG(bias),  ARG(out),      ARG(out2),
                          ARG(total),  ARG(c),      ARG(hw),    ARG(g),        ARG(cl),
-                         ARG(m),      ARG(ch),     ARG(contiguous)};
+                         ARG(m),      ARG(ch),     ARG(item_stride), ARG(step)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_apply"), args,
                         ARRAY_SIZE(args), 1, &global, &local);
 }

@@ -127,73 +127,77 @@ gn_param_partials(__global const DATA_T *x, __global const DATA_T *dy,
 #define GN_FORWARD 0  /* out = (x [+ addend] - mean[r]) * rstd[r] * weight[c] + bias[c] */
 #define GN_BACKWARD 1 /* out = a[r] * weight[c] * dy + b[r] + e[r] * (x - center[r]) [+ dh_in] */
 
+/* Per-group statistic stat[r] for the lanes of a unit: one value for a channels-first plane
+ * (r_first), or per lane for channels-last channels c0.. (group r_first + channel / Cg), one value
+ * when the unit lies in one group. */
+FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg, int lanes,
+                   long lanes_left)
+{
+    if (!lanes)
+        return (FLOATV)stat[r_first];
+    const ulong last = c0 + (lanes_left < VEC ? (ulong)lanes_left : VEC) - 1;
+    if (c0 / Cg == last / Cg)
+        return (FLOATV)stat[r_first + c0 / Cg];
+#if VEC == 1
+    return stat[r_first + c0 / Cg];
+#else
+    float v[VEC];
+    for (uint i = 0; i < VEC; i++)
+        v[i] = (long)i < lanes_left ? stat[r_first + (c0 + i) / Cg] : 0.0f;
+    return LOADV(v, 0);
+#endif
+}
+
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
- * dh_in. Work-item k takes `chunk` elements from k * chunk (CPUs) or strided by the grid. */
+ * dh_in. The tensor is walked in segments as bn_elementwise does: channels-first planes of HW
+ * values (one channel, one group), or, in channels-last and whenever HW = 1, rows of C channels. */
 __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
                        __global const DATA_T *dy, __global const DATA_T *extra,
                        __global const float *stat_a, __global const float *stat_b,
                        __global const float *weight, __global const float *bias,
                        __global DATA_T *out, __global DATA_T *out2, ulong total, ulong C, ulong HW,
-                       ulong G, int channels_last, int mode, ulong chunk, int contiguous)
+                       ulong G, int channels_last, int mode, ulong chunk, ulong item_stride,
+                       ulong step)
 {
-    const gn_layout l = GN_LAYOUT(C, HW, G, channels_last);
-    const ulong R = total / l.D;
-    const ulong gid = get_global_id(0), gsize = get_global_size(0);
-    const ulong first = contiguous ? gid * chunk : gid, step = contiguous ? 1 : gsize;
-    if (HW == 1 && l.Cg % VEC == 0) {
-        /* rows of channels (LayerNorm, RMSNorm): a vector lies in one group, lanes are channels */
-        for (ulong k = 0, v = first; k < chunk && v < total / VEC; k++, v += step) {
-            const ulong i = v * VEC, r = i / l.Cg, c = i - i / C * C;
-            FLOATV w = weight ? LOADV(weight + c, 0) : (FLOATV)1.0f;
-            FLOATV x_v = LOADV(x, v);
-            if (mode == GN_FORWARD) {
-                if (addend) {
-                    x_v += LOADV(addend, v);
-                    STOREV(out2, v, x_v);
-                }
-                FLOATV centered = stat_a ? x_v - stat_a[r] : x_v;
-                FLOATV y = centered * stat_b[r] * w;
-                if (bias)
-                    y += LOADV(bias + c, 0);
-                STOREV(out, v, y);
-            } else {
-                FLOATV d = stat_a[r] * w * LOADV(dy, v) + stat_a[R + r] +
-                           stat_a[2 * R + r] * (x_v - stat_a[3 * R + r]);
-                if (extra)
-                    d += LOADV(extra, v);
-                STOREV(out, v, d);
-            }
+    const ulong Cg = C / G, R = total / (Cg * HW);
+    const int lanes = channels_last || HW == 1; /* vector lanes are channels */
+    const ulong seg_len = lanes ? C : HW, ups = (seg_len + VEC - 1) / VEC;
+    const ulong units = total / seg_len * ups;
+    const ulong first = get_global_id(0) * item_stride;
+    unit_walk w = walk_start(first, step, ups, C);
+    ulong seg = ~(ulong)0, r_first = 0; /* the segment whose group is known */
+    for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
+        if (w.seg != seg) { /* one division per segment */
+            seg = w.seg;
+            r_first = lanes ? seg / HW * G : seg / Cg;
         }
-        return;
-    }
-    for (ulong k = 0, i = first; k < chunk && i < total; k++, i += step) {
-        ulong r, c;
-        if (channels_last) {
-            const ulong row = i / C; /* n * HW + position */
-            c = i - row * C;
-            r = row / HW * G + c / l.Cg;
-        } else {
-            r = i / l.D;
-            c = gn_channel(&l, r, i - r * l.D);
-        }
-        const float w = weight ? weight[c] : 1.0f;
-        float v = LOAD(x, i);
+        const long left = (long)(seg_len - w.pos * VEC);
+        const ulong o = seg * seg_len + w.pos * VEC, c0 = w.pos * VEC;
+        const FLOATV wt = !weight ? (FLOATV)1.0f
+                          : lanes ? load_lanes(weight, c0, left)
+                                  : (FLOATV)weight[w.c];
+        FLOATV v = load_lanes(x, o, left);
+#define GROUP_STAT(p) group_lanes((p), r_first, c0, Cg, lanes, left)
         if (mode == GN_FORWARD) {
             if (addend) {
-                v += LOAD(addend, i);
-                STORE(out2, i, v);
+                v += load_lanes(addend, o, left);
+                store_lanes(out2, o, left, v);
             }
-            const float centered = stat_a ? v - stat_a[r] : v;
-            STORE(out, i, centered * stat_b[r] * w + (bias ? bias[c] : 0.0f));
+            FLOATV y = (stat_a ? v - GROUP_STAT(stat_a) : v) * GROUP_STAT(stat_b) * wt;
+            if (bias)
+                y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[w.c];
+            store_lanes(out, o, left, y);
         } else {
-            float d = stat_a[r] * w * LOAD(dy, i) + stat_a[R + r] +
-                      stat_a[2 * R + r] * (v - stat_a[3 * R + r]);
+            FLOATV d = GROUP_STAT(stat_a) * wt * load_lanes(dy, o, left) +
+                       GROUP_STAT(stat_a + R) +
+                       GROUP_STAT(stat_a + 2 * R) * (v - GROUP_STAT(stat_a + 3 * R));
             if (extra)
-                d += LOAD(extra, i);
-            STORE(out, i, d);
+                d += load_lanes(extra, o, left);
+            store_lanes(out, o, left, d);
         }
+#undef GROUP_STAT
     }
 }
 
