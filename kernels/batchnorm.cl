@@ -164,6 +164,25 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
                 const long left = (long)(HW - b * VEC); /* values from block start to plane end */
                 const bool partial = left < (long)(nv * VEC);
                 FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
+                if (nv == BLOCK_VECS && !partial) {
+                    /* a whole block: fixed trip counts, no lane masks */
+                    __global const DATA_T *px = x + base + b * VEC;
+                    for (uint j = 0; j < BLOCK_VECS; j++) {
+                        vals[j] = LOADV(px, j);
+                        if (addend)
+                            vals[j] += LOADV(addend + base + b * VEC, j);
+                        vals[j] -= k[t];
+                        sum += vals[j];
+                    }
+                    const float bn = (float)(BLOCK_VECS * VEC), bmean = HSUM(sum) / bn;
+                    for (uint j = 0; j < BLOCK_VECS; j++) {
+                        FLOATV d = vals[j] - bmean;
+                        sq += d * d;
+                    }
+                    stats_merge(&count[t], &mean[t], &m2n[t], bn, bmean,
+                                HSUM(sq) / pow2_floor(bn));
+                    continue;
+                }
                 for (uint j = 0; j < BLOCK_VECS; j++) {
                     vals[j] = 0.0f;
                     if (j < nv) {
