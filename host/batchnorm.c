@@ -100,7 +100,8 @@ static clnorm_status check_channel_buffer(clnorm_context *ctx, cl_mem buf, const
 
 typedef struct reduce_plan {
     cl_uint sets, pieces, lanes, per_group, tile;
-    bool whole_rows; /* channels-last with bn_reduce_rows */
+    cl_uint per_sample; /* channels-last: sets per sample (all of them for one sample) */
+    bool whole_rows;    /* channels-last with bn_reduce_rows */
     size_t global[2], local[2];
 } reduce_plan;
 
@@ -113,8 +114,15 @@ size_t stage1_splits(const clnorm_context *ctx, const program_entry *prog, size_
     return clamp_size(fixed ? fixed : ceil_div(target, reductions), 1, s_max ? s_max : 1);
 }
 
+/* Channels-last partials per sample: at least one set per sample, about `s` in all. */
+static size_t sample_sets(size_t s, size_t samples, cl_uint *per_sample)
+{
+    *per_sample = (cl_uint)ceil_div(s, samples);
+    return *per_sample * samples;
+}
+
 static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
-                        reduce_plan *p)
+                        size_t samples, reduce_plan *p)
 {
     const size_t wg = (size_t)prog->work_group_size;
     const size_t vec = (size_t)ctx->params.vector_width;
@@ -122,6 +130,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
     p->lanes = 1;
     p->per_group = 1;
     p->tile = 1;
+    p->per_sample = 1;
     p->whole_rows = false;
     p->local[0] = wg;
     p->local[1] = 1;
@@ -147,7 +156,8 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         p->global[1] = ceil_div(tiles, per_group);
     } else if (wg == 1) {
         /* work-groups of one (CPUs): bn_reduce_rows, a work-item per partial, whole rows */
-        size_t s = stage1_splits(ctx, prog, 1, ceil_div(g->rows, 2), 1);
+        size_t s = sample_sets(stage1_splits(ctx, prog, 1, ceil_div(g->rows, 2), 1), samples,
+                               &p->per_sample);
         p->whole_rows = true;
         p->sets = (cl_uint)s;
         p->global[0] = s;
@@ -160,7 +170,8 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         if (lanes > wg)
             lanes = wg;
         size_t tiles = ceil_div(item_tiles, lanes);
-        size_t s = stage1_splits(ctx, prog, wg / lanes, ceil_div(g->rows, 2), tiles);
+        size_t s = sample_sets(stage1_splits(ctx, prog, wg / lanes, ceil_div(g->rows, 2), tiles),
+                               samples, &p->per_sample);
         p->lanes = (cl_uint)lanes;
         p->sets = (cl_uint)s;
         p->global[0] = tiles * wg;
@@ -173,17 +184,18 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
                                 const stage1_inputs *in, cl_mem *sets, cl_uint *num_sets)
 {
     reduce_plan p;
-    plan_reduce(ctx, prog, g, &p);
+    const size_t samples = in->samples ? in->samples : 1, group = in->mean_group ? in->mean_group : 1;
+    plan_reduce(ctx, prog, g, samples, &p);
     clnorm_status status =
         workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g->c * sizeof(float), sets);
     if (status != CLNORM_OK)
         return status;
     *num_sets = p.sets;
-    cl_ulong n = g->n, c = g->c, spatial = g->spatial, rows = g->rows;
+    cl_ulong n = g->n, c = g->c, spatial = g->spatial, rows = g->rows / samples, cg = group;
     cl_int m = in->mode;
     if (g->layout == CLNORM_CHANNELS_FIRST) {
         kernel_arg args[] = {ARG(in->x),        ARG(in->addend), ARG(in->dy),    ARG(in->mask),
-                             ARG(in->plane_weight), ARG(in->mean), ARG(n),       ARG(c),
+                             ARG(in->plane_weight), ARG(in->mean), ARG(cg), ARG(n),       ARG(c),
                              ARG(spatial),      ARG(p.pieces),   ARG(p.sets),    ARG(p.per_group), ARG(p.tile), ARG(m),
                              ARG(*sets),        ARG(in->pivots)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cf"),
@@ -192,15 +204,17 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     if (p.whole_rows) {
         kernel_arg args[] = {ARG(in->x),        ARG(in->dy),       ARG(in->mask),
                              ARG(in->mean),     ARG(in->row_mean), ARG(in->row_rstd),
-                             ARG(rows),         ARG(c),            ARG(p.sets),
-                             ARG(m),            ARG(*sets),        ARG(in->pivots)};
+                             ARG(rows),         ARG(c),            ARG(cg),
+                             ARG(p.sets),       ARG(p.per_sample), ARG(m),
+                             ARG(*sets),        ARG(in->pivots)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_rows"),
                             args, ARRAY_SIZE(args), 1, p.global, p.local);
     }
-    kernel_arg args[] = {ARG(in->x),    ARG(in->dy),       ARG(in->mask),     ARG(in->mean),
-                         ARG(in->row_mean), ARG(in->row_rstd), ARG(rows),     ARG(c),
-                         ARG(p.lanes),  ARG(p.sets),       ARG(m),            ARG(*sets),
-                         ARG(in->pivots)};
+    kernel_arg args[] = {ARG(in->x),        ARG(in->dy),       ARG(in->mask),
+                         ARG(in->mean),     ARG(in->row_mean), ARG(in->row_rstd),
+                         ARG(rows),         ARG(c),            ARG(cg),
+                         ARG(p.lanes),      ARG(p.sets),       ARG(p.per_sample),
+                         ARG(m),            ARG(*sets),        ARG(in->pivots)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_cl"), args,
                         ARRAY_SIZE(args), 2, p.global, p.local);
 }

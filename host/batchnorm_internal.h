@@ -77,6 +77,10 @@ typedef struct stage1_inputs {
     cl_mem row_mean, row_rstd; /* channels-last gradients: xhat from per-row statistics */
     cl_mem pivots;             /* statistics: receives each channel's pivot */
     int mode;                  /* REDUCE_STATS or REDUCE_GRAD */
+    /* GroupNorm: channels-last partials per sample (0: one sample), and gradients' `mean` per
+     * group of mean_group channels (0: per channel): mean[c / mean_group] in channels-first,
+     * mean[n * (C / mean_group) + c / mean_group] in channels-last */
+    size_t samples, mean_group;
 } stage1_inputs;
 
 /* Plans stage 1 for the device, reserves WS_PARTIALS and enqueues it; the partials are in *sets,

@@ -111,6 +111,36 @@ FLOATV lane_select(FLOATV v, long lanes_left)
 #endif
 }
 
+/* The rows of partial set s in channels-last: with `per_sample` sets per sample of M rows
+ * (GroupNorm's statistics are per sample; batch norm has one sample), set s takes row pairs
+ * [j*P/k, (j+1)*P/k) of sample s / k, j = s % k. */
+void set_rows(ulong s, uint per_sample, ulong M, ulong *r_begin, ulong *r_end, ulong *sample)
+{
+    const ulong n = s / per_sample, j = s - n * per_sample, pairs = (M + 1) / 2;
+    const ulong p_end = (j + 1) * pairs / per_sample;
+    *sample = n;
+    *r_begin = n * M + 2 * (j * pairs / per_sample);
+    *r_end = n * M + (2 * p_end < M ? 2 * p_end : M);
+}
+
+/* Per-group values stat[r_first + c / Cg] for channels c0.. (the lanes); Cg = 1: per channel. */
+FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg, long lanes_left)
+{
+    if (Cg == 1)
+        return load_lanes(stat + r_first, c0, lanes_left);
+    const ulong last = c0 + (lanes_left < VEC ? (ulong)lanes_left : VEC) - 1;
+    if (c0 / Cg == last / Cg)
+        return (FLOATV)stat[r_first + c0 / Cg];
+#if VEC == 1
+    return stat[r_first + c0 / Cg];
+#else
+    float v[VEC];
+    for (uint i = 0; i < VEC; i++)
+        v[i] = (long)i < lanes_left ? stat[r_first + (c0 + i) / Cg] : 0.0f;
+    return LOADV(v, 0);
+#endif
+}
+
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
@@ -122,8 +152,9 @@ FLOATV lane_select(FLOATV v, long lanes_left)
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *mask, __global const float *plane_weight,
-             __global const float *mean_in, ulong N, ulong C, ulong HW, uint pieces, uint S,
-             uint per_group, uint tile, int mode, __global float *sets, __global float *pivots)
+             __global const float *mean_in, ulong mean_div, ulong N, ulong C, ulong HW,
+             uint pieces, uint S, uint per_group, uint tile, int mode, __global float *sets,
+             __global float *pivots)
 {
     __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0), width = WG_SIZE / per_group;
@@ -146,7 +177,7 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
         if (t >= here)
             continue;
         if (mode == REDUCE_GRAD && mean_in)
-            mu[t] = mean_in[c];
+            mu[t] = mean_in[c / mean_div]; /* GroupNorm's planes: the group's mean */
         /* the pivot: element (n, c, position) = (0, c, 0) */
         if (mode == REDUCE_STATS)
             k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
@@ -248,8 +279,8 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
              __global const float *mean_in, __global const float *row_mean,
-             __global const float *row_rstd, ulong M, ulong C, uint lanes, uint S, int mode,
-             __global float *sets, __global float *pivots)
+             __global const float *row_rstd, ulong M, ulong C, ulong mean_cg, uint lanes, uint S,
+             uint per_sample, int mode, __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE];
     __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
@@ -257,9 +288,8 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     const uint slot = lid / lanes, slots = WG_SIZE / lanes;
     const ulong c_item = (get_group_id(0) * lanes + (lid - slot * lanes)) * ITEM_TILE * VEC;
     const ulong s = get_group_id(1);
-    const ulong pairs = (M + 1) / 2;
-    const ulong p_end = (s + 1) * pairs / S;
-    const ulong r_begin = 2 * (s * pairs / S), r_end = 2 * p_end < M ? 2 * p_end : M;
+    ulong r_begin, r_end, n;
+    set_rows(s, per_sample, M, &r_begin, &r_end, &n);
 
     /* per channel vector t: lane-wise statistics (or gradient sums), the mean (gradients), the
      * pivot (statistics: row 0) */
@@ -271,7 +301,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
         count[t] = 0.0f;
         mean[t] = m2n[t] = mu[t] = k[t] = 0.0f;
         if (mode == REDUCE_GRAD && left > 0 && mean_in)
-            mu[t] = load_lanes(mean_in, c0, left);
+            mu[t] = group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left);
         if (mode == REDUCE_STATS && left > 0)
             k[t] = load_lanes(x, c0, left);
     }
@@ -367,15 +397,14 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
 __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
                              __global const DATA_T *mask, __global const float *mean_in,
                              __global const float *row_mean, __global const float *row_rstd,
-                             ulong M, ulong C, uint S, int mode, __global float *sets,
-                             __global float *pivots)
+                             ulong M, ulong C, ulong mean_cg, uint S, uint per_sample, int mode,
+                             __global float *sets, __global float *pivots)
 {
     const ulong s = get_global_id(0);
     if (s >= S)
         return;
-    const ulong pairs = (M + 1) / 2;
-    const ulong p_end = (s + 1) * pairs / S;
-    const ulong r_begin = 2 * (s * pairs / S), r_end = 2 * p_end < M ? 2 * p_end : M;
+    ulong r_begin, r_end, n;
+    set_rows(s, per_sample, M, &r_begin, &r_end, &n);
     __global float *set = sets + s * 3 * C; /* count | mean or sum dy | m2n or sum dy * xc */
     for (ulong c0 = 0; c0 < C; c0 += VEC) {
         store_lanes(set + C, c0, (long)(C - c0), (FLOATV)0.0f);
@@ -390,7 +419,8 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
             FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
             if (mode == REDUCE_GRAD) {
                 /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-                const FLOATV mu = mean_in ? load_lanes(mean_in, c0, left) : (FLOATV)0.0f;
+                const FLOATV mu =
+                    mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
                 for (uint j = 0; j < nr; j++) {
                     const ulong r = r0 + j;
                     FLOATV g = load_lanes(dy, r * C + c0, left);

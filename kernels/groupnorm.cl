@@ -127,27 +127,6 @@ gn_param_partials(__global const DATA_T *x, __global const DATA_T *dy,
 #define GN_FORWARD 0  /* out = (x [+ addend] - mean[r]) * rstd[r] * weight[c] + bias[c] */
 #define GN_BACKWARD 1 /* out = a[r] * weight[c] * dy + b[r] + e[r] * (x - center[r]) [+ dh_in] */
 
-/* Per-group statistic stat[r] for the lanes of a unit: one value for a channels-first plane
- * (r_first), or per lane for channels-last channels c0.. (group r_first + channel / Cg), one value
- * when the unit lies in one group. */
-FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg, int lanes,
-                   long lanes_left)
-{
-    if (!lanes)
-        return (FLOATV)stat[r_first];
-    const ulong last = c0 + (lanes_left < VEC ? (ulong)lanes_left : VEC) - 1;
-    if (c0 / Cg == last / Cg)
-        return (FLOATV)stat[r_first + c0 / Cg];
-#if VEC == 1
-    return stat[r_first + c0 / Cg];
-#else
-    float v[VEC];
-    for (uint i = 0; i < VEC; i++)
-        v[i] = (long)i < lanes_left ? stat[r_first + (c0 + i) / Cg] : 0.0f;
-    return LOADV(v, 0);
-#endif
-}
-
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
@@ -179,7 +158,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
                           : lanes ? load_lanes(weight, c0, left)
                                   : (FLOATV)weight[w.c];
         FLOATV v = load_lanes(x, o, left);
-#define GROUP_STAT(p) group_lanes((p), r_first, c0, Cg, lanes, left)
+#define GROUP_STAT(p) (lanes ? group_lanes((p), r_first, c0, Cg, left) : (FLOATV)((p)[r_first]))
         if (mode == GN_FORWARD) {
             if (addend) {
                 v += load_lanes(addend, o, left);
