@@ -157,18 +157,67 @@ static size_t group_splits(const clnorm_context *ctx, const program_entry *prog,
 
 static clnorm_status enqueue_group_stats(clnorm_context *ctx, launch_chain *chain,
                                          const program_entry *prog, const gn_problem *pb,
-                                         int mode, cl_mem x, cl_mem addend, cl_mem dy,
-                                         cl_mem weight, cl_mem mean, cl_mem pivots, cl_mem sets)
+                                         cl_mem x, cl_mem addend, cl_mem pivots, cl_mem sets)
 {
     const size_t wg = (size_t)prog->work_group_size, s = group_splits(ctx, prog, pb);
     cl_ulong c = pb->c, hw = pb->spatial, g = pb->groups;
-    cl_int cl = pb->channels_last, m = mode;
+    cl_int cl = pb->channels_last;
     cl_uint splits = (cl_uint)s;
-    kernel_arg args[] = {ARG(x), ARG(addend), ARG(dy),     ARG(weight), ARG(mean), ARG(c),     ARG(hw),
-                         ARG(g), ARG(cl),     ARG(splits), ARG(m),      ARG(sets), ARG(pivots)};
+    kernel_arg args[] = {ARG(x),  ARG(addend), ARG(c),    ARG(hw),   ARG(g),
+                         ARG(cl), ARG(splits), ARG(sets), ARG(pivots)};
     size_t global[2] = {s * wg, pb->rows}, local[2] = {wg, 1};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_stats"), args,
                         ARRAY_SIZE(args), 2, global, local);
+}
+
+/* Stage 1 through batch norm's, per (sample, channel): channels-first planes as channels, or
+ * channels-last rows split by sample; then gn_combine per group into out_groups (count | a | b,
+ * R each) and, for the gradients, per channel into out_channels (dbias and dweight sums).
+ * Statistics: the pivots (pivots, C or N x C floats) per channel in, per group out
+ * (out_pivots, R floats). */
+static clnorm_status enqueue_sample_partials(clnorm_context *ctx, launch_chain *chain,
+                                             const program_entry *prog, const gn_problem *pb,
+                                             int mode, cl_mem x, cl_mem dy, cl_mem weight,
+                                             cl_mem mean, cl_mem rstd, cl_mem pivots,
+                                             cl_mem out_groups, cl_mem out_pivots,
+                                             cl_mem out_channels)
+{
+    const bool by_rows = pb->channels_last || pb->spatial == 1;
+    bn_geometry g = {.layout = by_rows ? CLNORM_CHANNELS_LAST : CLNORM_CHANNELS_FIRST,
+                     .n = by_rows ? pb->n : 1,
+                     .c = by_rows ? pb->c : pb->n * pb->c,
+                     .spatial = pb->spatial,
+                     .rows = by_rows ? pb->n * pb->spatial : pb->spatial,
+                     .total = pb->total,
+                     .bytes = pb->total * sizeof(float)};
+    stage1_inputs in = {.x = x,
+                        .dy = dy,
+                        .mean = mean,
+                        .pivots = pivots,
+                        .mode = mode,
+                        .samples = by_rows ? pb->n : 1,
+                        .mean_group = pb->c / pb->groups};
+    cl_mem sets;
+    cl_uint num_sets;
+    clnorm_status status;
+    TRY(bn_enqueue_stage1(ctx, chain, prog, &g, &in, &sets, &num_sets));
+    /* where part j of (n, c) is: sets of 3 x g.c floats */
+    cl_uint k = by_rows ? num_sets / (cl_uint)pb->n : num_sets;
+    cl_ulong part_stride = by_rows ? 3 * pb->c : 3 * pb->n * pb->c;
+    cl_ulong sample_stride = by_rows ? (cl_ulong)k * 3 * pb->c : pb->c;
+    cl_ulong comp = g.c, pivot_stride = by_rows ? 0 : pb->c;
+    cl_ulong n = pb->n, c = pb->c, groups = pb->groups;
+    cl_int m = mode;
+    kernel_arg args[] = {ARG(sets),  ARG(k),          ARG(part_stride), ARG(sample_stride),
+                         ARG(comp),  ARG(pivots),     ARG(pivot_stride), ARG(n),
+                         ARG(c),     ARG(groups),     ARG(m),           ARG(weight),
+                         ARG(rstd),  ARG(out_groups), ARG(out_pivots), ARG(out_channels)};
+    size_t local = (size_t)prog->work_group_size;
+    size_t global = round_up(pb->rows > pb->c ? pb->rows : pb->c, local);
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_combine"), args,
+                        ARRAY_SIZE(args), 1, &global, &local);
+fail:
+    return status;
 }
 
 /* Groups are contiguous rows in channels-first (and whenever there is no spatial extent): batch
@@ -210,12 +259,16 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     launch_chain chain;
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
-    cl_mem sets, pivots, coef, mean = b->mean, rstd = b->rstd, instance_sets = NULL;
+    cl_mem sets, pivots, group_pivots, coef, mean = b->mean, rstd = b->rstd, instance_sets = NULL;
     cl_uint num_sets;
     clnorm_status status;
     const size_t per_row = pb->rows * sizeof(float);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    TRY(workspace_reserve(ctx, WS_PIVOTS, per_row, &pivots));
+    /* pivots: one per group, or per channel (or plane) for the per-sample partials */
+    TRY(workspace_reserve(ctx, WS_PIVOTS, (pb->rows > pb->n * pb->c ? pb->rows : pb->n * pb->c) *
+                                              sizeof(float),
+                          &pivots));
+    group_pivots = pivots;
     TRY(workspace_reserve(ctx, WS_COEF, 4 * per_row, &coef));
     if (!mean && !pb->rms)
         TRY(workspace_reserve(ctx, WS_MEAN, per_row, &mean));
@@ -228,15 +281,21 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         stage1_inputs in = {
             .x = b->x, .addend = b->residual, .pivots = pivots, .mode = REDUCE_STATS};
         TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+    } else if (!b->residual) {
+        /* channels-last groups: per (sample, channel), merged per group with absolute means */
+        TRY(workspace_reserve(ctx, WS_GROUPS, 3 * per_row, &sets));
+        TRY(workspace_reserve(ctx, WS_GROUP_PIVOTS, per_row, &group_pivots));
+        TRY(enqueue_sample_partials(ctx, &chain, prog, pb, REDUCE_STATS, b->x, NULL, NULL, NULL,
+                                    NULL, pivots, sets, group_pivots, NULL));
+        num_sets = 1;
     } else {
         num_sets = (cl_uint)group_splits(ctx, prog, pb);
         TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * per_row, &sets));
-        TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_STATS, b->x, b->residual, NULL,
-                                NULL, NULL, pivots, sets));
+        TRY(enqueue_group_stats(ctx, &chain, prog, pb, b->x, b->residual, pivots, sets));
     }
     channel_args ca = {.sets = sets,
                        .num_sets = num_sets,
-                       .pivots = pivots,
+                       .pivots = group_pivots,
                        .mode = CH_FINALIZE,
                        .eps = (float)eps,
                        .flags = pb->rms ? CHF_RMS : 0,
@@ -263,37 +322,13 @@ fail:
     return status;
 }
 
-/* dweight and dbias: per channel, sums over (n, position) of dy * xhat and dy. */
-static clnorm_status enqueue_param_grads(clnorm_context *ctx, launch_chain *chain,
-                                         const program_entry *prog, const gn_problem *pb,
-                                         const clnorm_norm_grad_buffers *b, cl_mem coef)
+/* dweight and dbias from per-channel sets (count | sum dy | sum dy * xhat): stage 2 with no
+ * statistics (mean 0, invstd 1) gives dgamma = sum dy * xhat, dbeta = sum dy. */
+static clnorm_status enqueue_param_finish(clnorm_context *ctx, launch_chain *chain,
+                                          const program_entry *prog, const gn_problem *pb,
+                                          const clnorm_norm_grad_buffers *b, cl_mem sets,
+                                          cl_uint num_sets, cl_mem coef)
 {
-    cl_mem sets;
-    cl_uint num_sets;
-    clnorm_status status;
-    if (plain_rows(pb)) {
-        /* column sums over the rows, with each row's statistics */
-        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_LAST);
-        stage1_inputs in = {.x = b->x,
-                            .dy = b->dy,
-                            .row_mean = b->mean,
-                            .row_rstd = b->rstd,
-                            .mode = REDUCE_GRAD};
-        TRY(bn_enqueue_stage1(ctx, chain, prog, &g, &in, &sets, &num_sets));
-    } else {
-        const size_t wg = (size_t)prog->work_group_size;
-        const size_t s = stage1_splits(ctx, prog, wg, pb->n * pb->spatial, pb->c);
-        TRY(workspace_reserve(ctx, WS_PARTIALS, s * 3 * pb->c * sizeof(float), &sets));
-        cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, g = pb->groups;
-        cl_int cl = pb->channels_last;
-        num_sets = (cl_uint)s;
-        kernel_arg args[] = {ARG(b->x), ARG(b->dy), ARG(b->mean), ARG(b->rstd),  ARG(n),   ARG(c),
-                             ARG(hw),   ARG(g),     ARG(cl),      ARG(num_sets), ARG(sets)};
-        size_t global[2] = {s * wg, pb->c}, local[2] = {wg, 1};
-        TRY(chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_param_partials"),
-                         args, ARRAY_SIZE(args), 2, global, local));
-    }
-    /* stage 2 with no statistics (mean 0, invstd 1): dgamma = sum dy * xhat, dbeta = sum dy */
     channel_args pa = {.sets = sets,
                        .num_sets = num_sets,
                        .mode = CH_GRAD,
@@ -301,8 +336,6 @@ static clnorm_status enqueue_param_grads(clnorm_context *ctx, launch_chain *chai
                        .dgamma = b->dweight,
                        .dbeta = b->dbias};
     return bn_enqueue_channel(ctx, chain, prog, pb->c, &pa);
-fail:
-    return status;
 }
 
 static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
@@ -315,13 +348,23 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
     cl_mem sets, coef;
     cl_uint num_sets;
     clnorm_status status;
+    const bool params = b->dweight || b->dbias;
     TRY(program_get(ctx, FAMILY_NORM, &prog));
     TRY(workspace_reserve(ctx, WS_COEF, 4 * (pb->rows > pb->c ? pb->rows : pb->c) * sizeof(float),
                           &coef));
     /* parameter gradients first: their stage 2 also writes (unused) coefficients */
-    if (b->dweight || b->dbias)
-        TRY(enqueue_param_grads(ctx, &chain, prog, pb, b, coef));
     if (plain_rows(pb)) {
+        if (params) {
+            /* column sums over the rows, with each row's statistics */
+            bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_LAST);
+            stage1_inputs in = {.x = b->x,
+                                .dy = b->dy,
+                                .row_mean = b->mean,
+                                .row_rstd = b->rstd,
+                                .mode = REDUCE_GRAD};
+            TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, coef));
+        }
         bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
         stage1_inputs in = {.x = b->x,
                             .dy = b->dy,
@@ -330,10 +373,16 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
                             .mode = REDUCE_GRAD};
         TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     } else {
-        num_sets = (cl_uint)group_splits(ctx, prog, pb);
-        TRY(workspace_reserve(ctx, WS_PARTIALS, num_sets * 3 * pb->rows * sizeof(float), &sets));
-        TRY(enqueue_group_stats(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, NULL, b->dy, b->weight,
-                                b->mean, NULL, sets));
+        /* one pass over x and dy: per (sample, channel) sums, then per group and per channel */
+        cl_mem channels = NULL;
+        TRY(workspace_reserve(ctx, WS_GROUPS, 3 * pb->rows * sizeof(float), &sets));
+        if (params)
+            TRY(workspace_reserve(ctx, WS_SETS, 3 * pb->c * sizeof(float), &channels));
+        TRY(enqueue_sample_partials(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, b->dy, b->weight,
+                                    b->mean, b->rstd, NULL, sets, NULL, channels));
+        if (params)
+            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, channels, 1, coef));
+        num_sets = 1;
     }
     channel_args ca = {.sets = sets,
                        .num_sets = num_sets,

@@ -110,7 +110,9 @@ typedef enum workspace_slot {
     WS_PIVOTS,       /* per-group pivots of the feature-axis norms */
     WS_MEAN,         /* per-group statistics when the caller does not want them */
     WS_RSTD,
-    WS_SETS, /* per-instance statistics (InstanceNorm's running statistics) */
+    WS_SETS,   /* per-instance statistics (InstanceNorm's running statistics), per-channel sums */
+    WS_GROUPS, /* GroupNorm's per-group statistics or sums, merged from per-channel partials */
+    WS_GROUP_PIVOTS, /* ... and their pivots */
     WORKSPACE_COUNT
 } workspace_slot;
 

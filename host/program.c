@@ -18,7 +18,7 @@ static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_NORM] = {"norm",
                      {"common", "batchnorm", "groupnorm"},
                      {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_channel", "bn_elementwise", "gn_stats",
-                      "gn_param_partials", "gn_apply", "in_running"}},
+                      "gn_combine", "gn_apply", "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

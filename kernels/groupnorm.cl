@@ -6,9 +6,10 @@
  * Group r = n * G + g holds D = (C/G) * HW values; its position p is
  *   channels-first: element r * D + p (contiguous), channel g * Cg + p / HW;
  *   channels-last:  element (n * HW + p / Cg) * C + g * Cg + p % Cg, channel g * Cg + p % Cg.
- * Statistics use the two stages of batchnorm.cl: gn_stats writes per-group partials (pairs of
- * consecutive positions are the blocks, merged with Chan's formula; values shifted by the group's
- * first value, which goes to `pivots`), bn_channel merges them as a tree. Built together with
+ * Stage 1 is batch norm's (batchnorm.cl): groups as channels where they are contiguous rows
+ * (channels-first, LayerNorm), else partials per (sample, channel) that gn_combine merges per
+ * group; gn_stats serves the one remaining case (channels-last groups with a fused residual).
+ * bn_channel then finalizes per group and gn_apply is the elementwise pass. Built together with
  * common.cl and batchnorm.cl. */
 
 typedef struct gn_layout {
@@ -26,21 +27,11 @@ ulong gn_index(const gn_layout *l, ulong r, ulong p)
     return (n * l->HW + s) * l->C + g * l->Cg + (p - s * l->Cg);
 }
 
-ulong gn_channel(const gn_layout *l, ulong r, ulong p)
-{
-    const ulong g = r - r / l->G * l->G;
-    if (l->channels_last)
-        return g * l->Cg + (p - p / l->Cg * l->Cg);
-    return g * l->Cg + (l->HW == 1 ? p : p / l->HW);
-}
-
-/* Stage 1 over groups. REDUCE_STATS: statistics of x (+ addend). REDUCE_GRAD: sums of
- * dxhat = dy * weight[channel] and dxhat * (x - mean_in[r]) (mean_in NULL: 0, for RMS).
+/* Stage 1 over groups, for channels-last groups with a fused residual: statistics of x + addend.
  * Work-groups: (S x WG_SIZE) x R; partial s of group r takes pairs [s*P/S, (s+1)*P/S). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-gn_stats(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
-         __global const float *weight, __global const float *mean_in, ulong C, ulong HW, ulong G,
-         int channels_last, uint S, int mode, __global float *sets, __global float *pivots)
+gn_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong C, ulong HW, ulong G,
+         int channels_last, uint S, __global float *sets, __global float *pivots)
 {
     __local float l_cnt[WG_SIZE], l_a[WG_SIZE], l_b[WG_SIZE];
     const gn_layout l = GN_LAYOUT(C, HW, G, channels_last);
@@ -48,8 +39,7 @@ gn_stats(__global const DATA_T *x, __global const DATA_T *addend, __global const
     const ulong s = get_group_id(0), r = get_global_id(1), R = get_global_size(1);
     const ulong pairs = (l.D + 1) / 2, q_end = (s + 1) * pairs / S;
     const ulong i0 = gn_index(&l, r, 0);
-    const float k = mode == REDUCE_STATS ? LOAD(x, i0) + (addend ? LOAD(addend, i0) : 0.0f) : 0.0f;
-    const float mu = mode == REDUCE_GRAD && mean_in ? mean_in[r] : 0.0f;
+    const float k = LOAD(x, i0) + (addend ? LOAD(addend, i0) : 0.0f);
     float count = 0.0f, a = 0.0f, b = 0.0f;
     for (ulong q = s * pairs / S + lid; q < q_end; q += WG_SIZE) {
         const ulong p = 2 * q;
@@ -60,67 +50,87 @@ gn_stats(__global const DATA_T *x, __global const DATA_T *addend, __global const
             va += LOAD(addend, ia);
             vb += LOAD(addend, ib);
         }
-        if (mode == REDUCE_STATS) {
-            const float dev = (va - vb) * 0.5f;
-            stats_merge(&count, &a, &b, two ? 2.0f : 1.0f, ((va - k) + (vb - k)) * 0.5f,
-                        dev * dev);
-        } else {
-            float ga = LOAD(dy, ia), gb = two ? LOAD(dy, ib) : 0.0f;
-            if (weight) {
-                ga *= weight[gn_channel(&l, r, p)];
-                gb *= two ? weight[gn_channel(&l, r, p + 1)] : 0.0f;
-            }
-            count += two ? 2.0f : 1.0f;
-            a += ga + gb;
-            b += ga * (va - mu) + gb * (vb - mu);
-        }
+        const float dev = (va - vb) * 0.5f;
+        stats_merge(&count, &a, &b, two ? 2.0f : 1.0f, ((va - k) + (vb - k)) * 0.5f, dev * dev);
     }
     l_cnt[lid] = count;
     l_a[lid] = a;
     l_b[lid] = b;
-    group_tree_merge(l_cnt, l_a, l_b, lid, WG_SIZE, mode);
+    group_tree_merge(l_cnt, l_a, l_b, lid, WG_SIZE, REDUCE_STATS);
     if (lid == 0) {
         __global float *set = sets + s * 3 * R;
         set[r] = l_cnt[0];
         set[R + r] = l_a[0];
         set[2 * R + r] = l_b[0];
-        if (s == 0 && pivots)
+        if (s == 0)
             pivots[r] = k;
     }
 }
 
-/* Stage 1 of the parameter gradients: per channel c, sums over (n, position) of dy and
- * dy * xhat, xhat = (x - mean[r]) * rstd[r] with r = n * G + c / Cg (mean NULL: 0).
- * Work-groups: (S x WG_SIZE) x C; partial s takes values [s*M/S, (s+1)*M/S), M = N * HW. */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-gn_param_partials(__global const DATA_T *x, __global const DATA_T *dy,
-                  __global const float *mean, __global const float *rstd, ulong N, ulong C,
-                  ulong HW, ulong G, int channels_last, uint S, __global float *sets)
+/* GroupNorm from per-(sample n, channel c) partials of batch norm's stage 1 (channels-last
+ * statistics, and the gradients of both layouts): component q (0 count, 1 mean or sum dy, 2 m2n
+ * or sum dy * (x - mean)) of part j at parts[j * part_stride + n * sample_stride + q * comp + c],
+ * j < k. Per group r = n * G + g, into out_groups (count | a | b, R each): statistics merged with
+ * Chan's formula over the group's channels and parts, their means moved from each channel's
+ * pivot (pivots[n * pivot_stride + c]) to the group's first channel's, which goes to
+ * out_pivots[r] (a common offset such as 1e4 + N(0, 1) then costs no precision); gradients summed with the weights, sum w[c] * dy and
+ * sum w[c] * dy * (x - mean). Per channel, into out_channels when given (gradients): over the
+ * samples, sum dy and sum rstd[r] * dy * (x - mean[r]), the sums of dbias and dweight.
+ * One work-item per group and per channel: max(R, C). A fixed order: deterministic. */
+__kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
+                         ulong sample_stride, ulong comp, __global const float *pivots,
+                         ulong pivot_stride, ulong N, ulong C, ulong G, int mode,
+                         __global const float *weight, __global const float *rstd,
+                         __global float *out_groups, __global float *out_pivots,
+                         __global float *out_channels)
 {
-    __local float l_cnt[WG_SIZE], l_a[WG_SIZE], l_b[WG_SIZE];
-    const uint lid = get_local_id(0);
-    const ulong s = get_group_id(0), c = get_global_id(1);
-    const ulong M = N * HW, m_end = (s + 1) * M / S, group = c / (C / G);
-    float count = 0.0f, a = 0.0f, b = 0.0f;
-    for (ulong m = s * M / S + lid; m < m_end; m += WG_SIZE) {
-        const ulong n = m / HW;
-        const ulong i = channels_last ? m * C + c : (n * C + c) * HW + (m - n * HW);
-        const ulong r = n * G + group;
-        const float g = LOAD(dy, i);
-        const float xhat = (LOAD(x, i) - (mean ? mean[r] : 0.0f)) * rstd[r];
-        count += 1.0f;
-        a += g;
-        b += g * xhat;
+    const ulong i = get_global_id(0), Cg = C / G, R = N * G;
+    if (i < R) {
+        const ulong n = i / G, c_first = (i - n * G) * Cg;
+        const float k_group = mode == REDUCE_STATS ? pivots[n * pivot_stride + c_first] : 0.0f;
+        float count = 0.0f, a = 0.0f, b = 0.0f;
+        for (ulong c = c_first; c < c_first + Cg; c++) {
+            const float w = weight ? weight[c] : 1.0f;
+            const float shift =
+                mode == REDUCE_STATS ? pivots[n * pivot_stride + c] - k_group : 0.0f;
+            for (uint j = 0; j < k; j++) {
+                __global const float *p = parts + j * part_stride + n * sample_stride + c;
+                const float pn = p[0];
+                float pa = p[comp];
+                if (mode == REDUCE_STATS) {
+                    if (pn > 0.0f)
+                        pa += shift;
+                    stats_merge(&count, &a, &b, pn, pa, p[2 * comp]);
+                } else {
+                    count += pn;
+                    a += w * pa;
+                    b += w * p[2 * comp];
+                }
+            }
+        }
+        out_groups[i] = count;
+        out_groups[R + i] = a;
+        out_groups[2 * R + i] = b;
+        if (mode == REDUCE_STATS)
+            out_pivots[i] = k_group;
     }
-    l_cnt[lid] = count;
-    l_a[lid] = a;
-    l_b[lid] = b;
-    group_tree_merge(l_cnt, l_a, l_b, lid, WG_SIZE, REDUCE_GRAD);
-    if (lid == 0) {
-        __global float *set = sets + s * 3 * C;
-        set[c] = l_cnt[0];
-        set[C + c] = l_a[0];
-        set[2 * C + c] = l_b[0];
+    if (mode == REDUCE_GRAD && out_channels && i < C) {
+        const ulong c = i, g = c / Cg;
+        float count = 0.0f, a = 0.0f, b = 0.0f;
+        for (ulong n = 0; n < N; n++) {
+            float pa = 0.0f, pb = 0.0f;
+            for (uint j = 0; j < k; j++) {
+                __global const float *p = parts + j * part_stride + n * sample_stride + c;
+                count += p[0];
+                pa += p[comp];
+                pb += p[2 * comp];
+            }
+            a += pa;
+            b += rstd[n * G + g] * pb;
+        }
+        out_channels[c] = count;
+        out_channels[C + c] = a;
+        out_channels[2 * C + c] = b;
     }
 }
 

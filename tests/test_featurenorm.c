@@ -21,7 +21,7 @@ typedef struct fn_case {
     size_t n, c, hw, groups; /* rows x cols for LAYER/RMS is n x c, hw = 1 */
     int channels_last;
     double eps;
-    int residual; /* fused h = x + residual (LAYER, RMS) */
+    int residual; /* fused h = x + residual */
     data d;
 } fn_case;
 
@@ -186,13 +186,18 @@ static float *input(const fn_case *t, unsigned long long seed)
     for (size_t i = 0; i < total; i++)
         x[i] = t->d == OFFSET ? (float)(1e4 + rng_normal(&r)) : (float)(2 * rng_normal(&r) - 0.5);
     for (size_t rr = 0; rr < R && (t->d == CONSTANT || t->d == EXACT); rr++) {
-        /* CONSTANT: every group one value (2, 14, 1234, ...). EXACT: pairs mu +- k/8 in the
-         * order of the group's positions, mu = 2^(r % 3 - 1), an odd count ending with mu. */
+        /* CONSTANT: every group one value (2, 14, 1234, ...). EXACT: pairs mu +- k/8 (an odd
+         * count ends with mu), mu = 2^(r % 3 - 1), in the order the statistics are taken: the
+         * group's positions in channels-first (one contiguous run), each channel's positions in
+         * channels-last (partials per channel, merged per group). */
         float mu = t->d == CONSTANT ? (float)(2 + 12 * (rr % 2) + 1000 * (rr % 3))
                                     : (float)ldexp(1.0, (int)(rr % 3) - 1);
-        size_t p = 0, prev = 0, D = total / R;
+        const bool per_channel = t->channels_last && t->hw > 1;
+        size_t p = 0, prev = 0, D = per_channel ? t->hw : total / R;
         FOR_GROUP(t, rr, i, ch, {
             (void)ch;
+            if (per_channel) /* p: the position of element i within its channel */
+                p = (size_t)((i / t->c) % t->hw);
             if (t->d == CONSTANT || (p % 2 == 0 && p + 1 == D)) {
                 x[i] = mu;
             } else if (p % 2 == 0) {
@@ -200,7 +205,7 @@ static float *input(const fn_case *t, unsigned long long seed)
                 rng_uniform(&r);
                 prev = i;
             } else {
-                x[i] = 2 * mu - x[prev];
+                x[i] = 2 * mu - x[per_channel ? i - t->c : prev];
             }
             p++;
         });
@@ -413,6 +418,9 @@ static const fn_case cases[] = {
     {GROUP, 3, 6, 13, 3, 1, 1e-5, 0, EXACT},
     {GROUP, 2, 4, 9, 2, 1, 1e-5, 0, CONSTANT},
     {GROUP, 2, 4, 17, 2, 0, 1e-5, 0, OFFSET},
+    {GROUP, 2, 4, 17, 2, 1, 1e-5, 0, OFFSET},
+    {GROUP, 2, 6, 9, 3, 0, 1e-5, 1, RANDOM},
+    {GROUP, 2, 6, 9, 3, 1, 1e-5, 1, RANDOM},
     /* InstanceNorm (G = C) */
     {INSTANCE, 3, 4, 25, 4, 0, 1e-5, 0, RANDOM},
     {INSTANCE, 3, 4, 25, 4, 1, 1e-5, 0, RANDOM},
