@@ -240,9 +240,10 @@ void elementwise_grid(const clnorm_context *ctx, const program_entry *prog, size
                       size_t *global, size_t *chunk, cl_int *contiguous)
 {
     const size_t wg = (size_t)prog->work_group_size;
-    /* CPUs: a few long contiguous runs per core; GPUs: neighbouring work-items on neighbouring
-     * units, each taking `items_per_thread` of them strided by the grid. */
-    *contiguous = (ctx->dev.type & CL_DEVICE_TYPE_CPU) != 0;
+    /* Work-groups of one (CPUs): a few long contiguous runs per core; else (GPUs) neighbouring
+     * work-items on neighbouring units, each taking `items_per_thread` of them strided by the
+     * grid. (Keyed to the parameters, not the device type, so one device tests both.) */
+    *contiguous = wg == 1;
     if (*contiguous) {
         *chunk = ceil_div(units, ctx->dev.compute_units * 4);
         *global = round_up(ceil_div(units, *chunk), wg);

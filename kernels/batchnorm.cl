@@ -636,6 +636,31 @@ FLOATV unit_coef(__global const float *coef, int which, ulong C, ulong c, int la
  * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
  * Coefficients (a | b | e | center), C each. Segments of seg_len values: planes of channel
  * seg % C (lane_channels = 0) or rows of the C channels (lane_channels = 1, seg_len = C). */
+/* One unit of bn_elementwise at element o (left values to the segment's end), coefficients
+ * (a, b, e, center) given. */
+void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
+                      __global const DATA_T *residual, __global const DATA_T *mask,
+                      __global DATA_T *out, __global DATA_T *out2, ulong o, long left, FLOATV a,
+                      FLOATV b, FLOATV e, FLOATV center, int flags)
+{
+    FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f : b;
+    if (in1) {
+        FLOATV g = load_lanes(in1, o, left);
+        if (mask)
+            g = RELU_MASK(g, load_lanes(mask, o, left));
+        if (out2)
+            store_lanes(out2, o, left, g);
+        r += a * g;
+    }
+    if (in2)
+        r += e * (load_lanes(in2, o, left) - center);
+    if (residual)
+        r += load_lanes(residual, o, left);
+    if (flags & FLAG_RELU)
+        r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
+    store_lanes(out, o, left, r);
+}
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global DATA_T *out,
@@ -645,28 +670,43 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
 {
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     const ulong first = get_global_id(0) * item_stride;
+#define UNIT_COEF(which, c, left) unit_coef(coef, (which), C, (c), lane_channels, (left))
+    if (step == 1) {
+        /* a contiguous run (CPUs): segment by segment, a plane's coefficients loaded once */
+        const ulong u_end = first + chunk < units ? first + chunk : units;
+        for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
+            const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
+            const ulong c = seg % C;
+            FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
+            if (!lane_channels) {
+                a = coef[c];
+                b = coef[C + c];
+                e = coef[2 * C + c];
+                center = coef[3 * C + c];
+            }
+            for (; pos < stop; pos++, u++) {
+                const long left = (long)(seg_len - pos * VEC);
+                if (lane_channels) {
+                    a = UNIT_COEF(0, pos * VEC, left);
+                    b = UNIT_COEF(1, pos * VEC, left);
+                    e = UNIT_COEF(2, pos * VEC, left);
+                    center = UNIT_COEF(3, pos * VEC, left);
+                }
+                elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC,
+                                 left, a, b, e, center, flags);
+            }
+            pos = 0;
+        }
+        return;
+    }
+    /* strided by the grid (GPUs): neighbouring work-items on neighbouring units */
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
-        const ulong o = w.seg * seg_len + w.pos * VEC;
         const ulong c = lane_channels ? w.pos * VEC : w.c;
-        FLOATV r = flags & FLAG_NO_SHIFT ? (FLOATV)0.0f
-                                         : unit_coef(coef, 1, C, c, lane_channels, left);
-        if (in1) {
-            FLOATV g = load_lanes(in1, o, left);
-            if (mask)
-                g = RELU_MASK(g, load_lanes(mask, o, left));
-            if (out2)
-                store_lanes(out2, o, left, g);
-            r += unit_coef(coef, 0, C, c, lane_channels, left) * g;
-        }
-        if (in2)
-            r += unit_coef(coef, 2, C, c, lane_channels, left) *
-                 (load_lanes(in2, o, left) - unit_coef(coef, 3, C, c, lane_channels, left));
-        if (residual)
-            r += load_lanes(residual, o, left);
-        if (flags & FLAG_RELU)
-            r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
-        store_lanes(out, o, left, r);
+        elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC, left,
+                         UNIT_COEF(0, c, left), UNIT_COEF(1, c, left), UNIT_COEF(2, c, left),
+                         UNIT_COEF(3, c, left), flags);
     }
+#undef UNIT_COEF
 }
