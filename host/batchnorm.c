@@ -154,7 +154,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         p->sets = (cl_uint)s;
         p->global[0] = s * wg;
         p->global[1] = ceil_div(tiles, per_group);
-    } else if (wg == 1) {
+    } else if (wg == 1) { /* (bn_stage1_writes_rows) */
         /* work-groups of one (CPUs): bn_reduce_rows, a work-item per partial, whole rows */
         size_t s = sample_sets(stage1_splits(ctx, prog, 1, ceil_div(g->rows, 2), 1), samples,
                                &p->per_sample);
@@ -177,6 +177,11 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         p->global[0] = tiles * wg;
         p->global[1] = s;
     }
+}
+
+bool bn_stage1_writes_rows(const program_entry *prog, const bn_geometry *g)
+{
+    return g->layout == CLNORM_CHANNELS_LAST && prog->work_group_size == 1;
 }
 
 clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
@@ -204,9 +209,10 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     if (p.whole_rows) {
         kernel_arg args[] = {ARG(in->x),        ARG(in->dy),       ARG(in->mask),
                              ARG(in->mean),     ARG(in->row_mean), ARG(in->row_rstd),
-                             ARG(rows),         ARG(c),            ARG(cg),
-                             ARG(p.sets),       ARG(p.per_sample), ARG(m),
-                             ARG(*sets),        ARG(in->pivots)};
+                             ARG(in->row_weight), ARG(rows),       ARG(c),
+                             ARG(cg),           ARG(p.sets),       ARG(p.per_sample),
+                             ARG(m),            ARG(*sets),        ARG(in->pivots),
+                             ARG(in->row_sets)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_rows"),
                             args, ARRAY_SIZE(args), 1, p.global, p.local);
     }

@@ -81,7 +81,14 @@ typedef struct stage1_inputs {
      * group of mean_group channels (0: per channel): mean[c / mean_group] in channels-first,
      * mean[n * (C / mean_group) + c / mean_group] in channels-last */
     size_t samples, mean_group;
+    /* LayerNorm's backward on bn_reduce_rows (see bn_stage1_writes_rows): with the column sums,
+     * each row's sums of row_weight * dy and row_weight * dy * (x - row_mean), 3 x rows floats */
+    cl_mem row_weight, row_sets;
 } stage1_inputs;
+
+/* Whether stage 1 over this channels-last geometry is bn_reduce_rows, which can also take row
+ * sums in the same pass (stage1_inputs.row_sets). */
+bool bn_stage1_writes_rows(const program_entry *prog, const bn_geometry *g);
 
 /* Plans stage 1 for the device, reserves WS_PARTIALS and enqueues it; the partials are in *sets,
  * *num_sets sets of 3C floats. */

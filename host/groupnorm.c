@@ -354,24 +354,35 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
                           &coef));
     /* parameter gradients first: their stage 2 also writes (unused) coefficients */
     if (plain_rows(pb)) {
+        const bn_geometry columns = rows_geometry(pb, CLNORM_CHANNELS_LAST);
+        /* the column sums' pass can also take the row sums (CPUs), else a pass of their own */
+        cl_mem row_sets = NULL;
+        if (params && bn_stage1_writes_rows(prog, &columns))
+            TRY(workspace_reserve(ctx, WS_GROUPS, 3 * pb->rows * sizeof(float), &row_sets));
         if (params) {
             /* column sums over the rows, with each row's statistics */
-            bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_LAST);
             stage1_inputs in = {.x = b->x,
                                 .dy = b->dy,
                                 .row_mean = b->mean,
                                 .row_rstd = b->rstd,
+                                .row_weight = b->weight,
+                                .row_sets = row_sets,
                                 .mode = REDUCE_GRAD};
-            TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+            TRY(bn_enqueue_stage1(ctx, &chain, prog, &columns, &in, &sets, &num_sets));
             TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, coef));
         }
-        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
-        stage1_inputs in = {.x = b->x,
-                            .dy = b->dy,
-                            .plane_weight = b->weight,
-                            .mean = b->mean,
-                            .mode = REDUCE_GRAD};
-        TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+        if (row_sets) {
+            sets = row_sets;
+            num_sets = 1;
+        } else {
+            bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
+            stage1_inputs in = {.x = b->x,
+                                .dy = b->dy,
+                                .plane_weight = b->weight,
+                                .mean = b->mean,
+                                .mode = REDUCE_GRAD};
+            TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+        }
     } else {
         /* one pass over x and dy: per (sample, channel) sums, then per group and per channel */
         cl_mem channels = NULL;

@@ -393,12 +393,15 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
  * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
  * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
  * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
- * fit in private memory. Work-items: S. */
+ * fit in private memory. With row_sets (gradients, LayerNorm's backward), the same pass also
+ * writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
+ * NULL), M each: the row reduction of the backward without a pass of its own. Work-items: S. */
 __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
                              __global const DATA_T *mask, __global const float *mean_in,
                              __global const float *row_mean, __global const float *row_rstd,
-                             ulong M, ulong C, ulong mean_cg, uint S, uint per_sample, int mode,
-                             __global float *sets, __global float *pivots)
+                             __global const float *row_weight, ulong M, ulong C, ulong mean_cg,
+                             uint S, uint per_sample, int mode, __global float *sets,
+                             __global float *pivots, __global float *row_sets)
 {
     const ulong s = get_global_id(0);
     if (s >= S)
@@ -413,6 +416,9 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     float count = 0.0f; /* the same for every channel */
     for (ulong r0 = r_begin; r0 < r_end; r0 += ROW_BLOCK) {
         const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
+        FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
+        for (uint j = 0; j < ROW_BLOCK; j++)
+            row_a[j] = row_b[j] = 0.0f;
         for (ulong c0 = 0; c0 < C; c0 += VEC) {
             const long left = (long)(C - c0);
             FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
@@ -421,15 +427,21 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                 /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
                 const FLOATV mu =
                     mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
+                const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
                 for (uint j = 0; j < nr; j++) {
                     const ulong r = r0 + j;
+                    const float rm = row_mean ? row_mean[r] : 0.0f;
                     FLOATV g = load_lanes(dy, r * C + c0, left);
                     if (mask)
                         g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
                     const FLOATV xv = load_lanes(x, r * C + c0, left);
                     sum += g;
-                    second += g * (row_rstd ? (xv - (row_mean ? row_mean[r] : 0.0f)) * row_rstd[r]
-                                            : xv - mu);
+                    second += g * (row_rstd ? (xv - rm) * row_rstd[r] : xv - mu);
+                    if (row_sets) {
+                        const FLOATV gw = g * w;
+                        row_a[j] += gw;
+                        row_b[j] += gw * (xv - rm);
+                    }
                 }
                 a += sum;
                 b += second;
@@ -448,11 +460,16 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                     if (j < nr)
                         second += d * d;
                 }
-                float n = count;
-                stats_merge_lanes(&n, &a, &b, (float)nr, bmean, second / pow2_floor((float)nr));
+                float cnt = count;
+                stats_merge_lanes(&cnt, &a, &b, (float)nr, bmean, second / pow2_floor((float)nr));
             }
             store_lanes(set + C, c0, left, a);
             store_lanes(set + 2 * C, c0, left, b);
+        }
+        for (uint j = 0; row_sets && j < nr; j++) {
+            row_sets[r0 + j] = (float)C;
+            row_sets[M + r0 + j] = HSUM(row_a[j]);
+            row_sets[2 * M + r0 + j] = HSUM(row_b[j]);
         }
         count += (float)nr;
     }
