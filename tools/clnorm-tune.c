@@ -570,7 +570,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
         USE_LIST_(pow2_8);
     else if (!strcmp(name, "partials_per_channel"))
         USE_LIST_(partials);
-    else if (!strcmp(name, "channel_tile"))
+    else if (!strcmp(name, "channel_tile") || !strcmp(name, "plane_tile"))
         USE_LIST_(tiles);
     else if (!strcmp(name, "item_tile"))
         USE_LIST_(item_tile);
