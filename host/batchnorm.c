@@ -384,6 +384,44 @@ fail:
     return status;
 }
 
+/* Bytes of channel data a fused forward's work-item keeps in cache between its two reads. */
+#define FUSED_BYTES (256 * 1024)
+
+/* Channels per work-item of bn_forward_fused, or 0 when it does not serve: it needs work-groups
+ * of one (CPUs), channels-first, a channel that fits in FUSED_BYTES and enough channels for
+ * every compute unit. */
+static size_t fused_forward_tile(const clnorm_context *ctx, const program_entry *prog,
+                                 const bn_geometry *g)
+{
+    const size_t channel_bytes = g->rows * sizeof(float);
+    if (prog->work_group_size != 1 || g->layout != CLNORM_CHANNELS_FIRST ||
+        channel_bytes > FUSED_BYTES || g->c < 4 * (size_t)ctx->dev.compute_units)
+        return 0;
+    size_t tile = clamp_size(FUSED_BYTES / channel_bytes, 1, (size_t)ctx->params.plane_tile);
+    /* keep four work-items per compute unit */
+    return clamp_size(tile, 1, g->c / (4 * (size_t)ctx->dev.compute_units));
+}
+
+static clnorm_status enqueue_fused_forward(clnorm_context *ctx, launch_chain *chain,
+                                           const program_entry *prog, const bn_geometry *g,
+                                           const clnorm_bn_config *config,
+                                           const clnorm_bn_buffers *b, size_t tile)
+{
+    cl_ulong n = g->n, c = g->c, spatial = g->spatial;
+    cl_uint t = (cl_uint)tile;
+    float eps = (float)config->eps, momentum = (float)config->momentum;
+    cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
+    kernel_arg args[] = {ARG(b->x),           ARG(b->residual),    ARG(b->gamma),
+                         ARG(b->beta),        ARG(b->running_mean), ARG(b->running_var),
+                         ARG(b->save_mean),   ARG(b->save_invstd), ARG(n),
+                         ARG(c),              ARG(spatial),        ARG(t),
+                         ARG(eps),            ARG(momentum),       ARG(flags),
+                         ARG(b->y)};
+    size_t local = 1, global = ceil_div(g->c, tile);
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_forward_fused"),
+                        args, ARRAY_SIZE(args), 1, &global, &local);
+}
+
 static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *shape,
                                       const clnorm_bn_config *config, const clnorm_bn_buffers *b,
                                       cl_uint num_wait, const cl_event *wait, cl_event *event)
@@ -399,6 +437,12 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
+    size_t tile = fused_forward_tile(ctx, prog, &g);
+    if (tile) {
+        TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
+        chain_end(ctx, &chain, event, true);
+        return CLNORM_OK;
+    }
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     TRY(workspace_reserve(ctx, WS_PIVOTS, g.c * sizeof(float), &pivots));
     stage1_inputs in = {.x = b->x, .pivots = pivots, .mode = REDUCE_STATS};

@@ -141,48 +141,19 @@ FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg
 #endif
 }
 
-/* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
- * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
- * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
- * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-item reduces `tile` (<= PLANE_TILE)
- * consecutive channels, plane by plane, so that small planes still make long contiguous runs
- * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
- * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
- * ceil(C / (per_group * tile)). */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
-             __global const DATA_T *mask, __global const float *plane_weight,
-             __global const float *mean_in, ulong mean_div, ulong N, ulong C, ulong HW,
-             uint pieces, uint S, uint per_group, uint tile, int mode, __global float *sets,
-             __global float *pivots)
+/* Channels-first stage 1 of the `here` channels c_first.. over units [u_begin, u_end) (a unit is
+ * piece q of plane n: vectors [q*V/pieces, (q+1)*V/pieces)), as work-item sl of the `width`
+ * that share them: statistics of x [+ addend] - k[t] (count, mean, m2n), or the gradient sums
+ * (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane). */
+void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
+                    __global const DATA_T *dy, __global const DATA_T *mask,
+                    __global const float *plane_weight, ulong C, ulong HW, uint pieces,
+                    ulong u_begin, ulong u_end, ulong c_first, uint here, uint sl, uint width,
+                    int mode, const float *k, const float *mu, float *count, float *mean,
+                    float *m2n, FLOATV *g1, FLOATV *g2)
 {
-    __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
-    const uint lid = get_local_id(0), width = WG_SIZE / per_group;
-    const uint sub = lid / width, sl = lid - sub * width; /* tile within the group, item */
-    const ulong s = get_group_id(0);
-    const ulong c_first = (get_group_id(1) * per_group + sub) * tile;
-    /* channels of this work-item's tile (0 past C: the last group may have fewer) */
-    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
-    const ulong units = N * pieces;
-    const ulong u_end = (s + 1) * units / S;
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
-
-    /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
-    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
-    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    for (uint t = 0; t < PLANE_TILE; t++) {
-        const ulong c = c_first + t;
-        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
-        g1[t] = g2[t] = 0.0f;
-        if (t >= here)
-            continue;
-        if (mode == REDUCE_GRAD && mean_in)
-            mu[t] = mean_in[c / mean_div]; /* GroupNorm's planes: the group's mean */
-        /* the pivot: element (n, c, position) = (0, c, 0) */
-        if (mode == REDUCE_STATS)
-            k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
-    }
-    for (ulong u = here ? s * units / S : u_end; u < u_end; u++) {
+    for (ulong u = u_begin; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
         const ulong b_end = (q + 1) * nvec / pieces;
         const ulong b_begin = q * nvec / pieces;
@@ -248,6 +219,50 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
             }
         }
     }
+}
+
+/* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
+ * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
+ * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
+ * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-item reduces `tile` (<= PLANE_TILE)
+ * consecutive channels, plane by plane, so that small planes still make long contiguous runs
+ * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
+ * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
+ * ceil(C / (per_group * tile)). */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+             __global const DATA_T *mask, __global const float *plane_weight,
+             __global const float *mean_in, ulong mean_div, ulong N, ulong C, ulong HW,
+             uint pieces, uint S, uint per_group, uint tile, int mode, __global float *sets,
+             __global float *pivots)
+{
+    __local float l_cnt[WG_SIZE], l_mean[WG_SIZE], l_m2n[WG_SIZE];
+    const uint lid = get_local_id(0), width = WG_SIZE / per_group;
+    const uint sub = lid / width, sl = lid - sub * width; /* tile within the group, item */
+    const ulong s = get_group_id(0);
+    const ulong c_first = (get_group_id(1) * per_group + sub) * tile;
+    /* channels of this work-item's tile (0 past C: the last group may have fewer) */
+    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+    const ulong units = N * pieces;
+    const ulong u_end = (s + 1) * units / S;
+
+    /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
+    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
+    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
+    for (uint t = 0; t < PLANE_TILE; t++) {
+        const ulong c = c_first + t;
+        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
+        g1[t] = g2[t] = 0.0f;
+        if (t >= here)
+            continue;
+        if (mode == REDUCE_GRAD && mean_in)
+            mu[t] = mean_in[c / mean_div]; /* GroupNorm's planes: the group's mean */
+        /* the pivot: element (n, c, position) = (0, c, 0) */
+        if (mode == REDUCE_STATS)
+            k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
+    }
+    cf_reduce_tile(x, addend, dy, mask, plane_weight, C, HW, pieces, here ? s * units / S : u_end,
+                   u_end, c_first, here, sl, width, mode, k, mu, count, mean, m2n, g1, g2);
     /* per channel of the tile: a tree over the work-items that share it (the same `tile` for
      * every work-item, so every work-item reaches every barrier) */
     for (uint t = 0; t < tile; t++) {
@@ -498,6 +513,35 @@ void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, flo
 #define CHF_FROZEN 1   /* CH_GRAD: statistics are constants (frozen batch norm) */
 #define CHF_RMS 2      /* RMS norm: no mean subtraction */
 
+/* The end of stage 2 for channel c from its merged statistics (count, mean, m2n): the saved and
+ * running statistics, (count, mean, biased variance) into out_sets when given; returns the
+ * scale gamma * invstd. */
+float finalize_stats(ulong c, ulong C, float count, float mean, float m2n, float eps,
+                     float momentum, int flags, __global const float *gamma,
+                     __global float *running_mean, __global float *running_var,
+                     __global float *save_mean, __global float *save_invstd,
+                     __global float *out_sets)
+{
+    const float var = stats_variance(count, m2n);
+    /* RMS norm divides by the root mean square: mean(x^2) = var + mean^2 */
+    const float invstd = 1.0f / sqrt((flags & CHF_RMS ? var + mean * mean : var) + eps);
+    if (out_sets) {
+        out_sets[c] = count;
+        out_sets[C + c] = mean;
+        out_sets[2 * C + c] = var;
+    }
+    if (save_mean)
+        save_mean[c] = mean;
+    if (save_invstd)
+        save_invstd[c] = invstd;
+    if (running_mean) {
+        running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * mean;
+        running_var[c] = (1.0f - momentum) * running_var[c] +
+                         momentum * stats_unbiased_variance(count, m2n);
+    }
+    return (gamma ? gamma[c] : 1.0f) * invstd;
+}
+
 /* One work-item per channel (or per row or group of the feature-axis norms). mean_in NULL
  * means 0 and var_in NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE
  * also writes (count, mean, biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
@@ -561,24 +605,11 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         return;
     }
     if (mode == CH_FINALIZE) {
-        const float var = stats_variance(count, sum_b);
-        /* RMS norm divides by the root mean square: mean(x^2) = var + mean^2 */
-        const float invstd = 1.0f / sqrt((flags & CHF_RMS ? var + sum_a * sum_a : var) + eps);
-        if (out_sets) {
-            out_sets[c] = count;
-            out_sets[C + c] = sum_a;
-            out_sets[2 * C + c] = var;
-        }
-        if (save_mean)
-            save_mean[c] = sum_a;
-        if (save_invstd)
-            save_invstd[c] = invstd;
-        if (running_mean) {
-            running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * sum_a;
-            running_var[c] = (1.0f - momentum) * running_var[c] +
-                             momentum * stats_unbiased_variance(count, sum_b);
-        }
-        apply_coefficients(coef, C, c, g * invstd, b, sum_a);
+        apply_coefficients(coef, C, c,
+                           finalize_stats(c, C, count, sum_a, sum_b, eps, momentum, flags, gamma,
+                                          running_mean, running_var, save_mean, save_invstd,
+                                          out_sets),
+                           b, sum_a);
         return;
     }
     const float mean = mean_in ? mean_in[c] : 0.0f;
@@ -726,4 +757,45 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                          UNIT_COEF(3, c, left), flags);
     }
 #undef UNIT_COEF
+}
+
+/* Training forward of channels-first in one launch, for work-groups of one (CPUs) when a tile
+ * of channels (N planes each) fits in the cache: each work-item takes the statistics of its
+ * `tile` channels, finalizes them as bn_channel does, then normalizes those planes while they
+ * are still in cache: x is read from memory once, y written once (2 passes instead of 3).
+ * The statistics are those of bn_reduce_cf with one partial (the same blocks and merges).
+ * Work-items: ceil(C / tile). */
+__kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *residual,
+                               __global const float *gamma, __global const float *beta,
+                               __global float *running_mean, __global float *running_var,
+                               __global float *save_mean, __global float *save_invstd, ulong N,
+                               ulong C, ulong HW, uint tile, float eps, float momentum, int flags,
+                               __global DATA_T *y)
+{
+    const ulong c_first = get_global_id(0) * tile;
+    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
+    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
+    for (uint t = 0; t < PLANE_TILE; t++) {
+        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
+        g1[t] = g2[t] = 0.0f;
+        if (t < here)
+            k[t] = LOAD(x, (c_first + t) * HW); /* the pivot, as bn_reduce_cf */
+    }
+    cf_reduce_tile(x, NULL, NULL, NULL, NULL, C, HW, 1, 0, here ? N : 0, c_first, here, 0, 1,
+                   REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
+    const ulong units = (HW + VEC - 1) / VEC;
+    for (uint t = 0; t < here; t++) {
+        const ulong c = c_first + t;
+        const float batch_mean = count[t] > 0.0f ? mean[t] + k[t] : mean[t];
+        const float scale = finalize_stats(c, C, count[t], batch_mean, m2n[t], eps, momentum, 0,
+                                           gamma, running_mean, running_var, save_mean,
+                                           save_invstd, NULL);
+        /* y = beta + scale * (x - mean), as the coefficients of bn_channel give it */
+        const FLOATV b = beta ? beta[c] : 0.0f, e = scale, center = batch_mean;
+        for (ulong n = 0; n < N; n++)
+            for (ulong u = 0; u < units; u++)
+                elementwise_unit(NULL, x, residual, NULL, y, NULL, (n * C + c) * HW + u * VEC,
+                                 (long)(HW - u * VEC), 0.0f, b, e, center, flags);
+    }
 }
