@@ -25,6 +25,19 @@ void clnorm_bn_default_config(clnorm_bn_config *config)
 
 /* ---- validation ------------------------------------------------------------------------------ */
 
+/* Per-channel work buffers hold 4 floats a channel (the coefficients): more channels than the
+ * device's largest buffer can hold that way is UNSUPPORTED, whatever N (also N = 0), and no
+ * size computed from the count can overflow. */
+clnorm_status check_channel_count(clnorm_context *ctx, const char *name, size_t channels)
+{
+    const uint64_t limit = ctx->dev.max_alloc_bytes / (4 * sizeof(float));
+    if (channels > limit)
+        return set_error(ctx, CLNORM_UNSUPPORTED,
+                         "%s = %zu exceeds the %llu channels the device's largest buffer allows",
+                         name, channels, (unsigned long long)limit);
+    return CLNORM_OK;
+}
+
 clnorm_status bn_check_shape(clnorm_context *ctx, const clnorm_shape *shape, bn_geometry *g)
 {
     if (!shape)
@@ -38,6 +51,7 @@ clnorm_status bn_check_shape(clnorm_context *ctx, const clnorm_shape *shape, bn_
                          shape->spatial_rank, CLNORM_MAX_SPATIAL_DIMS);
     if (shape->c == 0)
         return set_error(ctx, CLNORM_INVALID_SHAPE, "shape->c (channels) is 0");
+    clnorm_status status;
     memset(g, 0, sizeof *g);
     g->n = shape->n;
     g->c = shape->c;
@@ -46,16 +60,17 @@ clnorm_status bn_check_shape(clnorm_context *ctx, const clnorm_shape *shape, bn_
     for (unsigned i = 0; i < shape->spatial_rank; i++) {
         if (shape->spatial[i] == 0)
             return set_error(ctx, CLNORM_INVALID_SHAPE, "shape->spatial[%u] is 0", i);
-        clnorm_status status = checked_mul(ctx, g->spatial, shape->spatial[i], "spatial size",
-                                           &g->spatial);
+        status = checked_mul(ctx, g->spatial, shape->spatial[i], "spatial size", &g->spatial);
         if (status != CLNORM_OK)
             return status;
     }
-    clnorm_status status = checked_mul(ctx, g->n, g->spatial, "N x spatial size", &g->rows);
+    status = checked_mul(ctx, g->n, g->spatial, "N x spatial size", &g->rows);
     if (status == CLNORM_OK)
         status = checked_mul(ctx, g->rows, g->c, "element count", &g->total);
     if (status == CLNORM_OK)
         status = checked_mul(ctx, g->total, sizeof(float), "tensor size in bytes", &g->bytes);
+    if (status == CLNORM_OK) /* (after the products: an overflow is INVALID_SHAPE) */
+        status = check_channel_count(ctx, "shape->c", g->c);
     if (status != CLNORM_OK)
         return status;
     if (g->bytes > ctx->dev.max_alloc_bytes)
@@ -632,7 +647,9 @@ static clnorm_status merge_stats(clnorm_context *ctx, size_t channels, size_t nu
                          num_sets);
     TRY(bn_check_config(ctx, config));
     TRY(check_events(ctx, num_wait, wait));
-    TRY(checked_mul(ctx, num_sets, 3 * channels * sizeof(float), "stats_sets size", &set_bytes));
+    TRY(checked_mul(ctx, channels, 3 * sizeof(float), "stats_sets size", &set_bytes));
+    TRY(checked_mul(ctx, num_sets, set_bytes, "stats_sets size", &set_bytes));
+    TRY(check_channel_count(ctx, "channels", channels));
     TRY(check_buffer(ctx, stats_sets, "stats_sets", set_bytes, false));
     if ((!running_mean) != (!running_var))
         return set_error(ctx, CLNORM_INVALID_ARGUMENT,

@@ -90,6 +90,10 @@ typedef struct stage1_inputs {
  * sums in the same pass (stage1_inputs.row_sets). */
 bool bn_stage1_writes_rows(const program_entry *prog, const bn_geometry *g);
 
+/* UNSUPPORTED (naming `name`) when per-channel work buffers of 4 floats a channel would not fit
+ * in the device's largest buffer. */
+clnorm_status check_channel_count(clnorm_context *ctx, const char *name, size_t channels);
+
 /* Plans stage 1 for the device, reserves WS_PARTIALS and enqueues it; the partials are in *sets,
  * *num_sets sets of 3C floats. */
 clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,

@@ -20,7 +20,9 @@ typedef struct gn_problem {
 static clnorm_status finish_problem(clnorm_context *ctx, gn_problem *pb)
 {
     size_t bytes;
-    clnorm_status status = checked_mul(ctx, pb->n, pb->groups, "rows x groups", &pb->rows);
+    clnorm_status status = check_channel_count(ctx, pb->spatial == 1 && pb->groups == 1 ? "cols" : "shape->c", pb->c);
+    if (status == CLNORM_OK)
+        status = checked_mul(ctx, pb->n, pb->groups, "rows x groups", &pb->rows);
     if (status == CLNORM_OK)
         status = checked_mul(ctx, pb->total, sizeof(float), "tensor size in bytes", &bytes);
     if (status != CLNORM_OK)

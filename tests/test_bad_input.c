@@ -188,6 +188,7 @@ typedef enum special {
     S_ONE_VALUE_PER_CHANNEL,   /* N = 1 and spatial 1 x 1 in training */
     S_RELU_WITHOUT_Y,          /* fused ReLU in a backward, without the forward's output */
     S_MERGE_SIZE_OVERFLOW,     /* num_sets x 3C floats past SIZE_MAX */
+    S_EMPTY_HUGE_C,            /* N = 0 and more channels than the largest buffer can count */
     S_FEATURES_PAST_MAX_ALLOC, /* a layer size one float past the largest buffer */
     S_FRESH_LAYER,             /* a layer that has run no forward */
     S_UNTRACKED_LAYER,         /* a batch-norm layer without running statistics */
@@ -378,6 +379,8 @@ static const row rows[] = {
     WAIT_LIST(F_BN_INFER),
 
     NO_CONTEXT(F_BN_BACKWARD), SHAPE(F_BN_BACKWARD), CONFIG(F_BN_BACKWARD),
+    ROW_SPECIAL(F_BN_BACKWARD, S_EMPTY_HUGE_C, "N = 0 with 2^62 + 1 channels", UNSUPPORTED,
+                "shape->c = 4611686018427387905 exceeds"),
     ROW_NULL(F_BN_BACKWARD, bg_p, INVALID_ARGUMENT, "buffers is NULL"),
     REQUIRED(F_BN_BACKWARD, bg.x, "x"), REQUIRED(F_BN_BACKWARD, bg.dy, "dy"),
     REQUIRED(F_BN_BACKWARD, bg.dx, "dx"), REQUIRED(F_BN_BACKWARD, bg.mean, "mean (save_mean)"),
@@ -413,6 +416,7 @@ static const row rows[] = {
     ROW_SIZE(F_BN_MERGE, num_sets, (size_t)1 << 32, INVALID_SHAPE, "num_sets = 4294967296 is not in [1, 2^32)"),
     ROW_SPECIAL(F_BN_MERGE, S_MERGE_SIZE_OVERFLOW, "num_sets x 3 x channels floats past SIZE_MAX",
                 INVALID_SHAPE, "stats_sets size overflows"),
+    ROW_SIZE(F_BN_MERGE, channels, (size_t)1 << 40, UNSUPPORTED, "channels = 1099511627776 exceeds"),
     REQUIRED(F_BN_MERGE, stats, "stats_sets"),
     ROW_NULL(F_BN_MERGE, running_mean, INVALID_ARGUMENT,
              "running_mean and running_var must both be given or both be NULL"),
@@ -1329,6 +1333,10 @@ static void apply_special(world *w, const row *r, call *c)
         c->activation = CLNORM_ACTIVATION_RELU;
         c->bg.y = NULL;
         c->y = NULL;
+        break;
+    case S_EMPTY_HUGE_C:
+        c->shape.n = 0;
+        c->shape.c = ((size_t)1 << 62) + 1;
         break;
     case S_MERGE_SIZE_OVERFLOW:
         c->num_sets = (size_t)1 << 31;

@@ -539,12 +539,6 @@ static outcome run_op(input *in, int op)
         cl_mem all = mem_arg(in, 30, NULL), rm = mem_arg(in, 9, all), rv = mem_arg(in, 10, all),
                sm = mem_arg(in, 11, all), si = mem_arg(in, 12, all);
         events_arg(in, &e);
-        /* Known bug (host/batchnorm.c, merge_stats): 3 * channels * sizeof(float) and
-         * channels * sizeof(float) are computed without an overflow check, so channels near
-         * SIZE_MAX / 12 pass the size checks and enqueue a kernel over ~2^62 work-items (PoCL
-         * aborts). Left out until that is fixed; see docs/reliability.md. */
-        if (channels > SIZE_MAX / 16)
-            return (outcome){CLNORM_OK, 0, 0, 0, NULL, 0}; /* not called */
         o.status = clnorm_bn_merge_stats(ctx, channels, sets, all, &cfg, rm, rv, sm, si,
                                          e.num_wait, e.wait, e.ev_p);
         o.allowed = A_ENQUEUE;
