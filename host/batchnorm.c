@@ -402,13 +402,13 @@ fail:
 /* Bytes of channel data a fused forward's work-item keeps in cache between its two reads. */
 #define FUSED_BYTES (256 * 1024)
 
-/* Channels per work-item of bn_forward_fused, or 0 when it does not serve: it needs work-groups
- * of one (CPUs), channels-first, a channel that fits in FUSED_BYTES and enough channels for
- * every compute unit. */
-static size_t fused_forward_tile(const clnorm_context *ctx, const program_entry *prog,
-                                 const bn_geometry *g)
+/* Channels per work-item of bn_forward_fused / bn_backward_fused, or 0 when they do not serve:
+ * they need work-groups of one (CPUs), channels-first, a channel of each of `tensors` inputs
+ * that fits in FUSED_BYTES, and enough channels for every compute unit. */
+static size_t fused_tile(const clnorm_context *ctx, const program_entry *prog,
+                         const bn_geometry *g, size_t tensors)
 {
-    const size_t channel_bytes = g->rows * sizeof(float);
+    const size_t channel_bytes = g->rows * sizeof(float) * tensors;
     if (prog->work_group_size != 1 || g->layout != CLNORM_CHANNELS_FIRST ||
         channel_bytes > FUSED_BYTES || g->c < 4 * (size_t)ctx->dev.compute_units)
         return 0;
@@ -452,7 +452,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    size_t tile = fused_forward_tile(ctx, prog, &g);
+    size_t tile = fused_tile(ctx, prog, &g, 1);
     if (tile) {
         TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
         chain_end(ctx, &chain, event, true);
@@ -560,8 +560,25 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
         return zero_and_signal(ctx, zeroed, sizes, 2, num_wait, wait, event);
     }
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     cl_mem mask = relu ? b->y : NULL;
+    size_t tile = fused_tile(ctx, prog, &g, relu ? 3 : 2);
+    if (tile) {
+        cl_ulong n = g.n, c = g.c, spatial = g.spatial;
+        cl_uint t = (cl_uint)tile;
+        float eps = (float)config->eps;
+        cl_int flags = frozen ? CHF_FROZEN : 0;
+        cl_mem var = frozen ? b->var : b->invstd;
+        kernel_arg args[] = {ARG(b->x),    ARG(b->dy),    ARG(mask),     ARG(b->mean),
+                             ARG(var),     ARG(eps),      ARG(flags),    ARG(b->gamma),
+                             ARG(b->dgamma), ARG(b->dbeta), ARG(n),      ARG(c),
+                             ARG(spatial), ARG(t),        ARG(b->dx),    ARG(b->dresidual)};
+        size_t local = 1, global = ceil_div(g.c, tile);
+        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "bn_backward_fused"),
+                         args, ARRAY_SIZE(args), 1, &global, &local));
+        chain_end(ctx, &chain, event, true);
+        return CLNORM_OK;
+    }
+    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     stage1_inputs in = {.x = b->x, .dy = b->dy, .mask = mask, .mean = b->mean, .mode = REDUCE_GRAD};
     TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     channel_args ca = {.sets = sets,

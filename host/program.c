@@ -17,7 +17,8 @@ static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_UTIL] = {"util", {"common", "util"}, {"fill", "scale_shift", "copy"}},
     [FAMILY_NORM] = {"norm",
                      {"common", "batchnorm", "groupnorm"},
-                     {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_channel", "bn_elementwise", "gn_stats",
+                     {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_backward_fused",
+                      "bn_channel", "bn_elementwise", "gn_stats",
                       "gn_combine", "gn_apply", "in_running"}},
 };
 
