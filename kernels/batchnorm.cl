@@ -283,6 +283,13 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     }
 }
 
+/* sum / nr, lane by lane; a multiplication for whole blocks (exact: ROW_BLOCK is a power of
+ * two, and a vector division costs as much as the loads it follows). */
+FLOATV block_mean(FLOATV sum, uint nr)
+{
+    return nr == ROW_BLOCK ? sum * (1.0f / ROW_BLOCK) : sum / (float)nr;
+}
+
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
  * ITEM_TILE consecutive vectors of VEC channels (one vector lane per channel) and takes blocks of
  * up to ROW_BLOCK rows (even, starting at even rows), each an exact two-pass mean and m2n, or for
@@ -356,14 +363,14 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
                     sum += vals[j];
                 }
             }
-            const FLOATV bmean = sum / (float)nr;
+            const FLOATV bmean = block_mean(sum, nr);
             for (uint j = 0; j < ROW_BLOCK; j++) {
                 FLOATV d = vals[j] - bmean;
                 if (j < nr)
                     second += d * d;
             }
             stats_merge_lanes(&count[t], &mean[t], &m2n[t], (float)nr, bmean,
-                              second / pow2_floor((float)nr));
+                              second * (1.0f / pow2_floor((float)nr)));
         }
     }
     /* per channel vector: a tree over the work-items that share it, all lanes at once */
@@ -469,14 +476,15 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                         sum += vals[j];
                     }
                 }
-                const FLOATV bmean = sum / (float)nr;
+                const FLOATV bmean = block_mean(sum, nr);
                 for (uint j = 0; j < ROW_BLOCK; j++) {
                     FLOATV d = vals[j] - bmean;
                     if (j < nr)
                         second += d * d;
                 }
                 float cnt = count;
-                stats_merge_lanes(&cnt, &a, &b, (float)nr, bmean, second / pow2_floor((float)nr));
+                stats_merge_lanes(&cnt, &a, &b, (float)nr, bmean,
+                                  second * (1.0f / pow2_floor((float)nr)));
             }
             store_lanes(set + C, c0, left, a);
             store_lanes(set + 2 * C, c0, left, b);
