@@ -753,11 +753,15 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
             }
             for (; pos < stop; pos++, u++) {
                 const long left = (long)(seg_len - pos * VEC);
-                if (lane_channels) {
-                    a = UNIT_COEF(0, pos * VEC, left);
-                    b = UNIT_COEF(1, pos * VEC, left);
-                    e = UNIT_COEF(2, pos * VEC, left);
-                    center = UNIT_COEF(3, pos * VEC, left);
+                if (lane_channels) { /* only what the unit uses: each is a load per vector */
+                    if (in1)
+                        a = UNIT_COEF(0, pos * VEC, left);
+                    if (!(flags & FLAG_NO_SHIFT))
+                        b = UNIT_COEF(1, pos * VEC, left);
+                    if (in2) {
+                        e = UNIT_COEF(2, pos * VEC, left);
+                        center = UNIT_COEF(3, pos * VEC, left);
+                    }
                 }
                 elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC,
                                  left, a, b, e, center, flags);
