@@ -6,8 +6,8 @@
 # add+ReLU, both layouts), layer and RMS norm (forward, fused residual add, backward), group and
 # instance norm (forward, backward, both layouts), plus the first-call latency (cold and warm) and
 # the copy bandwidth. --quick: 2 batch-norm shapes with the plain ops, the first layer/RMS shape
-# and the group/instance-norm tensor (about 5 minutes on the 2-core PoCL machine; the full run
-# about 30).
+# and the group/instance-norm tensor (3 min 45 s on the 2-core PoCL machine while others loaded
+# it; the full run 32 min).
 # Writes bench/results/<device>-<date>[-quick].json (both tools' rows), .png (fraction of copy
 # bandwidth per op, PyTorch beside clnorm) and .txt (the printed tables).
 # Environment: BUILD_DIR (default build-bench; configured -Dbench=true --buildtype=release
