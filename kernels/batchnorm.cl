@@ -283,11 +283,28 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     }
 }
 
-/* sum / nr, lane by lane; a multiplication for whole blocks (exact: ROW_BLOCK is a power of
- * two, and a vector division costs as much as the loads it follows). */
-FLOATV block_mean(FLOATV sum, uint nr)
+/* Channels-last statistics of channels c0.. (`left` of them from c0 to C, at most VEC) over rows
+ * [r0, r0 + nr), nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
+ * (count, mean, m2n) with Chan's formula. Whole blocks divide by multiplying with the exact
+ * reciprocal of a power of two (a vector division costs as much as the loads it follows). */
+void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
+                     FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
 {
-    return nr == ROW_BLOCK ? sum * (1.0f / ROW_BLOCK) : sum / (float)nr;
+    FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
+    for (uint j = 0; j < ROW_BLOCK; j++) {
+        vals[j] = 0.0f;
+        if (j < nr) {
+            vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
+            sum += vals[j];
+        }
+    }
+    const FLOATV bmean = nr == ROW_BLOCK ? sum * (1.0f / ROW_BLOCK) : sum / (float)nr;
+    for (uint j = 0; j < ROW_BLOCK; j++) {
+        FLOATV d = vals[j] - bmean;
+        if (j < nr)
+            second += d * d;
+    }
+    stats_merge_lanes(count, mean, m2n, (float)nr, bmean, second * (1.0f / pow2_floor((float)nr)));
 }
 
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
@@ -355,22 +372,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
             const long left = (long)C - (long)c0;
             if (left <= 0)
                 break;
-            FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
-            for (uint j = 0; j < ROW_BLOCK; j++) {
-                vals[j] = 0.0f;
-                if (j < nr) {
-                    vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k[t];
-                    sum += vals[j];
-                }
-            }
-            const FLOATV bmean = block_mean(sum, nr);
-            for (uint j = 0; j < ROW_BLOCK; j++) {
-                FLOATV d = vals[j] - bmean;
-                if (j < nr)
-                    second += d * d;
-            }
-            stats_merge_lanes(&count[t], &mean[t], &m2n[t], (float)nr, bmean,
-                              second * (1.0f / pow2_floor((float)nr)));
+            row_block_merge(x, r0, nr, C, c0, left, k[t], &count[t], &mean[t], &m2n[t]);
         }
     }
     /* per channel vector: a tree over the work-items that share it, all lanes at once */
@@ -444,8 +446,8 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         for (ulong c0 = 0; c0 < C; c0 += VEC) {
             const long left = (long)(C - c0);
             FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
-            FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
             if (mode == REDUCE_GRAD) {
+                FLOATV sum = 0.0f, second = 0.0f;
                 /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
                 const FLOATV mu =
                     mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
@@ -468,23 +470,8 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                 a += sum;
                 b += second;
             } else {
-                const FLOATV k = load_lanes(x, c0, left); /* the pivot: row 0 */
-                for (uint j = 0; j < ROW_BLOCK; j++) {
-                    vals[j] = 0.0f;
-                    if (j < nr) {
-                        vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
-                        sum += vals[j];
-                    }
-                }
-                const FLOATV bmean = block_mean(sum, nr);
-                for (uint j = 0; j < ROW_BLOCK; j++) {
-                    FLOATV d = vals[j] - bmean;
-                    if (j < nr)
-                        second += d * d;
-                }
-                float cnt = count;
-                stats_merge_lanes(&cnt, &a, &b, (float)nr, bmean,
-                                  second * (1.0f / pow2_floor((float)nr)));
+                float cnt = count; /* the pivot: row 0 */
+                row_block_merge(x, r0, nr, C, c0, left, load_lanes(x, c0, left), &cnt, &a, &b);
             }
             store_lanes(set + C, c0, left, a);
             store_lanes(set + 2 * C, c0, left, b);
