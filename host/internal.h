@@ -155,6 +155,7 @@ clnorm_status set_error(clnorm_context *ctx, clnorm_status status, const char *f
 clnorm_status set_cl_error(clnorm_context *ctx, cl_int code, const char *what);
 void clear_error(clnorm_context *ctx);
 void log_info(clnorm_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void log_warning(clnorm_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void copy_message(char *dst, size_t size, const char *src);
 
 /* FFmpeg-style error flow: set `status` and jump to `fail`. */

@@ -135,19 +135,6 @@ static clnorm_status apply_environment(clnorm_context *ctx, device_params *p)
 
 static const char *const origin_names[] = {"table", "file", "environment", "set"};
 
-static void warn(clnorm_context *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void warn(clnorm_context *ctx, const char *fmt, ...)
-{
-    if (!ctx->log)
-        return;
-    char body[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(body, sizeof body, fmt, ap);
-    va_end(ap);
-    ctx->log(ctx->log_user, CLNORM_LOG_WARNING, body);
-}
-
 /* Device strings go into the header between quotes: no quotes or control characters there. */
 static void header_field(const char *in, char *out, size_t size)
 {
@@ -291,7 +278,7 @@ static void apply_param_file(clnorm_context *ctx)
     FILE *f = fopen(path, "rb");
     if (!f) {
         if (errno != ENOENT)
-            warn(ctx, "parameter file %s ignored: it cannot be opened (errno %d)", path, errno);
+            log_warning(ctx, "parameter file %s ignored: it cannot be opened (errno %d)", path, errno);
         return;
     }
     char why[640] = "";
@@ -319,7 +306,7 @@ static void apply_param_file(clnorm_context *ctx)
     }
     free(text);
     if (why[0])
-        warn(ctx, "parameter file %s ignored: %s; using the built-in parameters", path, why);
+        log_warning(ctx, "parameter file %s ignored: %s; using the built-in parameters", path, why);
 }
 
 clnorm_status params_for_device(clnorm_context *ctx)
@@ -356,7 +343,9 @@ clnorm_status clnorm_set_param(clnorm_context *ctx, const char *name, long value
     return status;
 }
 
-clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *value)
+/* clnorm_get_param and clnorm_get_default_param: the value of `name` in *from. */
+static clnorm_status get_param_of(clnorm_context *ctx, const device_params *from,
+                                  const char *name, long *value)
 {
     if (!ctx)
         return CLNORM_INVALID_ARGUMENT;
@@ -368,12 +357,16 @@ clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *valu
     else if (!name)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "name is NULL");
     else if (index < 0)
-        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
-                           name ? name : "(null)");
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"", name);
     else
-        *value = *params_field(&ctx->params, index);
+        *value = *params_field((device_params *)from, index);
     context_unlock(ctx);
     return status;
+}
+
+clnorm_status clnorm_get_param(clnorm_context *ctx, const char *name, long *value)
+{
+    return get_param_of(ctx, ctx ? &ctx->params : NULL, name, value);
 }
 
 const char *clnorm_param_name(size_t index)
@@ -383,22 +376,7 @@ const char *clnorm_param_name(size_t index)
 
 clnorm_status clnorm_get_default_param(clnorm_context *ctx, const char *name, long *value)
 {
-    if (!ctx)
-        return CLNORM_INVALID_ARGUMENT;
-    context_begin_call(ctx);
-    clnorm_status status = CLNORM_OK;
-    int index = params_index(name);
-    if (!value)
-        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "value is NULL");
-    else if (!name)
-        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "name is NULL");
-    else if (index < 0)
-        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "unknown device parameter \"%s\"",
-                           name ? name : "(null)");
-    else
-        *value = *params_field(&ctx->table_params, index);
-    context_unlock(ctx);
-    return status;
+    return get_param_of(ctx, ctx ? &ctx->table_params : NULL, name, value);
 }
 
 const char *clnorm_param_source(clnorm_context *ctx, const char *name)

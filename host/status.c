@@ -149,16 +149,29 @@ void clear_error(clnorm_context *ctx)
     ctx->cl_error = CL_SUCCESS;
 }
 
-void log_info(clnorm_context *ctx, const char *fmt, ...)
+static void log_at(clnorm_context *ctx, int level, const char *fmt, va_list ap)
 {
     if (!ctx || !ctx->log)
         return;
     char body[1024];
+    vsnprintf(body, sizeof body, fmt, ap);
+    ctx->log(ctx->log_user, level, body);
+}
+
+void log_info(clnorm_context *ctx, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(body, sizeof body, fmt, ap);
+    log_at(ctx, CLNORM_LOG_INFO, fmt, ap);
     va_end(ap);
-    ctx->log(ctx->log_user, CLNORM_LOG_INFO, body);
+}
+
+void log_warning(clnorm_context *ctx, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_at(ctx, CLNORM_LOG_WARNING, fmt, ap);
+    va_end(ap);
 }
 
 const char *clnorm_last_error(const clnorm_context *ctx)
