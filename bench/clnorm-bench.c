@@ -463,14 +463,17 @@ static clnorm_status fn_prepare_forward(bench *b, const op_spec *op, unsigned se
     return clnorm_finish(b->ctx);
 }
 
-/* The passes column follows host/groupnorm.c, where all four families are one engine:
- *  forward  = stage 1 statistics (reads x [and the residual]; bn_reduce_cf for layer and RMS norm
- *             and channels-first groups, gn_stats for channels-last groups), a per-row kernel,
- *             then gn_apply (reads x [and the residual], writes y [and h]): 3, fused residual 6;
- *  backward = the parameter gradients' stage 1 (reads x and dy: bn_reduce_cl over the columns
- *             for layer and RMS norm, gn_param_partials for groups), the per-row sums' stage 1
- *             (reads x and dy again), a per-row kernel, then gn_apply (reads x and dy, writes
- *             dx): 7.
+/* The passes column follows host/groupnorm.c, where all four families are one engine (the
+ * numbers below are for GPUs; implementation_passes() gives the CPU ones):
+ *  forward  = stage 1 statistics (reads x [and the residual]: bn_reduce_cf for layer and RMS norm
+ *             and channels-first groups, per (sample, channel) partials for channels-last
+ *             groups), a per-row kernel, then gn_apply (reads x [and the residual], writes y
+ *             [and h]): 3, fused residual 6;
+ *  backward = layer and RMS norm: the parameter gradients' stage 1 (reads x and dy: column
+ *             sums), the per-row sums' stage 1 (reads x and dy again; on CPUs it rides on the
+ *             column sums' pass: 5 in all), a per-row kernel, then gn_apply (reads x and dy,
+ *             writes dx): 7; group and instance norm: one stage 1 per (sample, channel) for the
+ *             group and the parameter sums (reads x and dy), then gn_apply: 5.
  * Compulsory: forward reads x, writes y (+ reads the residual, writes h); backward reads x and
  * dy, writes dx. Tensors: x, y (+ residual, h); x, dy, dx. */
 #define FN_OP(family_, shapes_, op_, variant_, reads_, writes_, passes_, tensors_, quick_, res_,   \
@@ -483,8 +486,10 @@ static clnorm_status fn_prepare_forward(bench *b, const op_spec *op, unsigned se
 /* The passes column follows host/batchnorm.c: training forward = stage 1 (reads x [, dy, y]),
  * a per-channel kernel, then one elementwise kernel (reads x [, residual], writes y);
  * inference = per-channel kernel + elementwise; backward = stage 1 reading x, dy [, y] plus an
- * elementwise kernel reading dy, x [, y], writing dx [, dresidual]. Update these numbers when
- * the implementation changes (e.g. a one-launch path for small planes). */
+ * elementwise kernel reading dy, x [, y], writing dx [, dresidual]. On CPUs, channels-first
+ * training forward and backward take one launch per cache-sized tile of channels, which reads
+ * each input once: see implementation_passes(). Update these numbers when the implementation
+ * changes. */
 #define BN_OP(op_, variant_, reads_, writes_, passes_, tensors_, quick_, act_, res_, prep_, run_)   \
     {"batchnorm", "batchnorm", op_, variant_, 1, reads_, writes_, passes_, tensors_, quick_, act_,  \
      res_, prep_, run_}
@@ -513,9 +518,9 @@ static const op_spec ops[] = {
     FN_OP("rmsnorm", "rows", "backward", "plain", 2, 1, 7, 3, 1, 0, fn_prepare_forward,
           fn_run_backward),
     LAYOUT_OP("groupnorm", "forward", 1, 1, 3, 2, NULL, fn_run_forward),
-    LAYOUT_OP("groupnorm", "backward", 2, 1, 7, 3, fn_prepare_forward, fn_run_backward),
+    LAYOUT_OP("groupnorm", "backward", 2, 1, 5, 3, fn_prepare_forward, fn_run_backward),
     LAYOUT_OP("instancenorm", "forward", 1, 1, 3, 2, NULL, fn_run_forward),
-    LAYOUT_OP("instancenorm", "backward", 2, 1, 7, 3, fn_prepare_forward, fn_run_backward),
+    LAYOUT_OP("instancenorm", "backward", 2, 1, 5, 3, fn_prepare_forward, fn_run_backward),
 };
 
 /* ---- shapes ------------------------------------------------------------------------------------- */
@@ -627,6 +632,36 @@ static int op_runs_on(const op_spec *op, const shape_case *s)
 static const char *layout_name(const op_spec *op, int layout)
 {
     return !op->has_layouts ? "-" : layout ? "NHWC" : "NCHW";
+}
+
+/* The work-group size the library builds with (the parameter, within the device's limit). */
+static size_t effective_work_group(const bench *b)
+{
+    long wg = 1;
+    clnorm_get_param(b->ctx, "work_group_size", &wg);
+    return (size_t)wg < b->info.max_work_group_size ? (size_t)wg : b->info.max_work_group_size;
+}
+
+/* The tensor passes the implementation makes for this row: op->passes, except where the
+ * library takes a shorter path on work-groups of one (CPUs). Mirrors host/batchnorm.c
+ * (fused_tile: channels-first, a channel of every input within FUSED_BYTES = 256 KiB, at least
+ * 4 channels per compute unit) and host/groupnorm.c (group_backward: the row sums of layer and
+ * RMS norm ride on the column sums' pass). */
+static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
+                                      int layout)
+{
+    if (effective_work_group(b) != 1)
+        return op->passes;
+    if (!strcmp(op->family, "batchnorm") && layout == 0 &&
+        (!strcmp(op->op, "forward_training") || !strcmp(op->op, "backward"))) {
+        const size_t inputs = !strcmp(op->op, "forward_training") ? 1 : op->reads;
+        const size_t channel_bytes = sc->dims[0] * sc->dims[2] * sc->dims[3] * sizeof(float);
+        if (channel_bytes * inputs <= 256 * 1024 && sc->dims[1] >= 4 * (size_t)b->info.compute_units)
+            return op->reads + op->writes;
+    }
+    if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "backward"))
+        return op->passes - 2;
+    return op->passes;
 }
 
 /* ---- filters ------------------------------------------------------------------------------------ */
@@ -1132,7 +1167,7 @@ static void time_row(bench *b, const op_spec *op, row *r)
     r->gbps = r->compulsory_bytes / (r->dev.median * 1e6);
     r->frac_copy = r->gbps / b->copy_gbps;
     r->frac_copy_at_passes =
-        (double)op->passes * (double)b->tensor_bytes / (r->dev.median * 1e6) / b->copy_gbps;
+        (double)r->passes * (double)b->tensor_bytes / (r->dev.median * 1e6) / b->copy_gbps;
 }
 
 static void print_header(void)
@@ -1206,10 +1241,6 @@ static void git_commit(const bench *b, char *out, size_t size)
     pclose(p);
 }
 
-/* the device parameters recorded in the JSON (names the library does not know are left out) */
-static const char *const param_names[] = {"work_group_size",      "vector_width", "items_per_thread",
-                                          "partials_per_channel", "channel_tile", "block_vectors",
-                                          "item_tile"};
 
 static void write_json(bench *b)
 {
@@ -1242,10 +1273,10 @@ static void write_json(bench *b)
             (unsigned long long)b->cache_bytes);
     long online = sysconf(_SC_NPROCESSORS_ONLN);
     fprintf(f, "  \"host_cpus\": %ld,\n  \"params\": {", online);
-    for (size_t i = 0, n = 0; i < ARRAY_LEN(param_names); i++) {
+    for (size_t i = 0, n = 0; clnorm_param_name(i); i++) {
         long v = -1;
-        if (clnorm_get_param(b->ctx, param_names[i], &v) == CLNORM_OK)
-            fprintf(f, "%s\"%s\": %ld", n++ ? ", " : "", param_names[i], v);
+        if (clnorm_get_param(b->ctx, clnorm_param_name(i), &v) == CLNORM_OK)
+            fprintf(f, "%s\"%s\": %ld", n++ ? ", " : "", clnorm_param_name(i), v);
     }
     fprintf(f, "},\n  \"env\": {\"CLNORM_PARAMS\": ");
     json_string(f, getenv("CLNORM_PARAMS") ? getenv("CLNORM_PARAMS") : "");
@@ -1588,7 +1619,7 @@ int main(int argc, char **argv)
                 r->ndims = sc->ndims;
                 r->groups = sc->groups;
                 r->tensor_bytes = shape_elements(sc) * sizeof(float);
-                r->passes = op->passes;
+                r->passes = implementation_passes(b, op, sc, layout);
                 r->reads = op->reads;
                 r->writes = op->writes;
                 if (!ready)
