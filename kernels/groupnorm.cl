@@ -157,6 +157,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong first = get_global_id(0) * item_stride;
     unit_walk w = walk_start(first, step, ups, C);
     ulong seg = ~(ulong)0, r_first = 0; /* the segment whose group is known */
+    ulong g0 = 0, rem = 0, g_pos = ~(ulong)0 - 1; /* channels-last: c0 = g0 * Cg + rem at g_pos */
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         if (w.seg != seg) { /* one division per segment */
             seg = w.seg;
@@ -164,11 +165,28 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         }
         const long left = (long)(seg_len - w.pos * VEC);
         const ulong o = seg * seg_len + w.pos * VEC, c0 = w.pos * VEC;
+        if (lanes && Cg > 1) {
+            /* the group of channel c0: stepped along a row (a division costs more than the
+             * unit's loads), divided where the walk jumps */
+            if (w.pos == g_pos + 1) {
+                for (rem += VEC; rem >= Cg; rem -= Cg)
+                    g0++;
+            } else {
+                g0 = c0 / Cg;
+                rem = c0 - g0 * Cg;
+            }
+            g_pos = w.pos;
+        }
+        const bool one_group = rem + (left < VEC ? (ulong)left : VEC) <= Cg;
         const FLOATV wt = !weight ? (FLOATV)1.0f
                           : lanes ? load_lanes(weight, c0, left)
                                   : (FLOATV)weight[w.c];
         FLOATV v = load_lanes(x, o, left);
-#define GROUP_STAT(p) (lanes ? group_lanes((p), r_first, c0, Cg, left) : (FLOATV)((p)[r_first]))
+#define GROUP_STAT(p)                                                                              \
+    (!lanes      ? (FLOATV)((p)[r_first])                                                         \
+     : Cg == 1   ? load_lanes((p) + r_first, c0, left)                                            \
+     : one_group ? (FLOATV)((p)[r_first + g0])                                                    \
+                 : group_lanes((p), r_first, c0, Cg, left))
         if (mode == GN_FORWARD) {
             if (addend) {
                 v += load_lanes(addend, o, left);
