@@ -137,6 +137,52 @@ __kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
 #define GN_FORWARD 0  /* out = (x [+ addend] - mean[r]) * rstd[r] * weight[c] + bias[c] */
 #define GN_BACKWARD 1 /* out = a[r] * weight[c] * dy + b[r] + e[r] * (x - center[r]) [+ dh_in] */
 
+/* A per-group value for the lanes of a unit at channel c0 = g0 * Cg + rem (`left` channels to
+ * the segment's end): one value for a channels-first plane (lanes = 0), a vector load for
+ * per-channel values (Cg = 1), one value when the unit lies in one group, else lane by lane. */
+FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg,
+                  int lanes, long left)
+{
+    if (!lanes)
+        return (FLOATV)p[r_first];
+    if (Cg == 1)
+        return load_lanes(p + r_first, c0, left);
+    if (rem + (left < VEC ? (ulong)left : VEC) <= Cg)
+        return (FLOATV)p[r_first + g0];
+    return group_lanes(p, r_first, c0, Cg, left);
+}
+
+/* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
+ * channels-first), group of channel c0 = (g0, rem), groups from r_first. */
+void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+             __global const DATA_T *extra, __global const float *stat_a,
+             __global const float *stat_b, __global const float *weight,
+             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
+             ulong Cg, int lanes, int mode, ulong o, long left, ulong c, ulong c0, ulong r_first,
+             ulong g0, ulong rem)
+{
+#define GROUP_STAT(p) group_stat((p), r_first, c0, g0, rem, Cg, lanes, left)
+    const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
+    FLOATV v = load_lanes(x, o, left);
+    if (mode == GN_FORWARD) {
+        if (addend) {
+            v += load_lanes(addend, o, left);
+            store_lanes(out2, o, left, v);
+        }
+        FLOATV y = (stat_a ? v - GROUP_STAT(stat_a) : v) * GROUP_STAT(stat_b) * wt;
+        if (bias)
+            y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
+        store_lanes(out, o, left, y);
+        return;
+    }
+    FLOATV d = GROUP_STAT(stat_a) * wt * load_lanes(dy, o, left) + GROUP_STAT(stat_a + R) +
+               GROUP_STAT(stat_a + 2 * R) * (v - GROUP_STAT(stat_a + 3 * R));
+    if (extra)
+        d += load_lanes(extra, o, left);
+    store_lanes(out, o, left, d);
+#undef GROUP_STAT
+}
+
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
@@ -155,56 +201,33 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong seg_len = lanes ? C : HW, ups = (seg_len + VEC - 1) / VEC;
     const ulong units = total / seg_len * ups;
     const ulong first = get_global_id(0) * item_stride;
+    if (step == 1) {
+        /* a contiguous run (CPUs): segment by segment; along a row, the group of each unit is
+         * stepped, not divided (a division costs more than the unit's loads) */
+        const ulong u_end = first + chunk < units ? first + chunk : units;
+        for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
+            const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
+            const ulong r_first = lanes ? seg / HW * G : seg / Cg, c = seg % C;
+            ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
+            for (; pos < stop; pos++, u++) {
+                gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
+                        lanes, mode, seg * seg_len + pos * VEC, (long)(seg_len - pos * VEC), c,
+                        pos * VEC, r_first, g0, rem);
+                if (lanes && Cg > 1) /* (per-channel values need no group) */
+                    for (rem += VEC; rem >= Cg; rem -= Cg)
+                        g0++;
+            }
+            pos = 0;
+        }
+        return;
+    }
+    /* strided by the grid (GPUs) */
     unit_walk w = walk_start(first, step, ups, C);
-    ulong seg = ~(ulong)0, r_first = 0; /* the segment whose group is known */
-    ulong g0 = 0, rem = 0, g_pos = ~(ulong)0 - 1; /* channels-last: c0 = g0 * Cg + rem at g_pos */
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
-        if (w.seg != seg) { /* one division per segment */
-            seg = w.seg;
-            r_first = lanes ? seg / HW * G : seg / Cg;
-        }
-        const long left = (long)(seg_len - w.pos * VEC);
-        const ulong o = seg * seg_len + w.pos * VEC, c0 = w.pos * VEC;
-        if (lanes && Cg > 1) {
-            /* the group of channel c0: stepped along a row (a division costs more than the
-             * unit's loads), divided where the walk jumps */
-            if (w.pos == g_pos + 1) {
-                for (rem += VEC; rem >= Cg; rem -= Cg)
-                    g0++;
-            } else {
-                g0 = c0 / Cg;
-                rem = c0 - g0 * Cg;
-            }
-            g_pos = w.pos;
-        }
-        const bool one_group = rem + (left < VEC ? (ulong)left : VEC) <= Cg;
-        const FLOATV wt = !weight ? (FLOATV)1.0f
-                          : lanes ? load_lanes(weight, c0, left)
-                                  : (FLOATV)weight[w.c];
-        FLOATV v = load_lanes(x, o, left);
-#define GROUP_STAT(p)                                                                              \
-    (!lanes      ? (FLOATV)((p)[r_first])                                                         \
-     : Cg == 1   ? load_lanes((p) + r_first, c0, left)                                            \
-     : one_group ? (FLOATV)((p)[r_first + g0])                                                    \
-                 : group_lanes((p), r_first, c0, Cg, left))
-        if (mode == GN_FORWARD) {
-            if (addend) {
-                v += load_lanes(addend, o, left);
-                store_lanes(out2, o, left, v);
-            }
-            FLOATV y = (stat_a ? v - GROUP_STAT(stat_a) : v) * GROUP_STAT(stat_b) * wt;
-            if (bias)
-                y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[w.c];
-            store_lanes(out, o, left, y);
-        } else {
-            FLOATV d = GROUP_STAT(stat_a) * wt * load_lanes(dy, o, left) +
-                       GROUP_STAT(stat_a + R) +
-                       GROUP_STAT(stat_a + 2 * R) * (v - GROUP_STAT(stat_a + 3 * R));
-            if (extra)
-                d += load_lanes(extra, o, left);
-            store_lanes(out, o, left, d);
-        }
-#undef GROUP_STAT
+        const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
+        gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes, mode,
+                w.seg * seg_len + c0, (long)(seg_len - c0), w.c, c0,
+                lanes ? w.seg / HW * G : w.seg / Cg, g0, c0 - g0 * Cg);
     }
 }
 
