@@ -715,6 +715,31 @@ void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
     store_lanes(out, o, left, r);
 }
 
+/* Units [pos, stop) of segment seg (bn_elementwise's contiguous path). With `whole`, every unit
+ * has VEC values: `left` is then a constant and, once inlined, the lane checks fold away. */
+void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
+                     __global const DATA_T *residual, __global const DATA_T *mask,
+                     __global const float *coef, __global DATA_T *out, __global DATA_T *out2,
+                     ulong seg, ulong seg_len, ulong C, int lane_channels, ulong pos, ulong stop,
+                     int flags, int whole, FLOATV a, FLOATV b, FLOATV e, FLOATV center)
+{
+    for (; pos < stop; pos++) {
+        const long left = whole ? VEC : (long)(seg_len - pos * VEC);
+        if (lane_channels) { /* only what the unit uses: each is a load per vector */
+            if (in1)
+                a = unit_coef(coef, 0, C, pos * VEC, 1, left);
+            if (!(flags & FLAG_NO_SHIFT))
+                b = unit_coef(coef, 1, C, pos * VEC, 1, left);
+            if (in2) {
+                e = unit_coef(coef, 2, C, pos * VEC, 1, left);
+                center = unit_coef(coef, 3, C, pos * VEC, 1, left);
+            }
+        }
+        elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC, left, a,
+                         b, e, center, flags);
+    }
+}
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global DATA_T *out,
@@ -738,21 +763,16 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                 e = coef[2 * C + c];
                 center = coef[3 * C + c];
             }
-            for (; pos < stop; pos++, u++) {
-                const long left = (long)(seg_len - pos * VEC);
-                if (lane_channels) { /* only what the unit uses: each is a load per vector */
-                    if (in1)
-                        a = UNIT_COEF(0, pos * VEC, left);
-                    if (!(flags & FLAG_NO_SHIFT))
-                        b = UNIT_COEF(1, pos * VEC, left);
-                    if (in2) {
-                        e = UNIT_COEF(2, pos * VEC, left);
-                        center = UNIT_COEF(3, pos * VEC, left);
-                    }
-                }
-                elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC,
-                                 left, a, b, e, center, flags);
-            }
+            /* whole vectors, then the segment's partial one */
+            const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
+            if (pos < whole)
+                elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
+                                lane_channels, pos, whole, flags, 1, a, b, e, center);
+            if ((pos > whole ? pos : whole) < stop)
+                elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
+                                lane_channels, pos > whole ? pos : whole, stop, flags, 0, a, b,
+                                e, center);
+            u += stop - pos;
             pos = 0;
         }
         return;
