@@ -183,6 +183,26 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
 #undef GROUP_STAT
 }
 
+/* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
+ * unit (g0, rem) is stepped, not divided (a division costs more than the unit's loads). With
+ * `whole`, every unit has VEC values: `left` is a constant and the lane checks fold away. */
+void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+            __global const DATA_T *extra, __global const float *stat_a,
+            __global const float *stat_b, __global const float *weight,
+            __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
+            ulong Cg, int lanes, int mode, ulong seg, ulong seg_len, ulong c, ulong r_first,
+            ulong pos, ulong stop, int whole, ulong g0, ulong rem)
+{
+    for (; pos < stop; pos++) {
+        gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes, mode,
+                seg * seg_len + pos * VEC, whole ? VEC : (long)(seg_len - pos * VEC), c,
+                pos * VEC, r_first, g0, rem);
+        if (lanes && Cg > 1) /* (per-channel values need no group) */
+            for (rem += VEC; rem >= Cg; rem -= Cg)
+                g0++;
+    }
+}
+
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
@@ -202,21 +222,23 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong units = total / seg_len * ups;
     const ulong first = get_global_id(0) * item_stride;
     if (step == 1) {
-        /* a contiguous run (CPUs): segment by segment; along a row, the group of each unit is
-         * stepped, not divided (a division costs more than the unit's loads) */
+        /* a contiguous run (CPUs): segment by segment */
         const ulong u_end = first + chunk < units ? first + chunk : units;
         for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
             const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
             const ulong r_first = lanes ? seg / HW * G : seg / Cg, c = seg % C;
-            ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
-            for (; pos < stop; pos++, u++) {
-                gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
-                        lanes, mode, seg * seg_len + pos * VEC, (long)(seg_len - pos * VEC), c,
-                        pos * VEC, r_first, g0, rem);
-                if (lanes && Cg > 1) /* (per-channel values need no group) */
-                    for (rem += VEC; rem >= Cg; rem -= Cg)
-                        g0++;
+            const ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
+            /* whole vectors, then the segment's partial one */
+            const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
+            gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,
+                   mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, g0, rem);
+            if ((pos > whole ? pos : whole) < stop) {
+                const ulong p = pos > whole ? pos : whole, pg = lanes ? p * VEC / Cg : 0;
+                gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
+                       lanes, mode, seg, seg_len, c, r_first, p, stop, 0, pg,
+                       lanes ? p * VEC - pg * Cg : 0);
             }
+            u += stop - pos;
             pos = 0;
         }
         return;
