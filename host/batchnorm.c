@@ -402,11 +402,9 @@ fail:
 /* Bytes of channel data a fused forward's work-item keeps in cache between its two reads. */
 #define FUSED_BYTES (256 * 1024)
 
-/* Channels per work-item of bn_forward_fused / bn_backward_fused, or 0 when they do not serve:
- * they need work-groups of one (CPUs), channels-first, a channel of each of `tensors` inputs
- * that fits in FUSED_BYTES, and enough channels for every compute unit. */
-static size_t fused_tile(const clnorm_context *ctx, const program_entry *prog,
-                         const bn_geometry *g, size_t tensors)
+/* (batchnorm_internal.h) */
+size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
+                     size_t tensors)
 {
     const size_t channel_bytes = g->rows * sizeof(float) * tensors;
     if (prog->work_group_size != 1 || g->layout != CLNORM_CHANNELS_FIRST ||
@@ -452,7 +450,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    size_t tile = fused_tile(ctx, prog, &g, 1);
+    size_t tile = bn_fused_tile(ctx, prog, &g, 1);
     if (tile) {
         TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
         chain_end(ctx, &chain, event, true);
@@ -561,7 +559,7 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
     }
     TRY(program_get(ctx, FAMILY_NORM, &prog));
     cl_mem mask = relu ? b->y : NULL;
-    size_t tile = fused_tile(ctx, prog, &g, relu ? 3 : 2);
+    size_t tile = bn_fused_tile(ctx, prog, &g, relu ? 3 : 2);
     if (tile) {
         cl_ulong n = g.n, c = g.c, spatial = g.spatial;
         cl_uint t = (cl_uint)tile;

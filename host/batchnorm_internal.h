@@ -86,6 +86,13 @@ typedef struct stage1_inputs {
     cl_mem row_weight, row_sets;
 } stage1_inputs;
 
+/* Channels per work-item of the one-launch kernels (bn_forward_fused, bn_backward_fused,
+ * gn_forward_fused), or 0 where they do not serve: work-groups of one (CPUs), channels-first,
+ * a channel (N planes) of each of `tensors` inputs within 256 KiB, and at least 4 channels per
+ * compute unit. */
+size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
+                     size_t tensors);
+
 /* Whether stage 1 over this channels-last geometry is bn_reduce_rows, which can also take row
  * sums in the same pass (stage1_inputs.row_sets). */
 bool bn_stage1_writes_rows(const program_entry *prog, const bn_geometry *g);

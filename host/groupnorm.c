@@ -278,11 +278,28 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         TRY(workspace_reserve(ctx, WS_RSTD, per_row, &rstd));
     if (running_mean)
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
-    if (groups_are_rows(pb)) {
-        bn_geometry g = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
+    const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
+    /* one launch (CPUs) where a group is one contiguous row of whole planes or channels */
+    const size_t tile = (pb->spatial == 1 ? pb->groups == 1 : !pb->channels_last)
+                            ? bn_fused_tile(ctx, prog, &group_rows, b->residual ? 2 : 1)
+                            : 0;
+    if (tile) {
+        cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
+        cl_uint t = (cl_uint)tile;
+        float e = (float)eps;
+        cl_int flags = pb->rms ? CHF_RMS : 0;
+        cl_mem mean_out = pb->rms ? NULL : mean;
+        kernel_arg args[] = {ARG(b->x),     ARG(b->residual), ARG(b->weight), ARG(b->bias),
+                             ARG(mean_out), ARG(rstd),        ARG(instance_sets), ARG(b->y),
+                             ARG(b->h),     ARG(rows),        ARG(c),          ARG(hw),
+                             ARG(groups),   ARG(t),           ARG(e),          ARG(flags)};
+        size_t local = 1, global = ceil_div(pb->rows, tile);
+        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_forward_fused"),
+                         args, ARRAY_SIZE(args), 1, &global, &local));
+    } else if (groups_are_rows(pb)) {
         stage1_inputs in = {
             .x = b->x, .addend = b->residual, .pivots = pivots, .mode = REDUCE_STATS};
-        TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
+        TRY(bn_enqueue_stage1(ctx, &chain, prog, &group_rows, &in, &sets, &num_sets));
     } else if (!b->residual) {
         /* channels-last groups: per (sample, channel), merged per group with absolute means */
         TRY(workspace_reserve(ctx, WS_GROUPS, 3 * per_row, &sets));
@@ -305,7 +322,8 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                        .save_invstd = rstd,
                        .out_sets = instance_sets,
                        .coef = coef};
-    TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
+    if (!tile)
+        TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
     if (running_mean) {
         cl_ulong n = pb->n, c = pb->c;
         float m = (float)momentum;
@@ -315,8 +333,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "in_running"), args,
                          ARRAY_SIZE(args), 1, &global, &local));
     }
-    TRY(enqueue_apply(ctx, &chain, prog, pb, GN_FORWARD, b->x, b->residual, NULL, NULL,
-                      pb->rms ? NULL : mean, rstd, b->weight, b->bias, b->y, b->h));
+    if (!tile)
+        TRY(enqueue_apply(ctx, &chain, prog, pb, GN_FORWARD, b->x, b->residual, NULL, NULL,
+                          pb->rms ? NULL : mean, rstd, b->weight, b->bias, b->y, b->h));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:

@@ -271,3 +271,51 @@ __kernel void in_running(__global const float *stats, ulong N, ulong C, float mo
     running_mean[c] = (1.0f - momentum) * running_mean[c] + momentum * (mean / N);
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (var / N);
 }
+
+/* The forward in one launch for work-groups of one (CPUs) where each group is one contiguous row
+ * of D values that fits in cache (layer and RMS norm: rows of C = D; channels-first group and
+ * instance norm: Cg planes of HW): each work-item takes the statistics of its `tile` rows
+ * (bn_reduce_cf's blocks, one partial), finalizes them as bn_channel does (mean, rstd, and
+ * out_sets for InstanceNorm's running statistics), then applies them as gn_apply does while the
+ * rows are still in cache: x [and the addend] are read from memory once. Work-items:
+ * ceil(R / tile). */
+__kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *addend,
+                               __global const float *weight, __global const float *bias,
+                               __global float *mean_out, __global float *rstd,
+                               __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
+                               ulong R, ulong C, ulong HW, ulong G, uint tile, float eps,
+                               int flags)
+{
+    const ulong D = C / G * HW, Cg = C / G;
+    const ulong r_first = get_global_id(0) * tile;
+    const uint here = r_first >= R ? 0 : R - r_first < tile ? (uint)(R - r_first) : tile;
+    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
+    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
+    for (uint t = 0; t < PLANE_TILE; t++) {
+        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
+        g1[t] = g2[t] = 0.0f;
+        if (t < here) /* the pivot, as bn_reduce_cf */
+            k[t] = LOAD(x, (r_first + t) * D) + (addend ? LOAD(addend, (r_first + t) * D) : 0.0f);
+    }
+    cf_reduce_tile(x, addend, NULL, NULL, NULL, R, D, 1, 0, here ? 1 : 0, r_first, here, 0, 1,
+                   REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
+    const int rms = flags & CHF_RMS;
+    for (uint t = 0; t < here; t++) {
+        const ulong r = r_first + t;
+        const float row_mean = count[t] > 0.0f ? mean[t] + k[t] : mean[t];
+        finalize_stats(r, R, count[t], row_mean, m2n[t], eps, 0.0f, flags, NULL, NULL, NULL,
+                       rms ? NULL : mean_out, rstd, out_sets);
+        /* gn_apply's units over this group: one row of C channels (HW = 1), or Cg planes */
+        const int lanes = HW == 1;
+        const ulong seg_len = lanes ? C : HW, ups = (seg_len + VEC - 1) / VEC;
+        const ulong whole = seg_len / VEC;
+        for (ulong j = 0; j < (lanes ? 1 : Cg); j++) {
+            const ulong seg = lanes ? r : r * Cg + j;
+            gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, 0, 0);
+            gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0,
+                   lanes ? whole * VEC / Cg : 0, lanes ? whole * VEC - whole * VEC / Cg * Cg : 0);
+        }
+    }
+}
