@@ -152,16 +152,30 @@ FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ul
     return group_lanes(p, r_first, c0, Cg, left);
 }
 
-/* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
- * channels-first), group of channel c0 = (g0, rem), groups from r_first. */
-void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
-             __global const DATA_T *extra, __global const float *stat_a,
-             __global const float *stat_b, __global const float *weight,
-             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
-             ulong Cg, int lanes, int mode, ulong o, long left, ulong c, ulong c0, ulong r_first,
-             ulong g0, ulong rem)
+/* The per-group values a unit at channel c0 = g0 * Cg + rem needs: forward (mean, rstd),
+ * backward the (a, b, e, center) coefficients; lane by lane as group_stat gives them. */
+void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
+                 ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg, int lanes, long left,
+                 FLOATV *s)
 {
 #define GROUP_STAT(p) group_stat((p), r_first, c0, g0, rem, Cg, lanes, left)
+    if (mode == GN_FORWARD) {
+        s[0] = stat_a ? GROUP_STAT(stat_a) : 0.0f;
+        s[1] = GROUP_STAT(stat_b);
+        return;
+    }
+    for (uint k = 0; k < 4; k++)
+        s[k] = GROUP_STAT(stat_a + k * R);
+#undef GROUP_STAT
+}
+
+/* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
+ * channels-first), with the group values s of gn_stats_at. */
+void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+             __global const DATA_T *extra, int centered, __global const float *weight,
+             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
+             int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s)
+{
     const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
     FLOATV v = load_lanes(x, o, left);
     if (mode == GN_FORWARD) {
@@ -169,34 +183,38 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
             v += load_lanes(addend, o, left);
             store_lanes(out2, o, left, v);
         }
-        FLOATV y = (stat_a ? v - GROUP_STAT(stat_a) : v) * GROUP_STAT(stat_b) * wt;
+        FLOATV y = (centered ? v - s[0] : v) * s[1] * wt;
         if (bias)
             y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
         store_lanes(out, o, left, y);
         return;
     }
-    FLOATV d = GROUP_STAT(stat_a) * wt * load_lanes(dy, o, left) + GROUP_STAT(stat_a + R) +
-               GROUP_STAT(stat_a + 2 * R) * (v - GROUP_STAT(stat_a + 3 * R));
+    FLOATV d = s[0] * wt * load_lanes(dy, o, left) + s[1] + s[2] * (v - s[3]);
     if (extra)
         d += load_lanes(extra, o, left);
     store_lanes(out, o, left, d);
-#undef GROUP_STAT
 }
 
 /* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
  * unit (g0, rem) is stepped, not divided (a division costs more than the unit's loads). With
- * `whole`, every unit has VEC values: `left` is a constant and the lane checks fold away. */
+ * `whole`, every unit has VEC values: `left` is a constant and the lane checks fold away. With
+ * `fixed` (a channels-first plane, or rows with one group), the group values are loaded once. */
 void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
             __global const DATA_T *extra, __global const float *stat_a,
             __global const float *stat_b, __global const float *weight,
             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
             ulong Cg, int lanes, int mode, ulong seg, ulong seg_len, ulong c, ulong r_first,
-            ulong pos, ulong stop, int whole, ulong g0, ulong rem)
+            ulong pos, ulong stop, int whole, int fixed, ulong g0, ulong rem)
 {
+    FLOATV s[4];
+    if (fixed && pos < stop)
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, VEC, s);
     for (; pos < stop; pos++) {
-        gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes, mode,
-                seg * seg_len + pos * VEC, whole ? VEC : (long)(seg_len - pos * VEC), c,
-                pos * VEC, r_first, g0, rem);
+        const long left = whole ? VEC : (long)(seg_len - pos * VEC);
+        if (!fixed)
+            gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, left, s);
+        gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
+                seg * seg_len + pos * VEC, left, c, pos * VEC, s);
         if (lanes && Cg > 1) /* (per-channel values need no group) */
             for (rem += VEC; rem >= Cg; rem -= Cg)
                 g0++;
@@ -223,6 +241,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong first = get_global_id(0) * item_stride;
     if (step == 1) {
         /* a contiguous run (CPUs): segment by segment */
+        const int fixed = !lanes || (G == 1 && Cg > 1); /* one group per segment */
         const ulong u_end = first + chunk < units ? first + chunk : units;
         for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
             const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
@@ -231,11 +250,12 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
             /* whole vectors, then the segment's partial one */
             const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
             gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,
-                   mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, g0, rem);
+                   mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, fixed, g0,
+                   rem);
             if ((pos > whole ? pos : whole) < stop) {
                 const ulong p = pos > whole ? pos : whole, pg = lanes ? p * VEC / Cg : 0;
                 gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
-                       lanes, mode, seg, seg_len, c, r_first, p, stop, 0, pg,
+                       lanes, mode, seg, seg_len, c, r_first, p, stop, 0, fixed, pg,
                        lanes ? p * VEC - pg * Cg : 0);
             }
             u += stop - pos;
@@ -247,9 +267,12 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
-        gn_unit(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes, mode,
-                w.seg * seg_len + c0, (long)(seg_len - c0), w.c, c0,
-                lanes ? w.seg / HW * G : w.seg / Cg, g0, c0 - g0 * Cg);
+        const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
+        const long left = (long)(seg_len - c0);
+        FLOATV s[4];
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, s);
+        gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
+                w.seg * seg_len + c0, left, w.c, c0, s);
     }
 }
 
@@ -312,9 +335,10 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         for (ulong j = 0; j < (lanes ? 1 : Cg); j++) {
             const ulong seg = lanes ? r : r * Cg + j;
             gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, 0, 0);
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, !lanes || Cg > 1, 0,
+                   0);
             gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0,
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0, !lanes || Cg > 1,
                    lanes ? whole * VEC / Cg : 0, lanes ? whole * VEC - whole * VEC / Cg * Cg : 0);
         }
     }
