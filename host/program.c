@@ -14,7 +14,7 @@ typedef struct family_desc {
 } family_desc;
 
 static const family_desc families[FAMILY_COUNT] = {
-    [FAMILY_UTIL] = {"util", {"common", "util"}, {"fill", "scale_shift", "copy"}},
+    [FAMILY_UTIL] = {"util", {"common", "util"}, {"scale_shift"}},
     [FAMILY_NORM] = {"norm",
                      {"common", "batchnorm", "groupnorm"},
                      {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_backward_fused",

@@ -207,8 +207,8 @@ void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global co
             ulong pos, ulong stop, int whole, int fixed, ulong g0, ulong rem)
 {
     FLOATV s[4];
-    if (fixed && pos < stop)
-        gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, VEC, s);
+    if (fixed) /* one group: the values of group r_first, on every lane */
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, 0, 0, 0, 1, 0, 1, s);
     for (; pos < stop; pos++) {
         const long left = whole ? VEC : (long)(seg_len - pos * VEC);
         if (!fixed)
@@ -241,7 +241,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong first = get_global_id(0) * item_stride;
     if (step == 1) {
         /* a contiguous run (CPUs): segment by segment */
-        const int fixed = !lanes || (G == 1 && Cg > 1); /* one group per segment */
+        const int fixed = !lanes || G == 1; /* one group per segment */
         const ulong u_end = first + chunk < units ? first + chunk : units;
         for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
             const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
@@ -335,11 +335,9 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         for (ulong j = 0; j < (lanes ? 1 : Cg); j++) {
             const ulong seg = lanes ? r : r * Cg + j;
             gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, !lanes || Cg > 1, 0,
-                   0);
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, 1, 0, 0);
             gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0, !lanes || Cg > 1,
-                   lanes ? whole * VEC / Cg : 0, lanes ? whole * VEC - whole * VEC / Cg * Cg : 0);
+                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0, 1, 0, 0);
         }
     }
 }

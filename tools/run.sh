@@ -104,13 +104,16 @@ fault_injection() {
 }
 
 oclgrind_clean() {
-    # The kernel tests on small shapes under the Oclgrind simulator, with its default parameters
-    # (GPU-shaped) and with the CPU-shaped ones; any finding fails the step. Unoptimized builds:
+    # The kernel tests on small shapes under the Oclgrind simulator, with GPU-shaped parameters
+    # (work-groups of 16: the two-stage reductions, the grid-strided elementwise passes) and with
+    # CPU-shaped ones (work-groups of one: whole-row and one-launch kernels), and the self-check:
+    # every kernel of the library runs; any finding fails the step. Unoptimized builds:
     # Oclgrind 21.10's uninitialized-value checker stops at LLVM's `freeze` instruction, which the
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
-    for params in "" "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
+    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=1,item_tile=1,channel_tile=4,plane_tile=1" \
+        "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
             CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
@@ -131,6 +134,13 @@ oclgrind_clean() {
         }
         tail -n 1 "$log"
     done
+    echo "--- clnorm-info --check (the self-check kernel) under Oclgrind"
+    CLNORM_DEVICE=oclgrind CLNORM_CACHE_DIR=off \
+        oclgrind --build-options -cl-opt-disable --data-races --uninitialized --check-api \
+        ./build/clnorm-info --check >>"$log" 2>&1 || {
+        cat "$log"
+        return 1
+    }
     if grep -E "Invalid (read|write)|data race|Uninitiali[sz]ed|runtime error|divergence|FATAL" "$log"; then
         return 1
     fi
