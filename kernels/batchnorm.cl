@@ -141,17 +141,37 @@ FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg
 #endif
 }
 
+/* The channels (or rows) of a work-item's tile from c_first: `tile`, fewer at the end of C, 0
+ * past it (the last work-group may have fewer). */
+uint tile_count(ulong c_first, ulong C, uint tile)
+{
+    return c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+}
+
 /* Channels-first stage 1 of the `here` channels c_first.. over units [u_begin, u_end) (a unit is
  * piece q of plane n: vectors [q*V/pieces, (q+1)*V/pieces)), as work-item sl of the `width`
  * that share them: statistics of x [+ addend] - k[t] (count, mean, m2n), or the gradient sums
- * (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane). */
+ * (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane), with the pivots k[t] and
+ * means mu[t] (mean_in[c / mean_div]) it sets first. */
 void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
                     __global const DATA_T *dy, __global const DATA_T *mask,
-                    __global const float *plane_weight, ulong C, ulong HW, uint pieces,
-                    ulong u_begin, ulong u_end, ulong c_first, uint here, uint sl, uint width,
-                    int mode, const float *k, const float *mu, float *count, float *mean,
-                    float *m2n, FLOATV *g1, FLOATV *g2)
+                    __global const float *plane_weight, __global const float *mean_in,
+                    ulong mean_div, ulong C, ulong HW, uint pieces, ulong u_begin, ulong u_end,
+                    ulong c_first, uint here, uint sl, uint width, int mode, float *k, float *mu,
+                    float *count, float *mean, float *m2n, FLOATV *g1, FLOATV *g2)
 {
+    for (uint t = 0; t < PLANE_TILE; t++) {
+        const ulong c = c_first + t;
+        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
+        g1[t] = g2[t] = 0.0f;
+        if (t >= here)
+            continue;
+        if (mode == REDUCE_GRAD && mean_in)
+            mu[t] = mean_in[c / mean_div]; /* GroupNorm's planes: the group's mean */
+        /* the pivot: element (n, c, position) = (0, c, 0) */
+        if (mode == REDUCE_STATS)
+            k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
+    }
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
     for (ulong u = u_begin; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
@@ -241,28 +261,16 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     const uint sub = lid / width, sl = lid - sub * width; /* tile within the group, item */
     const ulong s = get_group_id(0);
     const ulong c_first = (get_group_id(1) * per_group + sub) * tile;
-    /* channels of this work-item's tile (0 past C: the last group may have fewer) */
-    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+    const uint here = tile_count(c_first, C, tile);
     const ulong units = N * pieces;
     const ulong u_end = (s + 1) * units / S;
 
     /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
     FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    for (uint t = 0; t < PLANE_TILE; t++) {
-        const ulong c = c_first + t;
-        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
-        g1[t] = g2[t] = 0.0f;
-        if (t >= here)
-            continue;
-        if (mode == REDUCE_GRAD && mean_in)
-            mu[t] = mean_in[c / mean_div]; /* GroupNorm's planes: the group's mean */
-        /* the pivot: element (n, c, position) = (0, c, 0) */
-        if (mode == REDUCE_STATS)
-            k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
-    }
-    cf_reduce_tile(x, addend, dy, mask, plane_weight, C, HW, pieces, here ? s * units / S : u_end,
-                   u_end, c_first, here, sl, width, mode, k, mu, count, mean, m2n, g1, g2);
+    cf_reduce_tile(x, addend, dy, mask, plane_weight, mean_in, mean_div, C, HW, pieces,
+                   here ? s * units / S : u_end, u_end, c_first, here, sl, width, mode, k, mu,
+                   count, mean, m2n, g1, g2);
     /* per channel of the tile: a tree over the work-items that share it (the same `tile` for
      * every work-item, so every work-item reaches every barrier) */
     for (uint t = 0; t < tile; t++) {
@@ -803,17 +811,11 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                __global DATA_T *y)
 {
     const ulong c_first = get_global_id(0) * tile;
-    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+    const uint here = tile_count(c_first, C, tile);
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
     FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    for (uint t = 0; t < PLANE_TILE; t++) {
-        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
-        g1[t] = g2[t] = 0.0f;
-        if (t < here)
-            k[t] = LOAD(x, (c_first + t) * HW); /* the pivot, as bn_reduce_cf */
-    }
-    cf_reduce_tile(x, NULL, NULL, NULL, NULL, C, HW, 1, 0, here ? N : 0, c_first, here, 0, 1,
-                   REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
+    cf_reduce_tile(x, NULL, NULL, NULL, NULL, NULL, 1, C, HW, 1, 0, here ? N : 0, c_first, here, 0,
+                   1, REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
     const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
@@ -842,18 +844,12 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
                                 __global DATA_T *dx, __global DATA_T *dresidual)
 {
     const ulong c_first = get_global_id(0) * tile;
-    const uint here = c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
+    const uint here = tile_count(c_first, C, tile);
     const bool frozen = flags & CHF_FROZEN;
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
     FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    for (uint t = 0; t < PLANE_TILE; t++) {
-        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
-        g1[t] = g2[t] = 0.0f;
-        if (t < here)
-            mu[t] = mean_in[c_first + t];
-    }
-    cf_reduce_tile(x, NULL, dy, mask, NULL, C, HW, 1, 0, here ? N : 0, c_first, here, 0, 1,
-                   REDUCE_GRAD, k, mu, count, mean, m2n, g1, g2);
+    cf_reduce_tile(x, NULL, dy, mask, NULL, mean_in, 1, C, HW, 1, 0, here ? N : 0, c_first, here,
+                   0, 1, REDUCE_GRAD, k, mu, count, mean, m2n, g1, g2);
     const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;

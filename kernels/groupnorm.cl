@@ -311,17 +311,11 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
 {
     const ulong D = C / G * HW, Cg = C / G;
     const ulong r_first = get_global_id(0) * tile;
-    const uint here = r_first >= R ? 0 : R - r_first < tile ? (uint)(R - r_first) : tile;
+    const uint here = tile_count(r_first, R, tile);
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
     FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    for (uint t = 0; t < PLANE_TILE; t++) {
-        count[t] = mean[t] = m2n[t] = k[t] = mu[t] = 0.0f;
-        g1[t] = g2[t] = 0.0f;
-        if (t < here) /* the pivot, as bn_reduce_cf */
-            k[t] = LOAD(x, (r_first + t) * D) + (addend ? LOAD(addend, (r_first + t) * D) : 0.0f);
-    }
-    cf_reduce_tile(x, addend, NULL, NULL, NULL, R, D, 1, 0, here ? 1 : 0, r_first, here, 0, 1,
-                   REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
+    cf_reduce_tile(x, addend, NULL, NULL, NULL, NULL, 1, R, D, 1, 0, here ? 1 : 0, r_first, here,
+                   0, 1, REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
     const int rms = flags & CHF_RMS;
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t;
