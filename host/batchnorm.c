@@ -169,7 +169,7 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         p->sets = (cl_uint)s;
         p->global[0] = s * wg;
         p->global[1] = ceil_div(tiles, per_group);
-    } else if (wg == 1) { /* (bn_stage1_writes_rows) */
+    } else if (bn_stage1_writes_rows(prog, g)) {
         /* work-groups of one (CPUs): bn_reduce_rows, a work-item per partial, whole rows */
         size_t s = sample_sets(stage1_splits(ctx, prog, 1, ceil_div(g->rows, 2), 1), samples,
                                &p->per_sample);

@@ -116,20 +116,27 @@ static void print_params(clnorm_context *ctx, const warnings *w)
     }
 }
 
-static int show_params(const char *selector)
+/* A context on the selected device that keeps its warnings in *w; NULL (reported) on failure. */
+static clnorm_context *open_context(const char *selector, warnings *w)
 {
     char message[4096];
-    warnings w = {0, ""};
     clnorm_settings settings;
     clnorm_default_settings(&settings);
     settings.device = selector;
     settings.log = keep_warnings;
-    settings.log_user = &w;
+    settings.log_user = w;
     clnorm_context *ctx = NULL;
-    if (clnorm_context_create(&ctx, &settings, message, sizeof message) != CLNORM_OK) {
+    if (clnorm_context_create(&ctx, &settings, message, sizeof message) != CLNORM_OK)
         fprintf(stderr, "clnorm-info: %s\n", message);
+    return ctx;
+}
+
+static int show_params(const char *selector)
+{
+    warnings w = {0, ""};
+    clnorm_context *ctx = open_context(selector, &w);
+    if (!ctx)
         return 1;
-    }
     clnorm_device_info info;
     clnorm_context_device_info(ctx, &info);
     printf("device      [%u:%u] %s (%s)\n", info.platform_index, info.device_index, info.name,
@@ -141,24 +148,15 @@ static int show_params(const char *selector)
 
 static int check_device(const char *selector)
 {
-    char message[4096];
     warnings w = {0, ""};
-    clnorm_settings settings;
-    clnorm_default_settings(&settings);
-    settings.device = selector;
-    settings.log = keep_warnings;
-    settings.log_user = &w;
     double start = now_ms();
-    clnorm_context *ctx = NULL;
-    clnorm_status status = clnorm_context_create(&ctx, &settings, message, sizeof message);
-    if (status != CLNORM_OK) {
-        fprintf(stderr, "clnorm-info: %s\n", message);
+    clnorm_context *ctx = open_context(selector, &w);
+    if (!ctx)
         return 1;
-    }
     clnorm_device_info info;
     clnorm_context_device_info(ctx, &info);
     int had_cache = info.has_disk_cache;
-    status = clnorm_warm_up(ctx);
+    clnorm_status status = clnorm_warm_up(ctx);
     double ready = now_ms() - start;
     if (status == CLNORM_OK)
         status = clnorm_self_check(ctx);
