@@ -281,18 +281,25 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     const size_t vec = (size_t)ctx->params.vector_width;
     const size_t wg = (size_t)prog->work_group_size;
     /* segments: the planes of channels-first, else rows of the C channels (also for inner 1) */
-    const cl_int lane_channels = inner == 1;
-    const size_t seg_len = lane_channels ? channels : inner;
+    const size_t seg_len = inner == 1 ? channels : inner;
     const size_t segments = total / seg_len;
+    /* Contiguous runs over planes that don't end on a vector (7 x 7, 14 x 14) walk the tensor
+     * as one run of whole vectors instead: no partial vector per plane. */
+    const bool flat = wg == 1 && inner > 1 && inner >= vec && inner % vec != 0;
+    const cl_int walk = inner == 1 ? WALK_ROWS : flat ? WALK_FLAT : WALK_PLANES;
     size_t global, chunk;
     cl_int contiguous;
-    elementwise_grid(ctx, prog, segments * ceil_div(seg_len, vec), &global, &chunk, &contiguous);
+    elementwise_grid(ctx, prog, flat ? ceil_div(total, vec) : segments * ceil_div(seg_len, vec),
+                     &global, &chunk, &contiguous);
     cl_ulong segs = segments, len = seg_len, c = channels, ch = chunk;
     cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
-    kernel_arg args[] = {ARG(a->in1),   ARG(a->in2),  ARG(a->residual),      ARG(a->mask),
-                         ARG(a->coef),  ARG(a->out),  ARG(a->out2),          ARG(segs),
-                         ARG(len),      ARG(c),       ARG(lane_channels),    ARG(ch),
-                         ARG(item_stride), ARG(step), ARG(a->flags)};
+    const given_stats *st = &a->stats;
+    kernel_arg args[] = {ARG(a->in1),         ARG(a->in2),   ARG(a->residual), ARG(a->mask),
+                         ARG(a->coef),        ARG(st->mean), ARG(st->var),     ARG(st->var_is_invstd),
+                         ARG(st->eps),        ARG(st->gamma), ARG(st->beta),   ARG(a->out),
+                         ARG(a->out2),        ARG(segs),     ARG(len),         ARG(c),
+                         ARG(walk),           ARG(ch),       ARG(item_stride), ARG(step),
+                         ARG(a->flags)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }
@@ -349,17 +356,21 @@ fail:
     return status;
 }
 
-/* y = act(beta + scale * (x - mean) [+ residual]) with the coefficients of bn_channel. */
+/* y = act(beta + scale * (x - mean) [+ residual]) with the coefficients of bn_channel (coef), or
+ * without coef, with those the kernel forms from `stats`. */
 static clnorm_status enqueue_forward_apply(clnorm_context *ctx, launch_chain *chain,
                                            const program_entry *prog, const bn_geometry *g,
                                            const clnorm_bn_config *config,
-                                           const clnorm_bn_buffers *b, cl_mem coef)
+                                           const clnorm_bn_buffers *b, cl_mem coef,
+                                           const given_stats *stats)
 {
     elementwise_args ea = {.in2 = b->x,
                            .residual = b->residual,
                            .coef = coef,
                            .out = b->y,
                            .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
+    if (stats)
+        ea.stats = *stats;
     return bn_enqueue_elementwise(ctx, chain, prog, g->total, inner_size(g), g->c, &ea);
 }
 
@@ -474,7 +485,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
                        .save_invstd = b->save_invstd,
                        .coef = coef};
     TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
-    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef));
+    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef, NULL));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:
@@ -499,12 +510,19 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
     bool saved = kind == FORWARD_APPLY;
-    TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, saved ? b->save_mean : b->running_mean,
-                        saved ? b->save_invstd : b->running_var, saved, (float)config->eps,
-                        b->gamma, b->beta, coef));
-    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef));
+    given_stats stats = {saved ? b->save_mean : b->running_mean,
+                         saved ? b->save_invstd : b->running_var, b->gamma, b->beta, saved,
+                         (float)config->eps};
+    if (inner_size(&g) > 1) {
+        /* channels-first: a plane's coefficients are formed once per plane, so in one launch */
+        TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, NULL, &stats));
+    } else {
+        TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
+        TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, stats.mean, stats.var, saved, stats.eps,
+                            stats.gamma, stats.beta, coef));
+        TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef, NULL));
+    }
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:

@@ -108,14 +108,23 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
                                 const stage1_inputs *in, cl_mem *sets, cl_uint *num_sets);
 
 /* Operands of bn_elementwise: out = [a*in1'] + b [+ e*(in2 - center)] [+ residual] [ReLU];
- * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel: for
- * the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x. */
+ * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel (coef):
+ * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
+ * Without coef (channels-first only), the kernel forms the forward's from `stats`. */
+typedef struct given_stats {
+    cl_mem mean, var, gamma, beta; /* any may be NULL, as for bn_enqueue_coef */
+    cl_int var_is_invstd;
+    float eps;
+} given_stats;
+
 typedef struct elementwise_args {
     cl_mem in1, in2, residual, mask, coef, out, out2;
     cl_int flags;
+    given_stats stats;
 } elementwise_args;
 
 enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2 }; /* as in kernels/batchnorm.cl */
+enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Per-channel coefficients (scale, beta, scale, mean) from a mean and a variance (or invstd). */
 clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,

@@ -498,6 +498,12 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     }
 }
 
+/* 1/sqrt(var + eps) of channel c from a variance, or the invstd itself (1 without either) */
+float given_invstd(__global const float *var, int var_is_invstd, float eps, ulong c)
+{
+    return !var ? 1.0f : var_is_invstd ? var[c] : 1.0f / sqrt(var[c] + eps);
+}
+
 /* Coefficients of y = beta + scale * (x - mean) (the elementwise form that gives y = beta exactly
  * for a constant channel), and a = scale for folding a linear layer's weight. */
 void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, float beta,
@@ -633,9 +639,7 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         return;
     }
     const float mean = mean_in ? mean_in[c] : 0.0f;
-    const float invstd = !var_in           ? 1.0f
-                         : var_in_is_invstd ? var_in[c]
-                                            : 1.0f / sqrt(var_in[c] + eps);
+    const float invstd = given_invstd(var_in, var_in_is_invstd, eps, c);
     if (mode == CH_COEF) {
         apply_coefficients(coef, C, c, g * invstd, b, mean);
         return;
@@ -680,14 +684,34 @@ void walk_advance(unit_walk *w)
         w->c -= w->C;
 }
 
-/* Coefficient `which` (0..3) of the channels of a unit: one channel's, broadcast, for a plane;
- * VEC consecutive channels' for a channels-last row. */
-FLOATV unit_coef(__global const float *coef, int which, ulong C, ulong c, int lane_channels,
-                 long lanes_left)
+/* Where bn_elementwise takes a channel's (a, b, e, center): the coef buffer bn_channel wrote, or,
+ * when coef is NULL (inference and apply over planes, one launch), the given statistics. */
+typedef struct coef_source {
+    __global const float *coef, *mean, *var, *gamma, *beta;
+    float eps;
+    int var_is_invstd;
+    ulong C;
+} coef_source;
+
+void channel_coefs(const coef_source *s, ulong c, float *v)
 {
-    if (lane_channels)
-        return load_lanes(coef + which * C, c, lanes_left);
-    return (FLOATV)coef[which * C + c];
+    if (s->coef) {
+        for (int i = 0; i < 4; i++)
+            v[i] = s->coef[i * s->C + c];
+        return;
+    }
+    const float scale =
+        (s->gamma ? s->gamma[c] : 1.0f) * given_invstd(s->var, s->var_is_invstd, s->eps, c);
+    v[0] = scale; /* as apply_coefficients */
+    v[1] = s->beta ? s->beta[c] : 0.0f;
+    v[2] = scale;
+    v[3] = s->mean ? s->mean[c] : 0.0f;
+}
+
+/* Coefficient `which` (0..3) of VEC consecutive channels from c (a channels-last row's unit). */
+FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long lanes_left)
+{
+    return load_lanes(coef + which * C, c, lanes_left);
 }
 
 #define FLAG_RELU 1     /* out = max(out, 0), NaN kept */
@@ -735,12 +759,12 @@ void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
         const long left = whole ? VEC : (long)(seg_len - pos * VEC);
         if (lane_channels) { /* only what the unit uses: each is a load per vector */
             if (in1)
-                a = unit_coef(coef, 0, C, pos * VEC, 1, left);
+                a = row_coef(coef, 0, C, pos * VEC, left);
             if (!(flags & FLAG_NO_SHIFT))
-                b = unit_coef(coef, 1, C, pos * VEC, 1, left);
+                b = row_coef(coef, 1, C, pos * VEC, left);
             if (in2) {
-                e = unit_coef(coef, 2, C, pos * VEC, 1, left);
-                center = unit_coef(coef, 3, C, pos * VEC, 1, left);
+                e = row_coef(coef, 2, C, pos * VEC, left);
+                center = row_coef(coef, 3, C, pos * VEC, left);
             }
         }
         elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC, left, a,
@@ -748,38 +772,103 @@ void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
     }
 }
 
+/* Lanes at and past `first_next` take next, the others cur: a vector across a plane's end. */
+FLOATV split_lanes(FLOATV cur, FLOATV next, ulong first_next)
+{
+    return select(cur, next, LANE_IDS >= (INTV)(int)(first_next < VEC ? first_next : VEC));
+}
+
+/* Units [u, u_end) of the flat walk over channels-first planes of seg_len >= VEC values: unit u is
+ * values [u * VEC, u * VEC + VEC) of the whole tensor, so a vector may end one plane and start the
+ * next (at most two, as seg_len >= VEC), and small planes (7 x 7) take whole aligned vectors with
+ * no partial one per plane. The two channels' coefficients are blended lane by lane. */
+/* Units [u, u_end) of the flat walk over channels-first planes of seg_len >= VEC values: unit u is
+ * values [u * VEC, u * VEC + VEC) of the whole tensor, so small planes (7 x 7) take whole aligned
+ * vectors with no partial one per plane. Plane by plane: the units inside the plane with its
+ * channel's coefficients, then the unit across its end (at most two planes, as seg_len >= VEC),
+ * blending the two channels' lane by lane. Coefficients are formed once per plane. */
+void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
+                      __global const DATA_T *residual, __global const DATA_T *mask,
+                      const coef_source *src, __global DATA_T *out, __global DATA_T *out2,
+                      ulong total, ulong seg_len, ulong C, ulong u, ulong u_end, int flags)
+{
+    ulong o = u * VEC;
+    const ulong o_end = u_end * VEC, whole_end = o_end < total ? o_end : total;
+    ulong r = o % seg_len;       /* o's position in its plane */
+    ulong c = (o / seg_len) % C; /* o's channel */
+    float cur[4], next[4];
+    if (o < o_end)
+        channel_coefs(src, c, cur);
+    while (o < o_end) {
+        /* whole units inside the plane: `left` a constant, so the lane checks fold away */
+        ulong inside = (seg_len - r) / VEC;
+        if (inside > (whole_end - o) / VEC)
+            inside = (whole_end - o) / VEC;
+        for (ulong k = 0; k < inside; k++, o += VEC)
+            elementwise_unit(in1, in2, residual, mask, out, out2, o, VEC, cur[0], cur[1], cur[2],
+                             cur[3], flags);
+        r += inside * VEC;
+        if (o >= o_end)
+            break;
+        c = c + 1 == C ? 0 : c + 1;
+        channel_coefs(src, c, next);
+        if (r < seg_len) { /* the unit across the plane's end, or the tensor's partial last one */
+            const ulong first_next = seg_len - r;
+            elementwise_unit(in1, in2, residual, mask, out, out2, o,
+                             o + VEC <= total ? VEC : (long)(total - o),
+                             split_lanes(cur[0], next[0], first_next),
+                             split_lanes(cur[1], next[1], first_next),
+                             split_lanes(cur[2], next[2], first_next),
+                             split_lanes(cur[3], next[3], first_next), flags);
+            o += VEC;
+            r += VEC;
+        }
+        r -= seg_len;
+        for (int i = 0; i < 4; i++)
+            cur[i] = next[i];
+    }
+}
+
+#define WALK_PLANES 0 /* segments are channels-first planes */
+#define WALK_ROWS 1   /* segments are channels-last rows of C values */
+#define WALK_FLAT 2   /* channels-first as one run of units (contiguous runs only, planes >= VEC) */
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
-                             __global const float *coef, __global DATA_T *out,
-                             __global DATA_T *out2, ulong segments, ulong seg_len, ulong C,
-                             int lane_channels, ulong chunk, ulong item_stride, ulong step,
-                             int flags)
+                             __global const float *coef, __global const float *stat_mean,
+                             __global const float *stat_var, int var_is_invstd, float eps,
+                             __global const float *gamma, __global const float *beta,
+                             __global DATA_T *out, __global DATA_T *out2, ulong segments,
+                             ulong seg_len, ulong C, int walk, ulong chunk, ulong item_stride,
+                             ulong step, int flags)
 {
+    const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
+    const int lane_channels = walk == WALK_ROWS; /* (rows always take coef) */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     const ulong first = get_global_id(0) * item_stride;
-#define UNIT_COEF(which, c, left) unit_coef(coef, (which), C, (c), lane_channels, (left))
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (walk == WALK_FLAT) {
+        const ulong total = segments * seg_len, flat_units = (total + VEC - 1) / VEC;
+        elementwise_flat(in1, in2, residual, mask, &src, out, out2, total, seg_len, C, first,
+                         first + chunk < flat_units ? first + chunk : flat_units, flags);
+        return;
+    }
     if (step == 1) {
         /* a contiguous run (CPUs): segment by segment, a plane's coefficients loaded once */
         const ulong u_end = first + chunk < units ? first + chunk : units;
         for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
             const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
-            const ulong c = seg % C;
-            FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
-            if (!lane_channels) {
-                a = coef[c];
-                b = coef[C + c];
-                e = coef[2 * C + c];
-                center = coef[3 * C + c];
-            }
+            if (!lane_channels)
+                channel_coefs(&src, seg % C, v);
             /* whole vectors, then the segment's partial one */
             const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
             if (pos < whole)
                 elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
-                                lane_channels, pos, whole, flags, 1, a, b, e, center);
+                                lane_channels, pos, whole, flags, 1, v[0], v[1], v[2], v[3]);
             if ((pos > whole ? pos : whole) < stop)
                 elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
-                                lane_channels, pos > whole ? pos : whole, stop, flags, 0, a, b,
-                                e, center);
+                                lane_channels, pos > whole ? pos : whole, stop, flags, 0, v[0],
+                                v[1], v[2], v[3]);
             u += stop - pos;
             pos = 0;
         }
@@ -789,12 +878,18 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
-        const ulong c = lane_channels ? w.pos * VEC : w.c;
+        if (lane_channels) {
+            const ulong c = w.pos * VEC;
+            elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + c, left,
+                             row_coef(coef, 0, C, c, left), row_coef(coef, 1, C, c, left),
+                             row_coef(coef, 2, C, c, left), row_coef(coef, 3, C, c, left),
+                             flags);
+            continue;
+        }
+        channel_coefs(&src, w.c, v);
         elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC, left,
-                         UNIT_COEF(0, c, left), UNIT_COEF(1, c, left), UNIT_COEF(2, c, left),
-                         UNIT_COEF(3, c, left), flags);
+                         v[0], v[1], v[2], v[3], flags);
     }
-#undef UNIT_COEF
 }
 
 /* Training forward of channels-first in one launch, for work-groups of one (CPUs) when a tile

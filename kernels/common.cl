@@ -19,6 +19,20 @@
 #define STOREV(p, i, v) CAT(vstore, VEC)((v), (i), (p))
 #endif
 
+/* Each lane's index, as the integer vector that select() takes with FLOATV. */
+#define INTV CAT(int, VEC)
+#if VEC == 1
+#undef INTV
+#define INTV int
+#define LANE_IDS 0
+#elif VEC == 2
+#define LANE_IDS ((INTV)(0, 1))
+#elif VEC == 4
+#define LANE_IDS ((INTV)(0, 1, 2, 3))
+#elif VEC == 8
+#define LANE_IDS ((INTV)(0, 1, 2, 3, 4, 5, 6, 7))
+#endif
+
 /* Horizontal sum of a vector (dot with ones: every device has it, and Oclgrind's shadow-memory
  * checks handle it where they crash on component swizzles). */
 #if VEC == 1
