@@ -241,6 +241,69 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
     }
 }
 
+/* A value of a fused kernel's statistics: x [+ addend] - k, `left` lanes of VEC from o. */
+FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o, long left,
+               float k)
+{
+    FLOATV v = load_lanes(x, o, left);
+    if (addend)
+        v += load_lanes(addend, o, left);
+    return lane_select(v - k, left);
+}
+
+/* Sums f(v) over `planes` runs of `len` values (run n at base + n * stride) of pivoted values
+ * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center)^2 (cached_sum_squares). Four
+ * accumulators in four variables (an array or a flag here and PoCL keeps them in memory), so
+ * the adds are independent; missing lanes of a run's last vector add nothing. */
+#define TERM_VALUE(v, center) (v)
+#define TERM_SQUARE(v, center) (((v) - (center)) * ((v) - (center)))
+#define DEFINE_CACHED_SUM(name, TERM)                                                              \
+    float name(__global const DATA_T *x, __global const DATA_T *addend, ulong base, ulong stride,  \
+               ulong planes, ulong len, float k, float center)                                     \
+    {                                                                                              \
+        const ulong whole = len / VEC;                                                             \
+        FLOATV a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;                                         \
+        for (ulong n = 0; n < planes; n++) {                                                       \
+            const ulong o = base + n * stride;                                                     \
+            ulong j = 0;                                                                           \
+            for (; j + 4 <= whole; j += 4) {                                                       \
+                const FLOATV v0 = pivoted(x, addend, o + j * VEC, VEC, k);                         \
+                const FLOATV v1 = pivoted(x, addend, o + (j + 1) * VEC, VEC, k);                   \
+                const FLOATV v2 = pivoted(x, addend, o + (j + 2) * VEC, VEC, k);                   \
+                const FLOATV v3 = pivoted(x, addend, o + (j + 3) * VEC, VEC, k);                   \
+                a0 += TERM(v0, center);                                                            \
+                a1 += TERM(v1, center);                                                            \
+                a2 += TERM(v2, center);                                                            \
+                a3 += TERM(v3, center);                                                            \
+            }                                                                                      \
+            for (; j < whole; j++)                                                                 \
+                a0 += TERM(pivoted(x, addend, o + j * VEC, VEC, k), center);                       \
+            if (whole * VEC < len) {                                                               \
+                const long left = (long)(len - whole * VEC);                                       \
+                a1 += lane_select(TERM(pivoted(x, addend, o + whole * VEC, left, k), center),      \
+                                  left);                                                           \
+            }                                                                                      \
+        }                                                                                          \
+        return HSUM((a0 + a1) + (a2 + a3));                                                        \
+    }
+
+DEFINE_CACHED_SUM(cached_sum, TERM_VALUE)
+DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
+
+/* Statistics (count, mean - k, m2n) of the values of a fused kernel, which it reads again while
+ * they are in cache: two passes (the mean, then the squared deviations from it), exact for
+ * exact data, with no per-block merges; pivot k = the first value. */
+void cached_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong base,
+                  ulong stride, ulong planes, ulong len, float *k, float *count, float *mean,
+                  float *m2n)
+{
+    *k = LOAD(x, base) + (addend ? LOAD(addend, base) : 0.0f);
+    *count = (float)(planes * len);
+    *mean = cached_sum(x, addend, base, stride, planes, len, *k, 0.0f) / *count;
+    *m2n = cached_sum_squares(x, addend, base, stride, planes, len, *k, *mean) /
+           pow2_floor(*count);
+}
+
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
@@ -907,15 +970,13 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
 {
     const ulong c_first = get_global_id(0) * tile;
     const uint here = tile_count(c_first, C, tile);
-    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
-    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    cf_reduce_tile(x, NULL, NULL, NULL, NULL, NULL, 1, C, HW, 1, 0, here ? N : 0, c_first, here, 0,
-                   1, REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
     const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
-        const float batch_mean = count[t] > 0.0f ? mean[t] + k[t] : mean[t];
-        const float scale = finalize_stats(c, C, count[t], batch_mean, m2n[t], eps, momentum, 0,
+        float k, count, mean, m2n;
+        cached_stats(x, NULL, c * HW, C * HW, N, HW, &k, &count, &mean, &m2n);
+        const float batch_mean = mean + k;
+        const float scale = finalize_stats(c, C, count, batch_mean, m2n, eps, momentum, 0,
                                            gamma, running_mean, running_var, save_mean,
                                            save_invstd, NULL);
         /* y = beta + scale * (x - mean), as the coefficients of bn_channel give it */
@@ -948,7 +1009,7 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
-        const float invstd = frozen ? 1.0f / sqrt(var_in[c] + eps) : var_in[c];
+        const float invstd = given_invstd(var_in, !frozen, eps, c);
         float a, b, e;
         grad_coefficients(c, count[t], HSUM(g1[t]), HSUM(g2[t]), gamma ? gamma[c] : 1.0f, invstd,
                           flags, dgamma, dbeta, &a, &b, &e);

@@ -19,6 +19,10 @@
 #define STOREV(p, i, v) CAT(vstore, VEC)((v), (i), (p))
 #endif
 
+/* For the small helpers of per-vector loops: PoCL's LLVM otherwise leaves some of them as calls
+ * with a stack frame per vector, costing more than the vector's loads. */
+#define ALWAYS_INLINE __attribute__((always_inline))
+
 /* Each lane's index, as the integer vector that select() takes with FLOATV. */
 #define INTV CAT(int, VEC)
 #if VEC == 1

@@ -140,7 +140,7 @@ __kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
 /* A per-group value for the lanes of a unit at channel c0 = g0 * Cg + rem (`left` channels to
  * the segment's end): one value for a channels-first plane (lanes = 0), a vector load for
  * per-channel values (Cg = 1), one value when the unit lies in one group, else lane by lane. */
-FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg,
+ALWAYS_INLINE FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg,
                   int lanes, long left)
 {
     if (!lanes)
@@ -154,7 +154,7 @@ FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ul
 
 /* The per-group values a unit at channel c0 = g0 * Cg + rem needs: forward (mean, rstd),
  * backward the (a, b, e, center) coefficients; lane by lane as group_stat gives them. */
-void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
+ALWAYS_INLINE void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
                  ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg, int lanes, long left,
                  FLOATV *s)
 {
@@ -171,7 +171,7 @@ void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulo
 
 /* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
  * channels-first), with the group values s of gn_stats_at. */
-void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+ALWAYS_INLINE void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
              int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s)
@@ -199,7 +199,7 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
  * unit (g0, rem) is stepped, not divided (a division costs more than the unit's loads). With
  * `whole`, every unit has VEC values: `left` is a constant and the lane checks fold away. With
  * `fixed` (a channels-first plane, or rows with one group), the group values are loaded once. */
-void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+ALWAYS_INLINE void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
             __global const DATA_T *extra, __global const float *stat_a,
             __global const float *stat_b, __global const float *weight,
             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
@@ -312,15 +312,12 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     const ulong D = C / G * HW, Cg = C / G;
     const ulong r_first = get_global_id(0) * tile;
     const uint here = tile_count(r_first, R, tile);
-    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
-    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    cf_reduce_tile(x, addend, NULL, NULL, NULL, NULL, 1, R, D, 1, 0, here ? 1 : 0, r_first, here,
-                   0, 1, REDUCE_STATS, k, mu, count, mean, m2n, g1, g2);
     const int rms = flags & CHF_RMS;
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t;
-        const float row_mean = count[t] > 0.0f ? mean[t] + k[t] : mean[t];
-        finalize_stats(r, R, count[t], row_mean, m2n[t], eps, 0.0f, flags, NULL, NULL, NULL,
+        float k, count, mean, m2n;
+        cached_stats(x, addend, r * D, 0, 1, D, &k, &count, &mean, &m2n);
+        finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         /* gn_apply's units over this group: one row of C channels (HW = 1), or Cg planes */
         const int lanes = HW == 1;
