@@ -189,6 +189,7 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
                 if (nv == BLOCK_VECS && !partial) {
                     /* a whole block: fixed trip counts, no lane masks */
                     __global const DATA_T *px = x + base + b * VEC;
+#pragma unroll
                     for (uint j = 0; j < BLOCK_VECS; j++) {
                         vals[j] = LOADV(px, j);
                         if (addend)
@@ -197,6 +198,7 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
                         sum += vals[j];
                     }
                     const float bn = (float)(BLOCK_VECS * VEC), bmean = HSUM(sum) / bn;
+#pragma unroll
                     for (uint j = 0; j < BLOCK_VECS; j++) {
                         FLOATV d = vals[j] - bmean;
                         sq += d * d;
@@ -358,10 +360,25 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
  * [r0, r0 + nr), nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
  * (count, mean, m2n) with Chan's formula. Whole blocks divide by multiplying with the exact
  * reciprocal of a power of two (a vector division costs as much as the loads it follows). */
-void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
+ALWAYS_INLINE void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
                      FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
+    if (nr == ROW_BLOCK) {
+        /* a whole block: fixed trip counts, so the values stay in registers */
+#pragma unroll
+        for (uint j = 0; j < ROW_BLOCK; j++) {
+            vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
+            sum += vals[j];
+        }
+        const FLOATV bmean = sum * (1.0f / ROW_BLOCK);
+#pragma unroll
+        for (uint j = 0; j < ROW_BLOCK; j++)
+            second += (vals[j] - bmean) * (vals[j] - bmean);
+        stats_merge_lanes(count, mean, m2n, (float)ROW_BLOCK, bmean,
+                          second * (1.0f / pow2_floor((float)ROW_BLOCK)));
+        return;
+    }
     for (uint j = 0; j < ROW_BLOCK; j++) {
         vals[j] = 0.0f;
         if (j < nr) {
