@@ -19,7 +19,8 @@ static const family_desc families[FAMILY_COUNT] = {
                      {"common", "batchnorm", "groupnorm"},
                      {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_backward_fused",
                       "bn_channel", "bn_elementwise", "gn_stats",
-                      "gn_combine", "gn_apply", "gn_forward_fused", "in_running"}},
+                      "gn_combine", "gn_apply", "gn_forward_fused", "gn_backward_fused",
+                      "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

@@ -718,7 +718,7 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         filled |= 1u << lvl;
     }
     float count = 0.0f, sum_a = 0.0f, sum_b = 0.0f; /* (count, mean, m2n) or gradient sums */
-    for (uint lvl = 0; lvl < 32; lvl++) {
+    for (uint lvl = 0; filled >> lvl; lvl++) { /* (the levels that hold a merge) */
         if (!(filled & (1u << lvl)))
             continue;
         float ln = lv_n[lvl], la = lv_a[lvl], lb = lv_b[lvl];

@@ -332,3 +332,92 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         }
     }
 }
+
+/* Pass 1 of gn_backward_fused for one unit at element o of `left` values: sum w * dy and
+ * sum w * dy * (x - mu) lane by lane; along a row (lanes: channel c0 + i on lane i) with `set`,
+ * also the channels' sum dy and sum dy * xhat (xhat = (x - mu) * rs). */
+ALWAYS_INLINE void bwd_sum_unit(__global const DATA_T *x, __global const DATA_T *dy,
+                                __global const float *weight, __global float *set, ulong C,
+                                int lanes, ulong c0, ulong o, long left, float mu, float rs,
+                                FLOATV *s1, FLOATV *s2)
+{
+    const FLOATV g = load_lanes(dy, o, left);
+    const FLOATV gx = g * lane_select(load_lanes(x, o, left) - mu, left);
+    const FLOATV w = lanes && weight ? load_lanes(weight, c0, left) : (FLOATV)1.0f;
+    *s1 += w * g;
+    *s2 += w * gx;
+    if (lanes && set) { /* (the counts: at the end) */
+        store_lanes(set + C, c0, left, load_lanes(set + C, c0, left) + g);
+        store_lanes(set + 2 * C, c0, left, load_lanes(set + 2 * C, c0, left) + gx * rs);
+    }
+}
+
+/* The backward in one launch for work-groups of one (CPUs), where gn_forward_fused serves the
+ * forward (a group is one contiguous row of D values that fits in cache): each work-item takes
+ * its `tile` groups: the group's sums (x and dy from memory), its coefficients (bn_channel's
+ * CH_GRAD), then dx [+ dh_in] (x and dy from cache): 3 passes instead of 5. With col_sets, each
+ * work-item also writes its own set of per-channel sums, count | sum dy | sum dy * xhat (3C floats
+ * at item * 3C), which bn_channel merges into dweight and dbias. Work-items: ceil(R / tile). */
+__kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T *dy,
+                                __global const DATA_T *dh_in, __global const float *mean,
+                                __global const float *rstd, __global const float *weight,
+                                ulong R, ulong C, ulong HW, ulong G, uint tile, int flags,
+                                __global DATA_T *dx, __global float *col_sets)
+{
+    const ulong Cg = C / G, D = Cg * HW, item = get_global_id(0), r_first = item * tile;
+    const uint here = tile_count(r_first, R, tile);
+    const int lanes = HW == 1; /* a row of channels, else Cg planes of one channel each */
+    __global float *set = col_sets ? col_sets + item * 3 * C : NULL;
+    for (ulong c0 = 0; set && c0 < C; c0 += VEC)
+        for (uint q = 0; q < 3; q++)
+            store_lanes(set + q * C, c0, (long)(C - c0), (FLOATV)0.0f);
+    /* segments: the row, or the group's planes; whole vectors, then a segment's partial one */
+    const ulong segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW, whole = seg_len / VEC * VEC;
+    for (uint t = 0; t < here; t++) {
+        const ulong r = r_first + t, c_first = (r % G) * Cg;
+        const float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
+        float sum1 = 0.0f, sum2 = 0.0f; /* sum w * dy, sum w * dy * (x - mu) */
+        for (ulong j = 0; j < segs; j++) {
+            const ulong o = r * D + j * seg_len, c = c_first + j;
+            FLOATV s1 = 0.0f, s2 = 0.0f;
+            for (ulong p = 0; p < whole; p += VEC)
+                bwd_sum_unit(x, dy, weight, set, C, lanes, c_first + p, o + p, VEC, mu, rs, &s1,
+                             &s2);
+            if (whole < seg_len)
+                bwd_sum_unit(x, dy, weight, set, C, lanes, c_first + whole, o + whole,
+                             (long)(seg_len - whole), mu, rs, &s1, &s2);
+            if (lanes) {
+                sum1 = HSUM(s1);
+                sum2 = HSUM(s2);
+                continue;
+            }
+            const float w = weight ? weight[c] : 1.0f, sg = HSUM(s1), sgx = HSUM(s2);
+            sum1 += w * sg;
+            sum2 += w * sgx;
+            if (set) {
+                set[c] += (float)HW;
+                set[C + c] += sg;
+                set[2 * C + c] += sgx * rs;
+            }
+        }
+        FLOATV s[4];
+        float a, b, e;
+        grad_coefficients(r, (float)D, sum1, sum2, 1.0f, rs, flags, NULL, NULL, &a, &b, &e);
+        s[0] = a;
+        s[1] = b;
+        s[2] = e;
+        s[3] = mu;
+        for (ulong j = 0; j < segs; j++) {
+            const ulong o = r * D + j * seg_len, c = c_first + j;
+            for (ulong p = 0; p < whole; p += VEC)
+                gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p,
+                        VEC, c, c_first + p, s);
+            if (whole < seg_len)
+                gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD,
+                        o + whole, (long)(seg_len - whole), c, c_first + whole, s);
+        }
+    }
+    /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */
+    for (ulong c0 = 0; lanes && set && c0 < C; c0 += VEC)
+        store_lanes(set, c0, (long)(C - c0), (FLOATV)(float)here);
+}

@@ -396,6 +396,7 @@ static const fn_case cases[] = {
     {LAYER, 6, 33, 1, 1, 0, 1e-5, 0, CONSTANT},
     {LAYER, 6, 64, 1, 1, 0, 1e-5, 0, EXACT},
     {LAYER, 5, 257, 1, 1, 0, 1e-5, 0, EXACT},
+    {LAYER, 8, 33, 1, 1, 0, 1e-5, 1, RANDOM}, /* small, R >= 8: CPUs' one-launch paths */
     /* RMSNorm */
     {RMS, 1, 1, 1, 1, 0, CLNORM_RMS_DEFAULT_EPS, 0, RANDOM},
     {RMS, 3, 33, 1, 1, 0, 1e-6, 0, RANDOM},
@@ -404,6 +405,7 @@ static const fn_case cases[] = {
     {RMS, 1, 65537, 1, 1, 0, 1e-5, 0, RANDOM},
     {RMS, 3, 257, 1, 1, 0, 1e-5, 1, RANDOM},
     {RMS, 16, 257, 1, 1, 0, 1e-5, 0, OFFSET},
+    {RMS, 9, 20, 1, 1, 0, 1e-5, 0, RANDOM},
     /* GroupNorm, G in {1, 2, 32, C}, both layouts */
     {GROUP, 2, 64, 49, 32, 0, 1e-5, 0, RANDOM},
     {GROUP, 2, 64, 49, 32, 1, 1e-5, 0, RANDOM},
