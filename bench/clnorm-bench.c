@@ -645,8 +645,9 @@ static size_t effective_work_group(const bench *b)
 /* The tensor passes the implementation makes for this row: op->passes, except where the
  * library takes a shorter path on work-groups of one (CPUs). Mirrors bn_fused_tile in
  * host/batchnorm.c (channels-first, a channel of every input within 256 KiB, at least 4 channels
- * per compute unit) and host/groupnorm.c (group_backward: the row sums of layer and RMS norm ride
- * on the column sums' pass; group_forward: one launch per row of a group). */
+ * per compute unit) and host/groupnorm.c (group_forward and group_backward: one launch where a
+ * group is a row that fits in cache; else the row sums of layer and RMS norm's backward ride on
+ * the column sums' pass). */
 static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
                                       int layout)
 {
@@ -659,12 +660,11 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         if (channel_bytes * inputs <= 256 * 1024 && sc->dims[1] >= 4 * (size_t)b->info.compute_units)
             return op->reads + op->writes;
     }
-    if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "backward"))
-        return op->passes - 2;
-    /* host/groupnorm.c group_forward: one launch where a group is one contiguous row (layer
-     * and RMS norm; channels-first group and instance norm) of at most 256 KiB per input */
-    if (!strcmp(op->op, "forward") && (!strcmp(op->shapes, "rows") || layout == 0)) {
-        const int rows = !strcmp(op->shapes, "rows");
+    /* host/groupnorm.c group_forward and group_backward: one launch where a group is one
+     * contiguous row (layer and RMS norm; channels-first group and instance norm) of at most
+     * 256 KiB per input (x [and the residual] forward, x and dy backward) */
+    const int rows = !strcmp(op->shapes, "rows");
+    if (strcmp(op->family, "batchnorm") && (rows || layout == 0)) {
         const size_t groups = rows ? sc->dims[0] : sc->dims[0] * sc->groups;
         const size_t group_bytes =
             (rows ? sc->dims[1] : sc->dims[1] / sc->groups * sc->dims[2] * sc->dims[3]) *
@@ -672,6 +672,8 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         if (group_bytes <= 256 * 1024 && groups >= 4 * (size_t)b->info.compute_units)
             return op->reads + op->writes;
     }
+    if (rows && !strcmp(op->op, "backward"))
+        return op->passes - 2; /* the row sums ride on the column sums' pass */
     return op->passes;
 }
 
