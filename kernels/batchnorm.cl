@@ -542,11 +542,13 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         store_lanes(set + 2 * C, c0, (long)(C - c0), (FLOATV)0.0f);
     }
     float count = 0.0f; /* the same for every channel */
-    /* Gradients without per-row sums: 4 rows at a time for rows of 4 KiB or more, else 1 (on
-     * PoCL's CPU device, with ReLU's mask or without, 1 row took 1.1-1.2x the time of 4 on rows of
-     * 4-8 KiB, and 4 rows or 8 took 1.3-1.7x the time of 1 on rows of 1 KiB). */
-    const uint block =
-        mode == REDUCE_GRAD && !row_sets ? (C * sizeof(DATA_T) >= 4096 ? 4 : 1) : ROW_BLOCK;
+    /* Gradients without per-row sums: 4 rows at a time for rows of 4 KiB or more, else 1 with
+     * ReLU's mask (3 inputs), ROW_BLOCK without. On PoCL's CPU device, 1 row took 1.1-1.2x the
+     * time of 4 on rows of 4-8 KiB; with the mask, 4 rows or 8 took 1.3-1.7x the time of 1 on
+     * rows of 1 KiB (the same rows of x, dy and the mask share cache sets). */
+    const uint block = mode == REDUCE_GRAD && !row_sets
+                           ? (C * sizeof(DATA_T) >= 4096 ? 4 : mask ? 1 : ROW_BLOCK)
+                           : ROW_BLOCK;
     for (ulong r0 = r_begin; r0 < r_end; r0 += block) {
         const uint nr = r_end - r0 < block ? (uint)(r_end - r0) : block;
         FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
