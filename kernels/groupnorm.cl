@@ -221,6 +221,32 @@ ALWAYS_INLINE void gn_run(__global const DATA_T *x, __global const DATA_T *adden
     }
 }
 
+/* The forward over one whole channels-last row at o_row (C channels, groups r_first..) whose
+ * groups are whole vectors (Cg a multiple of VEC): group by group, its mean and rstd loaded once
+ * and broadcast; the same arithmetic as gn_unit. */
+ALWAYS_INLINE void gn_forward_row(__global const DATA_T *x, __global const DATA_T *addend,
+                                  __global const float *mean, __global const float *rstd,
+                                  __global const float *weight, __global const float *bias,
+                                  __global DATA_T *out, __global DATA_T *out2, ulong o_row,
+                                  ulong r_first, ulong G, ulong Cg)
+{
+    for (ulong g = 0; g < G; g++) {
+        const FLOATV m = mean ? mean[r_first + g] : 0.0f, rs = rstd[r_first + g];
+        for (ulong c0 = g * Cg; c0 < (g + 1) * Cg; c0 += VEC) {
+            const ulong o = o_row + c0;
+            FLOATV v = LOADV(x + o, 0);
+            if (addend) {
+                v += LOADV(addend + o, 0);
+                STOREV(out2 + o, 0, v);
+            }
+            FLOATV y = (mean ? v - m : v) * rs * (weight ? LOADV(weight + c0, 0) : (FLOATV)1.0f);
+            if (bias)
+                y += LOADV(bias + c0, 0);
+            STOREV(out + o, 0, y);
+        }
+    }
+}
+
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
@@ -247,6 +273,13 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
             const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
             const ulong r_first = lanes ? seg / HW * G : seg / Cg, c = seg % C;
             const ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
+            if (lanes && !fixed && mode == GN_FORWARD && Cg % VEC == 0 && pos == 0 &&
+                stop == ups) {
+                gn_forward_row(x, addend, stat_a, stat_b, weight, bias, out, out2, seg * seg_len,
+                               r_first, G, Cg);
+                u += ups;
+                continue;
+            }
             /* whole vectors, then the segment's partial one */
             const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
             gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,

@@ -423,6 +423,8 @@ static const fn_case cases[] = {
     {GROUP, 2, 4, 17, 2, 1, 1e-5, 0, OFFSET},
     {GROUP, 2, 6, 9, 3, 0, 1e-5, 1, RANDOM},
     {GROUP, 2, 6, 9, 3, 1, 1e-5, 1, RANDOM},
+    {GROUP, 2, 64, 9, 4, 1, 1e-5, 1, RANDOM}, /* channels-last groups of whole vectors */
+    {GROUP, 3, 32, 5, 4, 1, 1e-5, 0, OFFSET},
     /* InstanceNorm (G = C) */
     {INSTANCE, 3, 4, 25, 4, 0, 1e-5, 0, RANDOM},
     {INSTANCE, 3, 4, 25, 4, 1, 1e-5, 0, RANDOM},
