@@ -501,20 +501,52 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
     }
 }
 
+/* One vector's gradient sums at o (`left` values): sum dy' and sum dy' * (x - mu), dy' = dy
+ * masked by mask > 0 when given. */
+ALWAYS_INLINE void grad_unit(__global const DATA_T *x, __global const DATA_T *dy,
+                             __global const DATA_T *mask, ulong o, long left, FLOATV mu,
+                             FLOATV *sum, FLOATV *second)
+{
+    FLOATV g = load_lanes(dy, o, left);
+    if (mask)
+        g = RELU_MASK(g, load_lanes(mask, o, left));
+    *sum += g;
+    *second += g * lane_select(load_lanes(x, o, left) - mu, left);
+}
+
 /* Gradient sums over rows [r0, r0 + nr) of channels c0.. (`left` to the row's end), without
- * per-row statistics: sum dy' and sum dy' * (x - mu), dy' = dy masked by mask > 0 when given. */
+ * per-row statistics. */
 ALWAYS_INLINE void grad_rows(__global const DATA_T *x, __global const DATA_T *dy,
                              __global const DATA_T *mask, ulong r0, uint nr, ulong C, ulong c0,
                              long left, FLOATV mu, FLOATV *sum, FLOATV *second)
 {
-    for (uint j = 0; j < nr; j++) {
-        const ulong o = (r0 + j) * C + c0;
-        FLOATV g = load_lanes(dy, o, left);
-        if (mask)
-            g = RELU_MASK(g, load_lanes(mask, o, left));
-        *sum += g;
-        *second += g * (load_lanes(x, o, left) - mu);
+    for (uint j = 0; j < nr; j++)
+        grad_unit(x, dy, mask, (r0 + j) * C + c0, left, mu, sum, second);
+}
+
+/* Gradient sums over `planes` runs of `len` values (run n at base + n * stride): whole vectors
+ * two at a time into independent sums, then a run's partial one. */
+ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA_T *dy,
+                                   __global const DATA_T *mask, ulong base, ulong stride,
+                                   ulong planes, ulong len, float mu, FLOATV *sum,
+                                   FLOATV *second)
+{
+    const ulong whole = len / VEC * VEC;
+    FLOATV a1 = 0.0f, a2 = 0.0f, b1 = 0.0f, b2 = 0.0f;
+    for (ulong n = 0; n < planes; n++) {
+        const ulong o = base + n * stride;
+        ulong p = 0;
+        for (; p + 2 * VEC <= whole; p += 2 * VEC) {
+            grad_unit(x, dy, mask, o + p, VEC, mu, &a1, &a2);
+            grad_unit(x, dy, mask, o + p + VEC, VEC, mu, &b1, &b2);
+        }
+        for (; p < whole; p += VEC)
+            grad_unit(x, dy, mask, o + p, VEC, mu, &a1, &a2);
+        if (whole < len)
+            grad_unit(x, dy, mask, o + whole, (long)(len - whole), mu, &b1, &b2);
     }
+    *sum = a1 + b1;
+    *second = a2 + b2;
 }
 
 /* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
@@ -1003,6 +1035,26 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     }
 }
 
+/* bn_elementwise's arithmetic over `planes` runs of `len` values (run n at base + n * stride):
+ * whole vectors, then a run's partial one. */
+ALWAYS_INLINE void plane_apply(__global const DATA_T *in1, __global const DATA_T *in2,
+                               __global const DATA_T *residual, __global const DATA_T *mask,
+                               __global DATA_T *out, __global DATA_T *out2, ulong base,
+                               ulong stride, ulong planes, ulong len, FLOATV a, FLOATV b,
+                               FLOATV e, FLOATV center, int flags)
+{
+    const ulong whole = len / VEC * VEC;
+    for (ulong n = 0; n < planes; n++) {
+        const ulong o = base + n * stride;
+        for (ulong p = 0; p < whole; p += VEC)
+            elementwise_unit(in1, in2, residual, mask, out, out2, o + p, VEC, a, b, e, center,
+                             flags);
+        if (whole < len)
+            elementwise_unit(in1, in2, residual, mask, out, out2, o + whole, (long)(len - whole),
+                             a, b, e, center, flags);
+    }
+}
+
 /* Training forward of channels-first in one launch, for work-groups of one (CPUs) when a tile
  * of channels (N planes each) fits in the cache: each work-item takes the statistics of its
  * `tile` channels, finalizes them as bn_channel does, then normalizes those planes while they
@@ -1018,7 +1070,6 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
 {
     const ulong c_first = get_global_id(0) * tile;
     const uint here = tile_count(c_first, C, tile);
-    const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
         float k, count, mean, m2n;
@@ -1028,11 +1079,8 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                            gamma, running_mean, running_var, save_mean,
                                            save_invstd, NULL);
         /* y = beta + scale * (x - mean), as the coefficients of bn_channel give it */
-        const FLOATV b = beta ? beta[c] : 0.0f, e = scale, center = batch_mean;
-        for (ulong n = 0; n < N; n++)
-            for (ulong u = 0; u < units; u++)
-                elementwise_unit(NULL, x, residual, NULL, y, NULL, (n * C + c) * HW + u * VEC,
-                                 (long)(HW - u * VEC), 0.0f, b, e, center, flags);
+        plane_apply(NULL, x, residual, NULL, y, NULL, c * HW, C * HW, N, HW, 0.0f,
+                    beta ? beta[c] : 0.0f, scale, batch_mean, flags);
     }
 }
 
@@ -1050,21 +1098,19 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     const ulong c_first = get_global_id(0) * tile;
     const uint here = tile_count(c_first, C, tile);
     const bool frozen = flags & CHF_FROZEN;
-    float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
-    FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
-    cf_reduce_tile(x, NULL, dy, mask, NULL, mean_in, 1, C, HW, 1, 0, here ? N : 0, c_first, here,
-                   0, 1, REDUCE_GRAD, k, mu, count, mean, m2n, g1, g2);
-    const ulong units = (HW + VEC - 1) / VEC;
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
+        const float mu = mean_in ? mean_in[c] : 0.0f;
         const float invstd = given_invstd(var_in, !frozen, eps, c);
+        FLOATV g1, g2;
+        if (mask) /* (with NULL known, the compiler drops the mask's checks) */
+            plane_grad_sums(x, dy, mask, c * HW, C * HW, N, HW, mu, &g1, &g2);
+        else
+            plane_grad_sums(x, dy, NULL, c * HW, C * HW, N, HW, mu, &g1, &g2);
         float a, b, e;
-        grad_coefficients(c, count[t], HSUM(g1[t]), HSUM(g2[t]), gamma ? gamma[c] : 1.0f, invstd,
+        grad_coefficients(c, (float)(N * HW), HSUM(g1), HSUM(g2), gamma ? gamma[c] : 1.0f, invstd,
                           flags, dgamma, dbeta, &a, &b, &e);
-        for (ulong n = 0; n < N; n++)
-            for (ulong u = 0; u < units; u++)
-                elementwise_unit(dy, frozen ? NULL : x, NULL, mask, dx, dresidual,
-                                 (n * C + c) * HW + u * VEC, (long)(HW - u * VEC), a, b, e, mu[t],
-                                 0);
+        plane_apply(dy, frozen ? NULL : x, NULL, mask, dx, dresidual, c * HW, C * HW, N, HW, a, b,
+                    e, mu, 0);
     }
 }
