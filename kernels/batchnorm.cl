@@ -867,7 +867,7 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * seg % C (lane_channels = 0) or rows of the C channels (lane_channels = 1, seg_len = C). */
 /* One unit of bn_elementwise at element o (left values to the segment's end), coefficients
  * (a, b, e, center) given. */
-void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
                       __global const DATA_T *residual, __global const DATA_T *mask,
                       __global DATA_T *out, __global DATA_T *out2, ulong o, long left, FLOATV a,
                       FLOATV b, FLOATV e, FLOATV center, int flags)
@@ -892,7 +892,7 @@ void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
 
 /* Units [pos, stop) of segment seg (bn_elementwise's contiguous path). With `whole`, every unit
  * has VEC values: `left` is then a constant and, once inlined, the lane checks fold away. */
-void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
                      __global const DATA_T *residual, __global const DATA_T *mask,
                      __global const float *coef, __global DATA_T *out, __global DATA_T *out2,
                      ulong seg, ulong seg_len, ulong C, int lane_channels, ulong pos, ulong stop,
@@ -930,7 +930,7 @@ FLOATV split_lanes(FLOATV cur, FLOATV next, ulong first_next)
  * vectors with no partial one per plane. Plane by plane: the units inside the plane with its
  * channel's coefficients, then the unit across its end (at most two planes, as seg_len >= VEC),
  * blending the two channels' lane by lane. Coefficients are formed once per plane. */
-void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
                       __global const DATA_T *residual, __global const DATA_T *mask,
                       const coef_source *src, __global DATA_T *out, __global DATA_T *out2,
                       ulong total, ulong seg_len, ulong C, ulong u, ulong u_end, int flags)
@@ -976,6 +976,43 @@ void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
 #define WALK_ROWS 1   /* segments are channels-last rows of C values */
 #define WALK_FLAT 2   /* channels-first as one run of units (contiguous runs only, planes >= VEC) */
 
+/* bn_elementwise's contiguous runs (CPUs): work-item `first`'s `chunk` units, segment by
+ * segment (a plane's coefficients formed once), or the flat walk. */
+ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global const DATA_T *in2,
+                                          __global const DATA_T *residual,
+                                          __global const DATA_T *mask, const coef_source *src,
+                                          __global DATA_T *out, __global DATA_T *out2,
+                                          ulong segments, ulong seg_len, ulong C, int walk,
+                                          ulong first, ulong chunk, int flags)
+{
+    const int lane_channels = walk == WALK_ROWS; /* (rows always take coef) */
+    const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (walk == WALK_FLAT) {
+        const ulong total = segments * seg_len, flat_units = (total + VEC - 1) / VEC;
+        elementwise_flat(in1, in2, residual, mask, src, out, out2, total, seg_len, C, first,
+                         first + chunk < flat_units ? first + chunk : flat_units, flags);
+        return;
+    }
+    const ulong u_end = first + chunk < units ? first + chunk : units;
+    for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
+        const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
+        if (!lane_channels)
+            channel_coefs(src, seg % C, v);
+        /* whole vectors, then the segment's partial one */
+        const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
+        if (pos < whole)
+            elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C,
+                            lane_channels, pos, whole, flags, 1, v[0], v[1], v[2], v[3]);
+        if ((pos > whole ? pos : whole) < stop)
+            elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C,
+                            lane_channels, pos > whole ? pos : whole, stop, flags, 0, v[0], v[1],
+                            v[2], v[3]);
+        u += stop - pos;
+        pos = 0;
+    }
+}
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global const float *stat_mean,
@@ -986,38 +1023,25 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                              ulong step, int flags)
 {
     const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
-    const int lane_channels = walk == WALK_ROWS; /* (rows always take coef) */
-    const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     const ulong first = get_global_id(0) * item_stride;
-    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    if (walk == WALK_FLAT) {
-        const ulong total = segments * seg_len, flat_units = (total + VEC - 1) / VEC;
-        elementwise_flat(in1, in2, residual, mask, &src, out, out2, total, seg_len, C, first,
-                         first + chunk < flat_units ? first + chunk : flat_units, flags);
-        return;
-    }
     if (step == 1) {
-        /* a contiguous run (CPUs): segment by segment, a plane's coefficients loaded once */
-        const ulong u_end = first + chunk < units ? first + chunk : units;
-        for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
-            const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
-            if (!lane_channels)
-                channel_coefs(&src, seg % C, v);
-            /* whole vectors, then the segment's partial one */
-            const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
-            if (pos < whole)
-                elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
-                                lane_channels, pos, whole, flags, 1, v[0], v[1], v[2], v[3]);
-            if ((pos > whole ? pos : whole) < stop)
-                elementwise_run(in1, in2, residual, mask, coef, out, out2, seg, seg_len, C,
-                                lane_channels, pos > whole ? pos : whole, stop, flags, 0, v[0],
-                                v[1], v[2], v[3]);
-            u += stop - pos;
-            pos = 0;
-        }
+        /* the common operand sets with their NULLs known to the compiler, so that no vector
+         * checks them: the forward (inference, apply) and the plain backward */
+        if (!in1 && !residual && !mask && !out2)
+            elementwise_contiguous(NULL, in2, NULL, NULL, &src, out, NULL, segments, seg_len, C,
+                                   walk, first, chunk, flags);
+        else if (in1 && in2 && !residual && !mask && !out2)
+            elementwise_contiguous(in1, in2, NULL, NULL, &src, out, NULL, segments, seg_len, C,
+                                   walk, first, chunk, flags);
+        else
+            elementwise_contiguous(in1, in2, residual, mask, &src, out, out2, segments, seg_len,
+                                   C, walk, first, chunk, flags);
         return;
     }
     /* strided by the grid (GPUs): neighbouring work-items on neighbouring units */
+    const int lane_channels = walk == WALK_ROWS;
+    const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
+    float v[4];
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
