@@ -126,6 +126,9 @@ typedef struct elementwise_args {
 enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2 }; /* as in kernels/batchnorm.cl */
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
+/* Work-group size for kernels with a work-item per channel (or group) and no barriers. */
+size_t per_item_local(const program_entry *prog, int kernel);
+
 /* Per-channel coefficients (scale, beta, scale, mean) from a mean and a variance (or invstd). */
 clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
                               size_t channels, cl_mem mean, cl_mem var, bool var_is_invstd,

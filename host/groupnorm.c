@@ -214,10 +214,10 @@ static clnorm_status enqueue_sample_partials(clnorm_context *ctx, launch_chain *
                          ARG(comp),  ARG(pivots),     ARG(pivot_stride), ARG(n),
                          ARG(c),     ARG(groups),     ARG(m),           ARG(weight),
                          ARG(rstd),  ARG(out_groups), ARG(out_pivots), ARG(out_channels)};
-    size_t local = (size_t)prog->work_group_size;
+    const int kernel = program_kernel_index(FAMILY_NORM, "gn_combine");
+    size_t local = per_item_local(prog, kernel);
     size_t global = round_up(pb->rows > pb->c ? pb->rows : pb->c, local);
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "gn_combine"), args,
-                        ARRAY_SIZE(args), 1, &global, &local);
+    return chain_launch(ctx, chain, prog, kernel, args, ARRAY_SIZE(args), 1, &global, &local);
 fail:
     return status;
 }
@@ -336,9 +336,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         float m = (float)momentum;
         kernel_arg args[] = {ARG(instance_sets), ARG(n), ARG(c), ARG(m), ARG(running_mean),
                              ARG(running_var)};
-        size_t local = (size_t)prog->work_group_size, global = round_up(pb->c, local);
-        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "in_running"), args,
-                         ARRAY_SIZE(args), 1, &global, &local));
+        const int kernel = program_kernel_index(FAMILY_NORM, "in_running");
+        size_t local = per_item_local(prog, kernel), global = round_up(pb->c, local);
+        TRY(chain_launch(ctx, &chain, prog, kernel, args, ARRAY_SIZE(args), 1, &global, &local));
     }
     if (!tile)
         TRY(enqueue_apply(ctx, &chain, prog, pb, GN_FORWARD, b->x, b->residual, NULL, NULL,
