@@ -75,11 +75,12 @@ float pow2_floor(float n)
             *m2n = m2b;                                                                            \
             return;                                                                                \
         }                                                                                          \
-        const float p = pow2_floor(n);                                                             \
+        /* 1/p is exact (p a power of two), so the products by it equal the quotients */       \
+        const float inv_p = 1.0f / pow2_floor(n);                                                  \
         T d = mb - *mean;                                                                          \
         *mean += d * (nb / n);                                                                     \
-        *m2n = *m2n * (pow2_floor(na) / p) + m2b * (pow2_floor(nb) / p) +                          \
-               d * d * ((na / n) * (nb / p));                                                      \
+        *m2n = *m2n * (pow2_floor(na) * inv_p) + m2b * (pow2_floor(nb) * inv_p) +                  \
+               d * d * ((na / n) * (nb * inv_p));                                                  \
     }
 
 DEFINE_STATS_MERGE(stats_merge, float)
