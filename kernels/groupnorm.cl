@@ -328,6 +328,21 @@ __kernel void in_running(__global const float *stats, ulong N, ulong C, float mo
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (var / N);
 }
 
+/* gn_forward_fused's apply over one segment (a row, or a plane) of group r: whole vectors,
+ * then the partial one. */
+ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *addend,
+                              __global const float *mean, __global const float *rstd,
+                              __global const float *weight, __global const float *bias,
+                              __global DATA_T *y, __global DATA_T *h, ulong R, ulong Cg,
+                              int lanes, ulong seg, ulong seg_len, ulong c, ulong r, ulong whole,
+                              ulong ups)
+{
+    gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
+           seg_len, c, r, 0, whole, 1, 1, 0, 0);
+    gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
+           seg_len, c, r, whole, ups, 0, 1, 0, 0);
+}
+
 /* The forward in one launch for work-groups of one (CPUs) where each group is one contiguous row
  * of D values that fits in cache (layer and RMS norm: rows of C = D; channels-first group and
  * instance norm: Cg planes of HW): each work-item takes the statistics of its `tile` rows
@@ -358,10 +373,13 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         const ulong whole = seg_len / VEC;
         for (ulong j = 0; j < (lanes ? 1 : Cg); j++) {
             const ulong seg = lanes ? r : r * Cg + j;
-            gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, 0, whole, 1, 1, 0, 0);
-            gn_run(x, addend, NULL, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                   lanes, GN_FORWARD, seg, seg_len, seg % C, r, whole, ups, 0, 1, 0, 0);
+            /* (without a residual, with its NULLs known to the compiler) */
+            if (addend)
+                gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
+                           lanes, seg, seg_len, seg % C, r, whole, ups);
+            else
+                gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg,
+                           lanes, seg, seg_len, seg % C, r, whole, ups);
         }
     }
 }
