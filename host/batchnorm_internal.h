@@ -49,6 +49,7 @@ typedef struct channel_args {
     cl_int var_in_is_invstd;
     cl_mem gamma, beta, running_mean, running_var, save_mean, save_invstd, out_sets, coef,
         dgamma, dbeta;
+    bool uniform_counts; /* every channel has the same count in a set (batch norm's stage 1) */
 } channel_args;
 
 clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,

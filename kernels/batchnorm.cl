@@ -711,11 +711,66 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
     *e = frozen ? 0.0f : -*a * invstd * dg / count;
 }
 
-/* One work-item per channel (or per row or group of the feature-axis norms). mean_in NULL
- * means 0 and var_in NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE
- * also writes (count, mean, biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
- * sets_are_var); they merge as a binary tree: a stack of partial results whose level k holds a
- * merge of 2^k sets, so the tree is the same whatever the device. */
+/* The sets' tree merge for stage 2: set k's (count, a, b) at k * 3C, read by LOAD_SET for the
+ * channel (T = float) or the VEC channels from c0 (T = FLOATV, the sets' counts then the same for
+ * every channel: batch norm's stage 1); a stack of partial results whose level k holds a merge of
+ * 2^k sets, so the tree is the same whatever the device. */
+#define LOAD_SET_ONE(set, C, c, left, q) ((set)[(q) * (C) + (c)])
+#define LOAD_SET_LANES(set, C, c, left, q) load_lanes((set) + (q) * (C), (c), (left))
+#define DEFINE_SETS_MERGE(name, T, LOAD_SET, merge_fn)                                             \
+    ALWAYS_INLINE void name(__global const float *sets, uint num_sets, int sets_are_var, ulong C,  \
+                            ulong c, long left, int merge_mode, float *count, T *sum_a, T *sum_b)  \
+    {                                                                                              \
+        float lv_n[32];                                                                            \
+        T lv_a[32], lv_b[32];                                                                      \
+        uint filled = 0; /* bit k set: level k holds a merge of 2^k sets */                       \
+        for (uint k = 0; k < num_sets; k++) {                                                      \
+            __global const float *set = sets + (ulong)k * 3 * C;                                   \
+            float n = set[c];                                                                      \
+            T a = LOAD_SET(set, C, c, left, 1), b = LOAD_SET(set, C, c, left, 2);                  \
+            if (sets_are_var && n > 0.0f)                                                          \
+                b *= n / pow2_floor(n); /* variance -> m2n */                                      \
+            uint lvl = 0;                                                                          \
+            for (; filled & (1u << lvl); lvl++) {                                                  \
+                float ln = lv_n[lvl];                                                              \
+                T la = lv_a[lvl], lb = lv_b[lvl];                                                  \
+                merge_fn(&ln, &la, &lb, n, a, b, merge_mode);                                      \
+                n = ln;                                                                            \
+                a = la;                                                                            \
+                b = lb;                                                                            \
+                filled &= ~(1u << lvl);                                                            \
+            }                                                                                      \
+            lv_n[lvl] = n;                                                                         \
+            lv_a[lvl] = a;                                                                         \
+            lv_b[lvl] = b;                                                                         \
+            filled |= 1u << lvl;                                                                   \
+        }                                                                                          \
+        float n = 0.0f; /* (count, mean, m2n) or gradient sums */                                  \
+        T a = 0.0f, b = 0.0f;                                                                      \
+        for (uint lvl = 0; filled >> lvl; lvl++) { /* (the levels that hold a merge) */            \
+            if (!(filled & (1u << lvl)))                                                           \
+                continue;                                                                          \
+            float ln = lv_n[lvl];                                                                  \
+            T la = lv_a[lvl], lb = lv_b[lvl];                                                      \
+            merge_fn(&ln, &la, &lb, n, a, b, merge_mode);                                          \
+            n = ln;                                                                                \
+            a = la;                                                                                \
+            b = lb;                                                                                \
+        }                                                                                          \
+        *count = n;                                                                                \
+        *sum_a = a;                                                                                \
+        *sum_b = b;                                                                                \
+    }
+
+DEFINE_SETS_MERGE(merge_sets, float, LOAD_SET_ONE, partial_merge)
+DEFINE_SETS_MERGE(merge_sets_lanes, FLOATV, LOAD_SET_LANES, lanes_merge)
+
+/* Stage 2: one work-item per channel (or per row or group of the feature-axis norms), or with
+ * `lanes` (work-groups of one, sets with the same count for every channel) per VEC channels, their
+ * merges a vector's lanes (the same operations as one channel's). mean_in NULL means 0 and var_in
+ * NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE also writes (count, mean,
+ * biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
+ * sets_are_var). */
 __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are_var,
                          __global const float *pivots, ulong C,
                          int mode, float eps, float momentum, int flags,
@@ -724,75 +779,61 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
                          __global const float *beta, __global float *running_mean,
                          __global float *running_var, __global float *save_mean,
                          __global float *save_invstd, __global float *out_sets,
-                         __global float *coef, __global float *dgamma, __global float *dbeta)
+                         __global float *coef, __global float *dgamma, __global float *dbeta,
+                         int lanes)
 {
-    const ulong c = get_global_id(0);
-    if (c >= C)
+    const ulong c0 = get_global_id(0) * (lanes ? VEC : 1);
+    if (c0 >= C)
         return;
     const int merge_mode = mode == CH_GRAD ? REDUCE_GRAD : REDUCE_STATS;
-    float lv_n[32], lv_a[32], lv_b[32];
-    uint filled = 0; /* bit k set: level k holds a merge of 2^k sets */
-    for (uint k = 0; k < num_sets; k++) {
-        __global const float *set = sets + (ulong)k * 3 * C;
-        float n = set[c], a = set[C + c], b = set[2 * C + c];
-        if (sets_are_var && n > 0.0f)
-            b *= n / pow2_floor(n); /* variance -> m2n */
-        uint lvl = 0;
-        for (; filled & (1u << lvl); lvl++) {
-            float ln = lv_n[lvl], la = lv_a[lvl], lb = lv_b[lvl];
-            partial_merge(&ln, &la, &lb, n, a, b, merge_mode);
-            n = ln;
-            a = la;
-            b = lb;
-            filled &= ~(1u << lvl);
-        }
-        lv_n[lvl] = n;
-        lv_a[lvl] = a;
-        lv_b[lvl] = b;
-        filled |= 1u << lvl;
+    const uint here = lanes ? (C - c0 < VEC ? (uint)(C - c0) : VEC) : 1;
+    float count, a_lane[VEC], b_lane[VEC];
+    if (lanes) {
+        FLOATV va, vb;
+        merge_sets_lanes(sets, num_sets, 0, C, c0, (long)here, merge_mode, &count, &va, &vb);
+        STOREV(a_lane, 0, va);
+        STOREV(b_lane, 0, vb);
+    } else {
+        merge_sets(sets, num_sets, sets_are_var, C, c0, 1, merge_mode, &count, &a_lane[0],
+                   &b_lane[0]);
     }
-    float count = 0.0f, sum_a = 0.0f, sum_b = 0.0f; /* (count, mean, m2n) or gradient sums */
-    for (uint lvl = 0; filled >> lvl; lvl++) { /* (the levels that hold a merge) */
-        if (!(filled & (1u << lvl)))
+    for (uint i = 0; i < here; i++) {
+        const ulong c = c0 + i;
+        float sum_a = a_lane[i];
+        const float sum_b = b_lane[i];
+        /* stage-1 partials are relative to the channel's pivot (see the top of this file) */
+        if (pivots && count > 0.0f)
+            sum_a += pivots[c];
+        const float g = gamma ? gamma[c] : 1.0f;
+        const float b = beta ? beta[c] : 0.0f;
+        if (mode == CH_STATS_OUT) {
+            out_sets[c] = count;
+            out_sets[C + c] = sum_a;
+            out_sets[2 * C + c] = stats_variance(count, sum_b);
             continue;
-        float ln = lv_n[lvl], la = lv_a[lvl], lb = lv_b[lvl];
-        partial_merge(&ln, &la, &lb, count, sum_a, sum_b, merge_mode);
-        count = ln;
-        sum_a = la;
-        sum_b = lb;
+        }
+        if (mode == CH_FINALIZE) {
+            apply_coefficients(coef, C, c,
+                               finalize_stats(c, C, count, sum_a, sum_b, eps, momentum, flags,
+                                              gamma, running_mean, running_var, save_mean,
+                                              save_invstd, out_sets),
+                               b, sum_a);
+            continue;
+        }
+        const float mean = mean_in ? mean_in[c] : 0.0f;
+        const float invstd = given_invstd(var_in, var_in_is_invstd, eps, c);
+        if (mode == CH_COEF) {
+            apply_coefficients(coef, C, c, g * invstd, b, mean);
+            continue;
+        }
+        float a, b_coef, e;
+        grad_coefficients(c, count, sum_a, sum_b, g, invstd, flags, dgamma, dbeta, &a, &b_coef,
+                          &e);
+        coef[c] = a;
+        coef[C + c] = b_coef;
+        coef[2 * C + c] = e;
+        coef[3 * C + c] = mean;
     }
-
-    /* stage-1 partials are relative to the channel's pivot (see the top of this file) */
-    if (pivots && count > 0.0f)
-        sum_a += pivots[c];
-    const float g = gamma ? gamma[c] : 1.0f;
-    const float b = beta ? beta[c] : 0.0f;
-    if (mode == CH_STATS_OUT) {
-        out_sets[c] = count;
-        out_sets[C + c] = sum_a;
-        out_sets[2 * C + c] = stats_variance(count, sum_b);
-        return;
-    }
-    if (mode == CH_FINALIZE) {
-        apply_coefficients(coef, C, c,
-                           finalize_stats(c, C, count, sum_a, sum_b, eps, momentum, flags, gamma,
-                                          running_mean, running_var, save_mean, save_invstd,
-                                          out_sets),
-                           b, sum_a);
-        return;
-    }
-    const float mean = mean_in ? mean_in[c] : 0.0f;
-    const float invstd = given_invstd(var_in, var_in_is_invstd, eps, c);
-    if (mode == CH_COEF) {
-        apply_coefficients(coef, C, c, g * invstd, b, mean);
-        return;
-    }
-    float a, b_coef, e;
-    grad_coefficients(c, count, sum_a, sum_b, g, invstd, flags, dgamma, dbeta, &a, &b_coef, &e);
-    coef[c] = a;
-    coef[C + c] = b_coef;
-    coef[2 * C + c] = e;
-    coef[3 * C + c] = mean;
 }
 
 /* The elementwise passes walk "segments": a channels-first plane (inner values of one channel),
