@@ -718,6 +718,15 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
 #define LOAD_SET_ONE(set, C, c, left, q) ((set)[(q) * (C) + (c)])
 #define LOAD_SET_LANES(set, C, c, left, q) load_lanes((set) + (q) * (C), (c), (left))
 #define DEFINE_SETS_MERGE(name, T, LOAD_SET, merge_fn)                                             \
+    /* (n, a, b) := level lvl's merge with (n, a, b), the level's partial first */                 \
+    ALWAYS_INLINE void name##_level(float *lv_n, T *lv_a, T *lv_b, uint lvl, float *n, T *a,      \
+                                    T *b, int merge_mode)                                          \
+    {                                                                                              \
+        merge_fn(&lv_n[lvl], &lv_a[lvl], &lv_b[lvl], *n, *a, *b, merge_mode);                      \
+        *n = lv_n[lvl];                                                                            \
+        *a = lv_a[lvl];                                                                            \
+        *b = lv_b[lvl];                                                                            \
+    }                                                                                              \
     ALWAYS_INLINE void name(__global const float *sets, uint num_sets, int sets_are_var, ulong C,  \
                             ulong c, long left, int merge_mode, float *count, T *sum_a, T *sum_b)  \
     {                                                                                              \
@@ -732,12 +741,7 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
                 b *= n / pow2_floor(n); /* variance -> m2n */                                      \
             uint lvl = 0;                                                                          \
             for (; filled & (1u << lvl); lvl++) {                                                  \
-                float ln = lv_n[lvl];                                                              \
-                T la = lv_a[lvl], lb = lv_b[lvl];                                                  \
-                merge_fn(&ln, &la, &lb, n, a, b, merge_mode);                                      \
-                n = ln;                                                                            \
-                a = la;                                                                            \
-                b = lb;                                                                            \
+                name##_level(lv_n, lv_a, lv_b, lvl, &n, &a, &b, merge_mode);                       \
                 filled &= ~(1u << lvl);                                                            \
             }                                                                                      \
             lv_n[lvl] = n;                                                                         \
@@ -747,16 +751,9 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
         }                                                                                          \
         float n = 0.0f; /* (count, mean, m2n) or gradient sums */                                  \
         T a = 0.0f, b = 0.0f;                                                                      \
-        for (uint lvl = 0; filled >> lvl; lvl++) { /* (the levels that hold a merge) */            \
-            if (!(filled & (1u << lvl)))                                                           \
-                continue;                                                                          \
-            float ln = lv_n[lvl];                                                                  \
-            T la = lv_a[lvl], lb = lv_b[lvl];                                                      \
-            merge_fn(&ln, &la, &lb, n, a, b, merge_mode);                                          \
-            n = ln;                                                                                \
-            a = la;                                                                                \
-            b = lb;                                                                                \
-        }                                                                                          \
+        for (uint lvl = 0; filled >> lvl; lvl++) /* (the levels that hold a merge) */              \
+            if (filled & (1u << lvl))                                                              \
+                name##_level(lv_n, lv_a, lv_b, lvl, &n, &a, &b, merge_mode);                       \
         *count = n;                                                                                \
         *sum_a = a;                                                                                \
         *sum_b = b;                                                                                \
