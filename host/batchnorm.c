@@ -307,27 +307,27 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_ulong segs = segments, len = seg_len, c = channels, ch = chunk;
     cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
     const given_stats *st = &a->stats;
-    kernel_arg args[] = {ARG(a->in1),         ARG(a->in2),   ARG(a->residual), ARG(a->mask),
-                         ARG(a->coef),        ARG(st->mean), ARG(st->var),     ARG(st->var_is_invstd),
-                         ARG(st->eps),        ARG(st->gamma), ARG(st->beta),   ARG(a->out),
-                         ARG(a->out2),        ARG(segs),     ARG(len),         ARG(c),
-                         ARG(walk),           ARG(ch),       ARG(item_stride), ARG(step),
-                         ARG(a->flags)};
+    kernel_arg args[] = {ARG(a->in1),      ARG(a->in2),      ARG(a->residual),
+                         ARG(a->mask),     ARG(a->coef),     ARG(st->mean),
+                         ARG(st->var),     ARG(st->var_is_invstd), ARG(st->eps),
+                         ARG(st->gamma),   ARG(st->beta),    ARG(a->out),
+                         ARG(a->out2),     ARG(segs),        ARG(len),
+                         ARG(c),           ARG(walk),        ARG(ch),
+                         ARG(item_stride), ARG(step),        ARG(a->flags)};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }
 
 clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
-                              size_t channels, cl_mem mean, cl_mem var, bool var_is_invstd,
-                              float eps, cl_mem gamma, cl_mem beta, cl_mem coef)
+                              size_t channels, const given_stats *stats, cl_mem coef)
 {
     channel_args a = {.mode = CH_COEF,
-                      .eps = eps,
-                      .mean_in = mean,
-                      .var_in = var,
-                      .var_in_is_invstd = var_is_invstd,
-                      .gamma = gamma,
-                      .beta = beta,
+                      .eps = stats->eps,
+                      .mean_in = stats->mean,
+                      .var_in = stats->var,
+                      .var_in_is_invstd = stats->var_is_invstd,
+                      .gamma = stats->gamma,
+                      .beta = stats->beta,
                       .coef = coef};
     return bn_enqueue_channel(ctx, chain, prog, channels, &a);
 }
@@ -533,8 +533,7 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
         TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, NULL, &stats));
     } else {
         TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
-        TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, stats.mean, stats.var, saved, stats.eps,
-                            stats.gamma, stats.beta, coef));
+        TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, &stats, coef));
         TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef, NULL));
     }
     chain_end(ctx, &chain, event, true);

@@ -113,7 +113,7 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
  * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
  * Without coef (channels-first only), the kernel forms the forward's from `stats`. */
 typedef struct given_stats {
-    cl_mem mean, var, gamma, beta; /* any may be NULL, as for bn_enqueue_coef */
+    cl_mem mean, var, gamma, beta; /* any may be NULL: mean 0, invstd 1, gamma 1, beta 0 */
     cl_int var_is_invstd;
     float eps;
 } given_stats;
@@ -132,8 +132,7 @@ size_t per_item_local(const program_entry *prog, int kernel);
 
 /* Per-channel coefficients (scale, beta, scale, mean) from a mean and a variance (or invstd). */
 clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const program_entry *prog,
-                              size_t channels, cl_mem mean, cl_mem var, bool var_is_invstd,
-                              float eps, cl_mem gamma, cl_mem beta, cl_mem coef);
+                              size_t channels, const given_stats *stats, cl_mem coef);
 /* Elementwise pass over `total` values, channel of value i = (i / inner) % channels. */
 clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
                                      const program_entry *prog, size_t total, size_t inner,

@@ -784,8 +784,9 @@ static clnorm_status fold_linear(clnorm_batchnorm *bn, cl_mem weight, cl_mem bia
     TRY(workspace_reserve(ctx, WS_COEF, 4 * c * sizeof(float), &coef));
     /* coef = (a, b, e, center) = (scale, beta, scale, mean) per output feature: the weight is
      * a * W (no shift), the bias b + e * (bias - center) = beta + scale * (bias - mean) */
-    TRY(bn_enqueue_coef(ctx, &chain, prog, c, bn->running_mean, bn->running_var, false,
-                        (float)bn->eps, bn->gamma, bn->beta, coef));
+    const given_stats running = {bn->running_mean, bn->running_var, bn->gamma, bn->beta, 0,
+                                 (float)bn->eps};
+    TRY(bn_enqueue_coef(ctx, &chain, prog, c, &running, coef));
     const elementwise_args w = {.in1 = weight, .out = weight, .coef = coef,
                                 .flags = FLAG_NO_SHIFT};
     TRY(bn_enqueue_elementwise(ctx, &chain, prog, total, in_features, c, &w));

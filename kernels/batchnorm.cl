@@ -360,7 +360,8 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
  * [r0, r0 + nr), nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
  * (count, mean, m2n) with Chan's formula. Whole blocks divide by multiplying with the exact
  * reciprocal of a power of two (a vector division costs as much as the loads it follows). */
-ALWAYS_INLINE void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
+ALWAYS_INLINE
+void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
                      FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
@@ -905,7 +906,8 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * seg % C (lane_channels = 0) or rows of the C channels (lane_channels = 1, seg_len = C). */
 /* One unit of bn_elementwise at element o (left values to the segment's end), coefficients
  * (a, b, e, center) given. */
-ALWAYS_INLINE void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE
+void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
                       __global const DATA_T *residual, __global const DATA_T *mask,
                       __global DATA_T *out, __global DATA_T *out2, ulong o, long left, FLOATV a,
                       FLOATV b, FLOATV e, FLOATV center, int flags)
@@ -930,7 +932,8 @@ ALWAYS_INLINE void elementwise_unit(__global const DATA_T *in1, __global const D
 
 /* Units [pos, stop) of segment seg (bn_elementwise's contiguous path). With `whole`, every unit
  * has VEC values: `left` is then a constant and, once inlined, the lane checks fold away. */
-ALWAYS_INLINE void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE
+void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
                      __global const DATA_T *residual, __global const DATA_T *mask,
                      __global const float *coef, __global DATA_T *out, __global DATA_T *out2,
                      ulong seg, ulong seg_len, ulong C, int lane_channels, ulong pos, ulong stop,
@@ -960,15 +963,12 @@ FLOATV split_lanes(FLOATV cur, FLOATV next, ulong first_next)
 }
 
 /* Units [u, u_end) of the flat walk over channels-first planes of seg_len >= VEC values: unit u is
- * values [u * VEC, u * VEC + VEC) of the whole tensor, so a vector may end one plane and start the
- * next (at most two, as seg_len >= VEC), and small planes (7 x 7) take whole aligned vectors with
- * no partial one per plane. The two channels' coefficients are blended lane by lane. */
-/* Units [u, u_end) of the flat walk over channels-first planes of seg_len >= VEC values: unit u is
  * values [u * VEC, u * VEC + VEC) of the whole tensor, so small planes (7 x 7) take whole aligned
  * vectors with no partial one per plane. Plane by plane: the units inside the plane with its
  * channel's coefficients, then the unit across its end (at most two planes, as seg_len >= VEC),
  * blending the two channels' lane by lane. Coefficients are formed once per plane. */
-ALWAYS_INLINE void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
+ALWAYS_INLINE
+void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
                       __global const DATA_T *residual, __global const DATA_T *mask,
                       const coef_source *src, __global DATA_T *out, __global DATA_T *out2,
                       ulong total, ulong seg_len, ulong C, ulong u, ulong u_end, int flags)

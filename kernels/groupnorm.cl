@@ -140,7 +140,8 @@ __kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
 /* A per-group value for the lanes of a unit at channel c0 = g0 * Cg + rem (`left` channels to
  * the segment's end): one value for a channels-first plane (lanes = 0), a vector load for
  * per-channel values (Cg = 1), one value when the unit lies in one group, else lane by lane. */
-ALWAYS_INLINE FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg,
+ALWAYS_INLINE
+FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg,
                   int lanes, long left)
 {
     if (!lanes)
@@ -154,7 +155,8 @@ ALWAYS_INLINE FLOATV group_stat(__global const float *p, ulong r_first, ulong c0
 
 /* The per-group values a unit at channel c0 = g0 * Cg + rem needs: forward (mean, rstd),
  * backward the (a, b, e, center) coefficients; lane by lane as group_stat gives them. */
-ALWAYS_INLINE void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
+ALWAYS_INLINE
+void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
                  ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg, int lanes, long left,
                  FLOATV *s)
 {
@@ -171,7 +173,8 @@ ALWAYS_INLINE void gn_stats_at(__global const float *stat_a, __global const floa
 
 /* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
  * channels-first), with the group values s of gn_stats_at. */
-ALWAYS_INLINE void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+ALWAYS_INLINE
+void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
              int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s)
@@ -199,7 +202,8 @@ ALWAYS_INLINE void gn_unit(__global const DATA_T *x, __global const DATA_T *adde
  * unit (g0, rem) is stepped, not divided (a division costs more than the unit's loads). With
  * `whole`, every unit has VEC values: `left` is a constant and the lane checks fold away. With
  * `fixed` (a channels-first plane, or rows with one group), the group values are loaded once. */
-ALWAYS_INLINE void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
+ALWAYS_INLINE
+void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
             __global const DATA_T *extra, __global const float *stat_a,
             __global const float *stat_b, __global const float *weight,
             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
