@@ -646,8 +646,8 @@ static size_t effective_work_group(const bench *b)
  * library takes a shorter path on work-groups of one (CPUs). Mirrors bn_fused_tile in
  * host/batchnorm.c (channels-first, a channel of every input within 256 KiB, at least 4 channels
  * per compute unit) and host/groupnorm.c (group_forward and group_backward: one launch where a
- * group is a row that fits in cache; else the row sums of layer and RMS norm's backward ride on
- * the column sums' pass). */
+ * group is a row that fits in cache, or in channels-last forward a sample per work-item; else the
+ * row sums of layer and RMS norm's backward ride on the column sums' pass). */
 static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
                                       int layout)
 {
@@ -672,6 +672,14 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         if (group_bytes <= 256 * 1024 && groups >= 4 * (size_t)b->info.compute_units)
             return op->reads + op->writes;
     }
+    /* group_forward's sample_fused: channels-last group and instance norm forward a sample per
+     * work-item, with two samples per compute unit and two units' samples in the cache */
+    const size_t units = b->info.compute_units ? b->info.compute_units : 1;
+    const size_t sample_bytes = sc->dims[1] * sc->dims[2] * sc->dims[3] * sizeof(float) * op->reads;
+    if (!rows && layout == 1 && strcmp(op->family, "batchnorm") && !strcmp(op->op, "forward") &&
+        sc->dims[0] >= 2 * units &&
+        2 * units * sample_bytes <= (b->cache_bytes ? b->cache_bytes : units << 20))
+        return op->reads + op->writes;
     if (rows && !strcmp(op->op, "backward"))
         return op->passes - 2; /* the row sums ride on the column sums' pass */
     return op->passes;

@@ -82,6 +82,10 @@ clnorm_status device_query_facts(cl_device_id device, device_facts *facts)
         clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_SIZE, sizeof global, &global, NULL) !=
             CL_SUCCESS)
         return CLNORM_OPENCL_ERROR;
+    /* optional: 0 when the device does not report it */
+    if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof facts->cache_bytes,
+                        &facts->cache_bytes, NULL) != CL_SUCCESS)
+        facts->cache_bytes = 0;
     facts->compute_units = units;
     facts->local_mem_bytes = local;
     facts->max_alloc_bytes = alloc;

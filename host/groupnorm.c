@@ -262,6 +262,19 @@ static size_t fused_tile(const clnorm_context *ctx, const program_entry *prog,
     return contiguous ? bn_fused_tile(ctx, prog, &group_rows, tensors) : 0;
 }
 
+/* The channels-last one-launch forward (CPUs: gn_forward_sample), a work-item per sample: where
+ * there are two samples per compute unit, and two units' samples of every input (x [and the
+ * residual]) fit in the cache (1 MiB per unit where the device does not say). */
+static bool sample_fused(const clnorm_context *ctx, const program_entry *prog,
+                         const gn_problem *pb, size_t tensors)
+{
+    const uint64_t units = ctx->dev.compute_units ? ctx->dev.compute_units : 1;
+    const uint64_t cache = ctx->dev.cache_bytes ? ctx->dev.cache_bytes : units << 20;
+    const uint64_t sample_bytes = (uint64_t)pb->spatial * pb->c * sizeof(float) * tensors;
+    return prog->work_group_size == 1 && pb->channels_last && pb->spatial > 1 &&
+           pb->n >= 2 * units && 2 * units * sample_bytes <= cache;
+}
+
 /* Forward. With running_mean (InstanceNorm), the per-instance statistics also update them. */
 static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, double eps,
                                    const clnorm_norm_buffers *b, double momentum,
@@ -290,6 +303,7 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
     const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
     const size_t tile = fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
+    const bool by_sample = !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
     if (tile) {
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;
@@ -302,6 +316,17 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                              ARG(groups),   ARG(t),           ARG(e),          ARG(flags)};
         size_t local = 1, global = ceil_div(pb->rows, tile);
         TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_forward_fused"),
+                         args, ARRAY_SIZE(args), 1, &global, &local));
+    } else if (by_sample) {
+        cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, groups = pb->groups;
+        float e = (float)eps;
+        TRY(workspace_reserve(ctx, WS_PARTIALS, pb->n * 3 * pb->c * sizeof(float), &sets));
+        kernel_arg args[] = {ARG(b->x),    ARG(b->residual), ARG(b->weight), ARG(b->bias),
+                             ARG(mean),    ARG(rstd),        ARG(instance_sets), ARG(b->y),
+                             ARG(b->h),    ARG(n),           ARG(c),          ARG(hw),
+                             ARG(groups),  ARG(e),           ARG(sets)};
+        size_t local = 1, global = pb->n;
+        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_forward_sample"),
                          args, ARRAY_SIZE(args), 1, &global, &local));
     } else if (groups_are_rows(pb)) {
         stage1_inputs in = {
@@ -329,7 +354,8 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                        .save_invstd = rstd,
                        .out_sets = instance_sets,
                        .coef = coef};
-    if (!tile)
+    const bool one_launch = tile || by_sample;
+    if (!one_launch)
         TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
     if (running_mean) {
         cl_ulong n = pb->n, c = pb->c;
@@ -340,7 +366,7 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         size_t local = per_item_local(prog, kernel), global = round_up(pb->c, local);
         TRY(chain_launch(ctx, &chain, prog, kernel, args, ARRAY_SIZE(args), 1, &global, &local));
     }
-    if (!tile)
+    if (!one_launch)
         TRY(enqueue_apply(ctx, &chain, prog, pb, GN_FORWARD, b->x, b->residual, NULL, NULL,
                           pb->rms ? NULL : mean, rstd, b->weight, b->bias, b->y, b->h));
     chain_end(ctx, &chain, event, true);

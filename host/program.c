@@ -19,7 +19,8 @@ static const family_desc families[FAMILY_COUNT] = {
                      {"common", "batchnorm", "groupnorm"},
                      {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_backward_fused",
                       "bn_channel", "bn_elementwise", "gn_stats",
-                      "gn_combine", "gn_apply", "gn_forward_fused", "gn_backward_fused",
+                      "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_sample",
+                      "gn_backward_fused",
                       "in_running"}},
 };
 

@@ -332,19 +332,20 @@ __kernel void in_running(__global const float *stats, ulong N, ulong C, float mo
     running_var[c] = (1.0f - momentum) * running_var[c] + momentum * (var / N);
 }
 
-/* gn_forward_fused's apply over one segment (a row, or a plane) of group r: whole vectors,
- * then the partial one. */
+/* The forward's apply over one segment (a row, or a plane) whose first group is r: whole
+ * vectors, then the partial one; `fixed` where the segment is all in group r. */
 ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *addend,
                               __global const float *mean, __global const float *rstd,
                               __global const float *weight, __global const float *bias,
                               __global DATA_T *y, __global DATA_T *h, ulong R, ulong Cg,
                               int lanes, ulong seg, ulong seg_len, ulong c, ulong r, ulong whole,
-                              ulong ups)
+                              ulong ups, int fixed)
 {
+    const ulong g0 = fixed ? 0 : whole * VEC / Cg;
     gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
-           seg_len, c, r, 0, whole, 1, 1, 0, 0);
+           seg_len, c, r, 0, whole, 1, fixed, 0, 0);
     gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
-           seg_len, c, r, whole, ups, 0, 1, 0, 0);
+           seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg);
 }
 
 /* The forward in one launch for work-groups of one (CPUs) where each group is one contiguous row
@@ -380,12 +381,138 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
             /* (without a residual, with its NULLs known to the compiler) */
             if (addend)
                 gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                           lanes, seg, seg_len, seg % C, r, whole, ups);
+                           lanes, seg, seg_len, seg % C, r, whole, ups, 1);
             else
                 gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg,
-                           lanes, seg, seg_len, seg % C, r, whole, ups);
+                           lanes, seg, seg_len, seg % C, r, whole, ups, 1);
         }
     }
+}
+
+/* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
+ * pivot) with f(v) = v, or (v - center)^2 with `square`. */
+ALWAYS_INLINE FLOATV channel_term(__global const DATA_T *x, __global const DATA_T *addend,
+                                  ulong o, long left, FLOATV pivot, FLOATV center, int square)
+{
+    FLOATV v = load_lanes(x, o, left);
+    if (addend)
+        v += load_lanes(addend, o, left);
+    v -= pivot;
+    return square ? (v - center) * (v - center) : v;
+}
+
+/* Channels c0.. (`left`) of rows r0.. of channel_row_sums: nr (<= 4) rows' terms added to acc,
+ * each row's into its own variable (independent adds). */
+ALWAYS_INLINE void channel_sums_at(__global const DATA_T *x, __global const DATA_T *addend,
+                                   ulong o, uint nr, ulong C, ulong c0, long left,
+                                   __global const float *pivot, __global const float *center,
+                                   int square, __global float *acc)
+{
+    const FLOATV k = load_lanes(pivot, c0, left);
+    const FLOATV m = square ? load_lanes(center, c0, left) : (FLOATV)0.0f;
+    FLOATV a0 = channel_term(x, addend, o, left, k, m, square), a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
+    if (nr > 1)
+        a1 = channel_term(x, addend, o + C, left, k, m, square);
+    if (nr > 2)
+        a2 = channel_term(x, addend, o + 2 * C, left, k, m, square);
+    if (nr > 3)
+        a3 = channel_term(x, addend, o + 3 * C, left, k, m, square);
+    store_lanes(acc, c0, left, load_lanes(acc, c0, left) + ((a0 + a1) + (a2 + a3)));
+}
+
+/* Per-channel sums over `rows` rows of C channels (channels-last) from base, into acc: four rows
+ * at a time, each block across the whole row (memory is read in order; the sums stay in L1). */
+ALWAYS_INLINE void channel_row_sums(__global const DATA_T *x, __global const DATA_T *addend,
+                                    ulong base, ulong rows, ulong C,
+                                    __global const float *pivot, __global const float *center,
+                                    int square, __global float *acc)
+{
+    const ulong whole = C / VEC * VEC;
+    for (ulong c0 = 0; c0 < C; c0 += VEC)
+        store_lanes(acc, c0, (long)(C - c0), (FLOATV)0.0f);
+    for (ulong r = 0; r < rows; r += 4) {
+        const uint nr = rows - r < 4 ? (uint)(rows - r) : 4;
+        const ulong o = base + r * C;
+        if (nr == 4)
+            for (ulong c0 = 0; c0 < whole; c0 += VEC)
+                channel_sums_at(x, addend, o + c0, 4, C, c0, VEC, pivot, center, square, acc);
+        else
+            for (ulong c0 = 0; c0 < whole; c0 += VEC)
+                channel_sums_at(x, addend, o + c0, nr, C, c0, VEC, pivot, center, square, acc);
+        if (whole < C)
+            channel_sums_at(x, addend, o + whole, nr, C, whole, (long)(C - whole), pivot, center,
+                            square, acc);
+    }
+}
+
+/* Channels-last group and instance norm forward of sample n (gn_forward_sample). */
+ALWAYS_INLINE void sample_forward(__global const DATA_T *x, __global const DATA_T *addend,
+                                  __global const float *weight, __global const float *bias,
+                                  __global float *mean_out, __global float *rstd,
+                                  __global float *out_sets, __global DATA_T *y,
+                                  __global DATA_T *h, ulong n, ulong N, ulong C, ulong HW,
+                                  ulong G, float eps, __global float *scratch)
+{
+    const ulong Cg = C / G, R = N * G, base = n * HW * C;
+    const float count = (float)(HW * Cg);
+    __global float *pivot = scratch + n * 3 * C, *acc = pivot + C, *center = acc + C;
+    for (ulong c = 0; c < C; c++) {
+        const ulong o = base + c / Cg * Cg;
+        pivot[c] = LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f);
+    }
+    channel_row_sums(x, addend, base, HW, C, pivot, NULL, 0, acc);
+    for (ulong g = 0; g < G; g++) {
+        float sum = 0.0f;
+        for (ulong c = g * Cg; c < (g + 1) * Cg; c++)
+            sum += acc[c];
+        for (ulong c = g * Cg; c < (g + 1) * Cg; c++)
+            center[c] = sum / count;
+    }
+    channel_row_sums(x, addend, base, HW, C, pivot, center, 1, acc);
+    for (ulong g = 0; g < G; g++) {
+        float m2 = 0.0f;
+        for (ulong c = g * Cg; c < (g + 1) * Cg; c++)
+            m2 += acc[c];
+        finalize_stats(n * G + g, R, count, pivot[g * Cg] + center[g * Cg],
+                       m2 / pow2_floor(count), eps, 0.0f, 0, NULL, NULL, NULL, mean_out, rstd,
+                       out_sets);
+    }
+    /* gn_apply's rows */
+    const ulong ups = (C + VEC - 1) / VEC, whole = C / VEC;
+    for (ulong p = 0; p < HW; p++) {
+        const ulong seg = n * HW + p;
+        if (Cg % VEC == 0)
+            gn_forward_row(x, addend, mean_out, rstd, weight, bias, y, h, seg * C, n * G, G, Cg);
+        else
+            gn_segment(x, addend, mean_out, rstd, weight, bias, y, h, R, Cg, 1, seg, C, 0, n * G,
+                       whole, ups, G == 1);
+    }
+}
+
+/* Channels-last group and instance norm forward in one launch for work-groups of one (CPUs), a
+ * sample per work-item where a sample fits in its share of the cache: per-channel sums of the
+ * sample's rows, the group means from them, then the squared deviations from those (the sample
+ * again, from the cache), and the apply (again from the cache): x is read from memory once, y
+ * written once (2 passes instead of 3). The pivot of a group is its first value, as in
+ * cached_stats. scratch: 3 x C floats per work-item (pivot | sums | center per channel).
+ * Work-items: N. */
+__kernel void gn_forward_sample(__global const DATA_T *x, __global const DATA_T *addend,
+                                __global const float *weight, __global const float *bias,
+                                __global float *mean_out, __global float *rstd,
+                                __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
+                                ulong N, ulong C, ulong HW, ulong G, float eps,
+                                __global float *scratch)
+{
+    const ulong n = get_global_id(0);
+    if (n >= N)
+        return;
+    /* (without a residual, with its NULLs known to the compiler) */
+    if (addend)
+        sample_forward(x, addend, weight, bias, mean_out, rstd, out_sets, y, h, n, N, C, HW, G,
+                       eps, scratch);
+    else
+        sample_forward(x, NULL, weight, bias, mean_out, rstd, out_sets, y, NULL, n, N, C, HW, G,
+                       eps, scratch);
 }
 
 /* Pass 1 of gn_backward_fused for one unit at element o of `left` values: sum w * dy and

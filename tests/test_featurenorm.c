@@ -425,10 +425,17 @@ static const fn_case cases[] = {
     {GROUP, 2, 6, 9, 3, 1, 1e-5, 1, RANDOM},
     {GROUP, 2, 64, 9, 4, 1, 1e-5, 1, RANDOM}, /* channels-last groups of whole vectors */
     {GROUP, 3, 32, 5, 4, 1, 1e-5, 0, OFFSET},
+    /* channels-last, N >= 4: CPUs' one-launch forward a sample at a time (with 2 compute units) */
+    {GROUP, 4, 64, 9, 4, 1, 1e-5, 0, RANDOM},
+    {GROUP, 5, 12, 7, 3, 1, 1e-5, 1, RANDOM},
+    {GROUP, 4, 6, 11, 1, 1, 1e-5, 0, OFFSET},
+    {GROUP, 6, 16, 13, 2, 1, 1e-5, 0, CONSTANT},
+    {GROUP, 4, 24, 6, 3, 1, 1e-5, 0, EXACT},
     /* InstanceNorm (G = C) */
     {INSTANCE, 3, 4, 25, 4, 0, 1e-5, 0, RANDOM},
     {INSTANCE, 3, 4, 25, 4, 1, 1e-5, 0, RANDOM},
     {INSTANCE, 2, 3, 7, 3, 1, 1e-5, 0, EXACT},
+    {INSTANCE, 4, 20, 9, 20, 1, 1e-5, 1, RANDOM},
 };
 
 ParameterizedTestParameters(featurenorm, matches_float64)
