@@ -384,6 +384,8 @@ static clnorm_status enqueue_forward_apply(clnorm_context *ctx, launch_chain *ch
                            .flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0};
     if (stats)
         ea.stats = *stats;
+    else
+        ea.flags |= FLAG_LAST_FIRST; /* after the statistics' pass over x */
     return bn_enqueue_elementwise(ctx, chain, prog, g->total, inner_size(g), g->c, &ea);
 }
 
@@ -629,7 +631,8 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
                            .mask = mask,
                            .coef = coef,
                            .out = b->dx,
-                           .out2 = b->dresidual};
+                           .out2 = b->dresidual,
+                           .flags = FLAG_LAST_FIRST}; /* after the gradient sums' pass */
     TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;

@@ -898,6 +898,9 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
 
 #define FLAG_RELU 1     /* out = max(out, 0), NaN kept */
 #define FLAG_NO_SHIFT 2 /* out = a * in1 (folding a linear layer's weight) */
+/* contiguous chunks last first: after a reduction over the same tensors, whose work-items took
+ * the same chunks first to last, the first chunks read are those it left in the cache */
+#define FLAG_LAST_FIRST 4
 
 /* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
  * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
@@ -1061,8 +1064,11 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                              ulong step, int flags)
 {
     const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
-    const ulong first = get_global_id(0) * item_stride;
     if (step == 1) {
+        /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
+        const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
+                                                   : get_global_id(0);
+        const ulong first = item * item_stride;
         /* the common operand sets with their NULLs known to the compiler, so that no vector
          * checks them: the forward (inference, apply) and the plain backward */
         if (!in1 && !residual && !mask && !out2)
@@ -1077,6 +1083,7 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         return;
     }
     /* strided by the grid (GPUs): neighbouring work-items on neighbouring units */
+    const ulong first = get_global_id(0);
     const int lane_channels = walk == WALK_ROWS;
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     float v[4];
