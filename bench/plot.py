@@ -76,6 +76,32 @@ def key(r):
     return (r['family'], r['op'], r['variant'], r['layout'], r['shape'])
 
 
+def merge_tool(docs, tool):
+    """One document of the tool's rows from all its documents (bench/run.sh's paired parts: one
+    per shape), each row keeping the copy bandwidth its own part measured; the first document
+    gives the metadata, the first with a latency its latency. None when the tool has none."""
+    mine = [d for d in docs if d.get('tool') == tool]
+    if not mine:
+        return None
+    out = dict(mine[0])
+    out['rows'] = []
+    for d in mine:
+        for r in d['rows']:
+            out['rows'].append(dict(r, copy_GBps=r.get('copy_GBps', d.get('copy', {}).get('GBps'))))
+        if 'latency' not in out and d.get('latency'):
+            out['latency'] = d['latency']
+    copies = [d['copy']['GBps'] for d in mine if d.get('copy', {}).get('GBps')]
+    if copies:
+        out['copy'] = dict(mine[0].get('copy', {}), GBps=sorted(copies)[len(copies) // 2],
+                           GBps_range=[min(copies), max(copies)], parts=len(mine))
+    return out
+
+
+def row_copy(doc, r):
+    """The copy bandwidth measured with this row (its part's, else the document's)."""
+    return r.get('copy_GBps') or doc['copy']['GBps']
+
+
 def contended(doc, r):
     """True when other processes were busy on the CPUs during this row despite retries."""
     limit = doc.get('method', {}).get('max_foreign_cpu_share', 0.05)
@@ -119,10 +145,14 @@ def print_latency(clnorm):
 
 def print_tables(clnorm, peer, markdown):
     table = ratio_table(clnorm, peer)
-    copy = clnorm['copy']['GBps']
-    print('clnorm on %s (%s, driver %s), copy %.1f GB/s; peer: %s' % (
+    copy = clnorm['copy']
+    copy_s = '%.1f GB/s' % copy['GBps']
+    if copy.get('parts', 1) > 1:
+        copy_s = '%.1f-%.1f GB/s (measured with each of %d parts; %%copy uses the row\'s own)' % (
+            copy['GBps_range'][0], copy['GBps_range'][1], copy['parts'])
+    print('clnorm on %s (%s, driver %s), copy %s; peer: %s' % (
         clnorm['device']['name'], clnorm['device'].get('platform', ''),
-        clnorm['device'].get('driver', ''), copy,
+        clnorm['device'].get('driver', ''), copy_s,
         peer['device'].get('driver', peer['device']['name']) if peer else 'none'))
     families = []
     for r in clnorm['rows']:
@@ -146,7 +176,7 @@ def print_tables(clnorm, peer, markdown):
                                                         r['layout'], r['shape'], r['error']))
             continue
         pms = '%.3f' % p['ms'] if p and 'ms' in p else '-'
-        pfrac = '%.0f%%' % (100 * p['GBps'] / copy) if p and 'GBps' in p else '-'
+        pfrac = '%.0f%%' % (100 * p['GBps'] / row_copy(clnorm, r)) if p and 'GBps' in p else '-'
         passes = '%s/%s' % (r.get('passes'), r['reads'] + r['writes']) if r.get('passes') else '-'
         ratio_s = fmt_ratio(ratio)
         if ratio is not None and ratio > 1.0:
@@ -252,7 +282,7 @@ def check_targets(clnorm, peer, table):
                r['op'] == 'forward_training' and r['variant'] == 'plain' and
                r['shape'] == 'N64 C64 H112 W112' and 'ms' in r]
         for r in big:
-            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / clnorm['copy']['GBps']
+            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / row_copy(clnorm, r)
             out.append(('training forward N64 C64 112x112 %s >= 90%% of copy at 3 passes'
                         % r['layout'], frac3 >= 0.9, '%.0f%% (%.3f ms)' % (100 * frac3, r['ms'])))
         for r, p, ratio in table:
@@ -270,7 +300,7 @@ def check_targets(clnorm, peer, table):
                r['op'] == 'forward_training' and r['variant'] == 'plain' and
                r.get('tag') == 'resnet50-scaled' and 'ms' in r]
         for r in big:
-            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / clnorm['copy']['GBps']
+            frac3 = 3 * r['tensor_bytes'] / (r['ms'] * 1e6) / row_copy(clnorm, r)
             out.append(('large-tensor training forward >= 50%% of copy at 3 passes: %s %s' % (
                 r['shape'], r['layout']), frac3 >= 0.5, '%.0f%%' % (100 * frac3)))
     lat = clnorm.get('latency')
@@ -300,7 +330,6 @@ def plot(clnorm, peer, path):
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
 
-    copy = clnorm['copy']['GBps']
     peer_rows = {key(r): r for r in peer['rows']} if peer else {}
     bn_rows = [r for r in clnorm['rows'] if r['family'] == 'batchnorm']
     ops = [o for o in ('forward_training', 'forward_inference', 'backward')
@@ -329,6 +358,7 @@ def plot(clnorm, peer, path):
                     r = next((r for r in rows if in_group(r) and in_series(r)), None)
                     if r is None:
                         continue
+                    copy = row_copy(clnorm, r)
                     if tool == 'PyTorch':
                         r = peer_rows.get(key(r))
                     if r is None or 'GBps' not in r:
@@ -381,9 +411,12 @@ def plot(clnorm, peer, path):
     if len(fn_families) % 2:
         axes[-1][1].set_visible(False)
     dev = clnorm['device']
-    fig.suptitle('clnorm %s vs %s on %s (%s), copy %.1f GB/s, %s' % (
+    copy = clnorm['copy']
+    copy_s = ('%.1f-%.1f GB/s (each part its own)' % tuple(copy['GBps_range'])
+              if copy.get('parts', 1) > 1 else '%.1f GB/s' % copy['GBps'])
+    fig.suptitle('clnorm %s vs %s on %s (%s), copy %s, %s' % (
         clnorm.get('commit', ''), peer['device'].get('driver', 'peer') if peer else 'no peer',
-        dev['name'], dev.get('platform', dev.get('driver', '')), copy, clnorm.get('date', '')),
+        dev['name'], dev.get('platform', dev.get('driver', '')), copy_s, clnorm.get('date', '')),
         fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=90)
@@ -400,8 +433,8 @@ def main():
                     help='also a Markdown table: shapes x (op, layout), plain / fused ratios')
     args = ap.parse_args()
     docs = [d for p in args.inputs for d in load_docs(p)]
-    clnorm = next((d for d in docs if d.get('tool') == 'clnorm'), None)
-    peer = next((d for d in docs if d.get('tool') == 'pytorch'), None)
+    clnorm = merge_tool(docs, 'clnorm')
+    peer = merge_tool(docs, 'pytorch')
     if args.combine:
         with open(args.combine, 'w') as f:
             json.dump({'schema': 'clnorm-bench-run/1', 'runs': docs}, f, indent=1)

@@ -5,7 +5,7 @@
 # Every family runs: batch norm (training and inference forward, backward, fused ReLU and
 # add+ReLU, both layouts), layer and RMS norm (forward, fused residual add, backward), group and
 # instance norm (forward, backward, both layouts), plus the first-call latency (cold and warm) and
-# the copy bandwidth. --quick: 2 batch-norm shapes with the plain ops, the first layer/RMS shape
+# the copy bandwidth, shape by shape with the peer (see "Paired" below). --quick: 2 batch-norm shapes with the plain ops, the first layer/RMS shape
 # and the group/instance-norm tensor (3 min 45 s on the 2-core PoCL machine while others loaded
 # it; the full run 32 min).
 # Writes bench/results/<device>-<date>[-quick].json (both tools' rows), .png (fraction of copy
@@ -51,33 +51,55 @@ start=$(date +%s)
 retries=()
 [ -n "$quick" ] && retries=(--retries 1 --max-wait 10)
 
-status=0
-"$bench" --json "$tmp/clnorm.json" "${retries[@]}" "$@" | tee "$tmp/clnorm.txt" || status=$?
-[ -f "$tmp/clnorm.json" ] || { echo "clnorm-bench failed (status $status)" >&2; exit 1; }
+# Paired (default): shape by shape, clnorm-bench's rows and then the same rows through PyTorch,
+# so that both see this shared machine in the same state (a whole run of one tool, then one of the
+# other, lets the load move between a row and its peer; single rows moved 2x between runs).
+# Each part measures its own copy bandwidth, and the first the latency. PAIRED=0: one
+# clnorm-bench run, then one PyTorch run.
+paired=${PAIRED:-1}
+parts=("")
+if [ "$paired" != 0 ]; then
+    mapfile -t parts < <("$bench" --list "$@" |
+        grep -oE '(N[0-9]+ C[0-9]+ H[0-9]+ W[0-9]+|rows[0-9]+ cols[0-9]+)' | awk '!seen[$0]++')
+    [ ${#parts[@]} -gt 0 ] || { echo "clnorm-bench --list selected no rows" >&2; exit 1; }
+fi
 
-read -r type slug < <("$python" - "$tmp/clnorm.json" <<'PY'
+status=0
+inputs=()
+peer=${PEER_DEVICE:-}
+for i in "${!parts[@]}"; do
+    part=()
+    [ -n "${parts[$i]}" ] && part=(--shapes "${parts[$i]}")
+    [ "$i" -gt 0 ] && part+=(--no-latency)
+    [ ${#parts[@]} -gt 1 ] && echo "== part $((i + 1))/${#parts[@]}: ${parts[$i]}" | tee -a "$tmp/clnorm.txt"
+    "$bench" --json "$tmp/clnorm-$i.json" "${retries[@]}" "$@" "${part[@]}" |
+        tee -a "$tmp/clnorm.txt" || status=$?
+    [ -f "$tmp/clnorm-$i.json" ] || { echo "clnorm-bench failed (status $status)" >&2; exit 1; }
+    if [ "$i" = 0 ]; then
+        read -r type slug < <("$python" - "$tmp/clnorm-0.json" <<'PY'
 import json, re, sys
 d = json.load(open(sys.argv[1]))
 print(d['device']['type'], re.sub(r'[^a-z0-9]+', '-', d['device']['name'].lower()).strip('-'))
 PY
-)
-peer=${PEER_DEVICE:-}
-if [ -z "$peer" ]; then
-    peer=cpu
-    if [ "$type" = GPU ] && "$python" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; then
-        peer=cuda
+        )
+        if [ -z "$peer" ]; then
+            peer=cpu
+            if [ "$type" = GPU ] &&
+                "$python" -c 'import torch,sys; sys.exit(not torch.cuda.is_available())'; then
+                peer=cuda
+            fi
+        fi
+        if [ "$type" = GPU ] && [ "$peer" = cpu ]; then
+            echo "warning: the OpenCL device is a GPU but the PyTorch peer runs on the CPU" >&2
+        fi
     fi
-fi
-if [ "$type" = GPU ] && [ "$peer" = cpu ]; then
-    echo "warning: the OpenCL device is a GPU but the PyTorch peer runs on the CPU" >&2
-fi
-
-# the peer runs clnorm-bench's rows (from its JSON); on a CPU device with as many threads as the
-# device has compute units
-echo
-"$python" bench/torch_peer.py --from "$tmp/clnorm.json" --device "$peer" "${retries[@]}" \
-    --json "$tmp/torch.json" | tee "$tmp/torch.txt" || status=$?
-inputs=("$tmp/clnorm.json" "$tmp/torch.json")
+    # the peer runs this part's rows (from its JSON); on a CPU device with as many threads as the
+    # device has compute units
+    "$python" bench/torch_peer.py --from "$tmp/clnorm-$i.json" --device "$peer" "${retries[@]}" \
+        --json "$tmp/torch-$i.json" | tee -a "$tmp/torch.txt" || status=$?
+    inputs+=("$tmp/clnorm-$i.json")
+    [ -f "$tmp/torch-$i.json" ] && inputs+=("$tmp/torch-$i.json")
+done
 
 # on a GPU, also ../shared/gpu/torch_reference.py (PyTorch/cuDNN with its own shapes)
 reference=${TORCH_REFERENCE:-}
