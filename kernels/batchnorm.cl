@@ -357,19 +357,19 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
 }
 
 /* Channels-last statistics of channels c0.. (`left` of them from c0 to C, at most VEC) over rows
- * [r0, r0 + nr), nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
+ * r0 + j * step, j < nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
  * (count, mean, m2n) with Chan's formula. Whole blocks divide by multiplying with the exact
  * reciprocal of a power of two (a vector division costs as much as the loads it follows). */
 ALWAYS_INLINE
-void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong c0, long left,
-                     FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
+void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ulong C, ulong c0,
+                     long left, FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
     if (nr == ROW_BLOCK) {
         /* a whole block: fixed trip counts, so the values stay in registers */
 #pragma unroll
         for (uint j = 0; j < ROW_BLOCK; j++) {
-            vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
+            vals[j] = load_lanes(x, (r0 + j * step) * C + c0, left) - k;
             sum += vals[j];
         }
         const FLOATV bmean = sum * (1.0f / ROW_BLOCK);
@@ -383,7 +383,7 @@ void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong C, ulong
     for (uint j = 0; j < ROW_BLOCK; j++) {
         vals[j] = 0.0f;
         if (j < nr) {
-            vals[j] = load_lanes(x, (r0 + j) * C + c0, left) - k;
+            vals[j] = load_lanes(x, (r0 + j * step) * C + c0, left) - k;
             sum += vals[j];
         }
     }
@@ -461,7 +461,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
             const long left = (long)C - (long)c0;
             if (left <= 0)
                 break;
-            row_block_merge(x, r0, nr, C, c0, left, k[t], &count[t], &mean[t], &m2n[t]);
+            row_block_merge(x, r0, nr, 1, C, c0, left, k[t], &count[t], &mean[t], &m2n[t]);
         }
     }
     /* per channel vector: a tree over the work-items that share it, all lanes at once */
@@ -515,14 +515,14 @@ ALWAYS_INLINE void grad_unit(__global const DATA_T *x, __global const DATA_T *dy
     *second += g * lane_select(load_lanes(x, o, left) - mu, left);
 }
 
-/* Gradient sums over rows [r0, r0 + nr) of channels c0.. (`left` to the row's end), without
- * per-row statistics. */
+/* Gradient sums over rows r0 + j * step, j < nr, of channels c0.. (`left` to the row's end),
+ * without per-row statistics. */
 ALWAYS_INLINE void grad_rows(__global const DATA_T *x, __global const DATA_T *dy,
-                             __global const DATA_T *mask, ulong r0, uint nr, ulong C, ulong c0,
-                             long left, FLOATV mu, FLOATV *sum, FLOATV *second)
+                             __global const DATA_T *mask, ulong r0, uint nr, ulong step, ulong C,
+                             ulong c0, long left, FLOATV mu, FLOATV *sum, FLOATV *second)
 {
     for (uint j = 0; j < nr; j++)
-        grad_unit(x, dy, mask, (r0 + j) * C + c0, left, mu, sum, second);
+        grad_unit(x, dy, mask, (r0 + j * step) * C + c0, left, mu, sum, second);
 }
 
 /* Gradient sums over `planes` runs of `len` values (run n at base + n * stride): whole vectors
@@ -582,8 +582,13 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     const uint block = mode == REDUCE_GRAD && !row_sets
                            ? (C * sizeof(DATA_T) >= 4096 ? 4 : mask ? 1 : ROW_BLOCK)
                            : ROW_BLOCK;
-    for (ulong r0 = r_begin; r0 < r_end; r0 += block) {
-        const uint nr = r_end - r0 < block ? (uint)(r_end - r0) : block;
+    /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
+     * be shorter: its block then lacks the last row), so that memory is read as `block` streams
+     * in address order: neighbouring rows of 1-2 KiB read in turn cut the prefetchers' streams
+     * short, and PoCL read them at half the bandwidth of one stream. */
+    const ulong rows = r_end - r_begin, step = (rows + block - 1) / block;
+    for (ulong r0 = r_begin; r0 < r_begin + step; r0++) {
+        const uint nr = (uint)((r_begin + rows - r0 + step - 1) / step);
         FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
         for (uint j = 0; j < ROW_BLOCK; j++)
             row_a[j] = row_b[j] = 0.0f;
@@ -600,12 +605,12 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                     /* batch and group norm: no per-row values (with NULL known, the compiler
                      * drops their checks from the loop) */
                     if (mask)
-                        grad_rows(x, dy, mask, r0, nr, C, c0, left, mu, &sum, &second);
+                        grad_rows(x, dy, mask, r0, nr, step, C, c0, left, mu, &sum, &second);
                     else
-                        grad_rows(x, dy, NULL, r0, nr, C, c0, left, mu, &sum, &second);
+                        grad_rows(x, dy, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
                 }
                 for (uint j = 0; (row_mean || row_rstd || row_sets) && j < nr; j++) {
-                    const ulong r = r0 + j;
+                    const ulong r = r0 + j * step;
                     const float rm = row_mean ? row_mean[r] : 0.0f;
                     FLOATV g = load_lanes(dy, r * C + c0, left);
                     if (mask)
@@ -623,15 +628,17 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                 b += second;
             } else {
                 float cnt = count; /* the pivot: row 0 */
-                row_block_merge(x, r0, nr, C, c0, left, load_lanes(x, c0, left), &cnt, &a, &b);
+                row_block_merge(x, r0, nr, step, C, c0, left, load_lanes(x, c0, left), &cnt, &a,
+                                &b);
             }
             store_lanes(set + C, c0, left, a);
             store_lanes(set + 2 * C, c0, left, b);
         }
         for (uint j = 0; row_sets && j < nr; j++) {
-            row_sets[r0 + j] = (float)C;
-            row_sets[M + r0 + j] = HSUM(row_a[j]);
-            row_sets[2 * M + r0 + j] = HSUM(row_b[j]);
+            const ulong r = r0 + j * step;
+            row_sets[r] = (float)C;
+            row_sets[M + r] = HSUM(row_a[j]);
+            row_sets[2 * M + r] = HSUM(row_b[j]);
         }
         count += (float)nr;
     }
