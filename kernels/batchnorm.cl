@@ -575,12 +575,12 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         store_lanes(set + 2 * C, c0, (long)(C - c0), (FLOATV)0.0f);
     }
     float count = 0.0f; /* the same for every channel */
-    /* Gradients without per-row sums: 4 rows at a time for rows of 4 KiB or more, else 1 with
-     * ReLU's mask (3 inputs), ROW_BLOCK without. On PoCL's CPU device, 1 row took 1.1-1.2x the
-     * time of 4 on rows of 4-8 KiB; with the mask, 4 rows or 8 took 1.3-1.7x the time of 1 on
-     * rows of 1 KiB (the same rows of x, dy and the mask share cache sets). */
+    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (1 on rows of
+     * 4 KiB or more); statistics and per-row sums ROW_BLOCK. (Measured on PoCL's CPU device: with
+     * 8 streams of each input the gradient sums of 2 KiB rows took no less time than with the
+     * rows read in turn, 4 took 0.75-0.9x the time of the op.) */
     const uint block = mode == REDUCE_GRAD && !row_sets
-                           ? (C * sizeof(DATA_T) >= 4096 ? 4 : mask ? 1 : ROW_BLOCK)
+                           ? (!mask ? 4 : C * sizeof(DATA_T) >= 4096 ? 1 : 2)
                            : ROW_BLOCK;
     /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
      * be shorter: its block then lacks the last row), so that memory is read as `block` streams

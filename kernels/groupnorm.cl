@@ -401,10 +401,10 @@ ALWAYS_INLINE FLOATV channel_term(__global const DATA_T *x, __global const DATA_
     return square ? (v - center) * (v - center) : v;
 }
 
-/* Channels c0.. (`left`) of rows r0.. of channel_row_sums: nr (<= 4) rows' terms added to acc,
- * each row's into its own variable (independent adds). */
+/* Channels c0.. (`left`) of a block of channel_row_sums: nr (<= 4) rows, from element o and
+ * `apart` elements apart, their terms added to acc, each row's into its own variable. */
 ALWAYS_INLINE void channel_sums_at(__global const DATA_T *x, __global const DATA_T *addend,
-                                   ulong o, uint nr, ulong C, ulong c0, long left,
+                                   ulong o, uint nr, ulong apart, ulong c0, long left,
                                    __global const float *pivot, __global const float *center,
                                    int square, __global float *acc)
 {
@@ -412,36 +412,39 @@ ALWAYS_INLINE void channel_sums_at(__global const DATA_T *x, __global const DATA
     const FLOATV m = square ? load_lanes(center, c0, left) : (FLOATV)0.0f;
     FLOATV a0 = channel_term(x, addend, o, left, k, m, square), a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;
     if (nr > 1)
-        a1 = channel_term(x, addend, o + C, left, k, m, square);
+        a1 = channel_term(x, addend, o + apart, left, k, m, square);
     if (nr > 2)
-        a2 = channel_term(x, addend, o + 2 * C, left, k, m, square);
+        a2 = channel_term(x, addend, o + 2 * apart, left, k, m, square);
     if (nr > 3)
-        a3 = channel_term(x, addend, o + 3 * C, left, k, m, square);
+        a3 = channel_term(x, addend, o + 3 * apart, left, k, m, square);
     store_lanes(acc, c0, left, load_lanes(acc, c0, left) + ((a0 + a1) + (a2 + a3)));
 }
 
-/* Per-channel sums over `rows` rows of C channels (channels-last) from base, into acc: four rows
- * at a time, each block across the whole row (memory is read in order; the sums stay in L1). */
+/* Per-channel sums over `rows` rows of C channels (channels-last) from base, into acc: block k
+ * takes row k of each of 4 equal runs of the rows (as bn_reduce_rows: 4 streams in address
+ * order), across the whole row; the sums stay in L1. */
 ALWAYS_INLINE void channel_row_sums(__global const DATA_T *x, __global const DATA_T *addend,
                                     ulong base, ulong rows, ulong C,
                                     __global const float *pivot, __global const float *center,
                                     int square, __global float *acc)
 {
-    const ulong whole = C / VEC * VEC;
+    const ulong whole = C / VEC * VEC, step = (rows + 3) / 4;
     for (ulong c0 = 0; c0 < C; c0 += VEC)
         store_lanes(acc, c0, (long)(C - c0), (FLOATV)0.0f);
-    for (ulong r = 0; r < rows; r += 4) {
-        const uint nr = rows - r < 4 ? (uint)(rows - r) : 4;
+    for (ulong r = 0; r < step; r++) {
+        const uint nr = (uint)((rows - r + step - 1) / step);
         const ulong o = base + r * C;
         if (nr == 4)
             for (ulong c0 = 0; c0 < whole; c0 += VEC)
-                channel_sums_at(x, addend, o + c0, 4, C, c0, VEC, pivot, center, square, acc);
+                channel_sums_at(x, addend, o + c0, 4, step * C, c0, VEC, pivot, center, square,
+                                acc);
         else
             for (ulong c0 = 0; c0 < whole; c0 += VEC)
-                channel_sums_at(x, addend, o + c0, nr, C, c0, VEC, pivot, center, square, acc);
+                channel_sums_at(x, addend, o + c0, nr, step * C, c0, VEC, pivot, center, square,
+                                acc);
         if (whole < C)
-            channel_sums_at(x, addend, o + whole, nr, C, whole, (long)(C - whole), pivot, center,
-                            square, acc);
+            channel_sums_at(x, addend, o + whole, nr, step * C, whole, (long)(C - whole), pivot,
+                            center, square, acc);
     }
 }
 
