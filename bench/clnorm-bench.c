@@ -644,8 +644,8 @@ static size_t effective_work_group(const bench *b)
 
 /* The tensor passes the implementation makes for this row: op->passes, except where the
  * library takes a shorter path on work-groups of one (CPUs). Mirrors bn_fused_tile in
- * host/batchnorm.c (channels-first, a channel of every input within 256 KiB, at least 4 channels
- * per compute unit) and host/groupnorm.c (group_forward and group_backward: one launch where a
+ * host/batchnorm.c (channels-first, a channel of every input within the larger of 256 KiB and a
+ * quarter of a compute unit's share of the cache, at least 4 channels per compute unit) and host/groupnorm.c (group_forward and group_backward: one launch where a
  * group is a row that fits in cache, or in channels-last forward a sample per work-item; else the
  * row sums of layer and RMS norm's backward ride on the column sums' pass). */
 static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
@@ -653,11 +653,15 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
 {
     if (effective_work_group(b) != 1)
         return op->passes;
+    /* bn_cache_share and the one-launch kernels' limit (host/batchnorm.c) */
+    const size_t units = b->info.compute_units ? b->info.compute_units : 1;
+    const size_t share = (b->cache_bytes ? (size_t)b->cache_bytes : units << 20) / (4 * units);
+    const size_t limit = share > 256 * 1024 ? share : 256 * 1024;
     if (!strcmp(op->family, "batchnorm") && layout == 0 &&
         (!strcmp(op->op, "forward_training") || !strcmp(op->op, "backward"))) {
         const size_t inputs = !strcmp(op->op, "forward_training") ? 1 : op->reads;
         const size_t channel_bytes = sc->dims[0] * sc->dims[2] * sc->dims[3] * sizeof(float);
-        if (channel_bytes * inputs <= 256 * 1024 && sc->dims[1] >= 4 * (size_t)b->info.compute_units)
+        if (channel_bytes * inputs <= limit && sc->dims[1] >= 4 * (size_t)b->info.compute_units)
             return op->reads + op->writes;
     }
     /* host/groupnorm.c group_forward and group_backward: one launch where a group is one
@@ -669,16 +673,14 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         const size_t group_bytes =
             (rows ? sc->dims[1] : sc->dims[1] / sc->groups * sc->dims[2] * sc->dims[3]) *
             sizeof(float) * op->reads;
-        if (group_bytes <= 256 * 1024 && groups >= 4 * (size_t)b->info.compute_units)
+        if (group_bytes <= limit && groups >= 4 * (size_t)b->info.compute_units)
             return op->reads + op->writes;
     }
     /* group_forward's sample_fused: channels-last group and instance norm forward a sample per
-     * work-item, with two samples per compute unit and two units' samples in the cache */
-    const size_t units = b->info.compute_units ? b->info.compute_units : 1;
+     * work-item, with two samples per compute unit and a sample within the cache share */
     const size_t sample_bytes = sc->dims[1] * sc->dims[2] * sc->dims[3] * sizeof(float) * op->reads;
     if (!rows && layout == 1 && strcmp(op->family, "batchnorm") && !strcmp(op->op, "forward") &&
-        sc->dims[0] >= 2 * units &&
-        2 * units * sample_bytes <= (b->cache_bytes ? b->cache_bytes : units << 20))
+        sc->dims[0] >= 2 * units && sample_bytes <= share)
         return op->reads + op->writes;
     if (rows && !strcmp(op->op, "backward"))
         return op->passes - 2; /* the row sums ride on the column sums' pass */

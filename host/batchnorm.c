@@ -425,16 +425,27 @@ fail:
     return status;
 }
 
-/* Bytes of channel data a fused forward's work-item keeps in cache between its two reads. */
+/* Bytes of channel data a fused kernel's work-item keeps in a core's own cache (L2) between its
+ * reads: the tiles of small channels. */
 #define FUSED_BYTES (256 * 1024)
+
+/* (batchnorm_internal.h) */
+uint64_t bn_cache_share(const clnorm_context *ctx)
+{
+    const uint64_t units = ctx->dev.compute_units ? ctx->dev.compute_units : 1;
+    const uint64_t cache = ctx->dev.cache_bytes ? ctx->dev.cache_bytes : units << 20;
+    return cache / (4 * units);
+}
 
 /* (batchnorm_internal.h) */
 size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
                      size_t tensors)
 {
-    const size_t channel_bytes = g->rows * sizeof(float) * tensors;
+    const uint64_t channel_bytes = (uint64_t)g->rows * sizeof(float) * tensors;
+    const uint64_t share = bn_cache_share(ctx);
     if (prog->work_group_size != 1 || g->layout != CLNORM_CHANNELS_FIRST ||
-        channel_bytes > FUSED_BYTES || g->c < 4 * (size_t)ctx->dev.compute_units)
+        channel_bytes > (share > FUSED_BYTES ? share : FUSED_BYTES) ||
+        g->c < 4 * (size_t)ctx->dev.compute_units)
         return 0;
     size_t tile = clamp_size(FUSED_BYTES / channel_bytes, 1, (size_t)ctx->params.plane_tile);
     /* keep four work-items per compute unit */

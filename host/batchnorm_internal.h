@@ -89,10 +89,16 @@ typedef struct stage1_inputs {
 
 /* Channels per work-item of the one-launch kernels (bn_forward_fused, bn_backward_fused,
  * gn_forward_fused), or 0 where they do not serve: work-groups of one (CPUs), channels-first,
- * a channel (N planes) of each of `tensors` inputs within 256 KiB, and at least 4 channels per
- * compute unit. */
+ * a channel (N planes) of each of `tensors` inputs within the larger of 256 KiB and
+ * bn_cache_share, and at least 4 channels per compute unit. Tiles of several channels stay
+ * within 256 KiB. */
 size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const bn_geometry *g,
                      size_t tensors);
+
+/* The bytes a one-launch kernel's work-item may keep for its re-reads in the device's cache:
+ * a quarter of a compute unit's share (1 MiB per unit where the device does not report its
+ * cache): the other units, the streams in flight and other processes use the rest. */
+uint64_t bn_cache_share(const clnorm_context *ctx);
 
 /* Whether stage 1 over this channels-last geometry is bn_reduce_rows, which can also take row
  * sums in the same pass (stage1_inputs.row_sets). */

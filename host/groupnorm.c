@@ -263,16 +263,14 @@ static size_t fused_tile(const clnorm_context *ctx, const program_entry *prog,
 }
 
 /* The channels-last one-launch forward (CPUs: gn_forward_sample), a work-item per sample: where
- * there are two samples per compute unit, and two units' samples of every input (x [and the
- * residual]) fit in the cache (1 MiB per unit where the device does not say). */
+ * there are two samples per compute unit, and a sample of every input (x [and the residual])
+ * fits in bn_cache_share. */
 static bool sample_fused(const clnorm_context *ctx, const program_entry *prog,
                          const gn_problem *pb, size_t tensors)
 {
-    const uint64_t units = ctx->dev.compute_units ? ctx->dev.compute_units : 1;
-    const uint64_t cache = ctx->dev.cache_bytes ? ctx->dev.cache_bytes : units << 20;
     const uint64_t sample_bytes = (uint64_t)pb->spatial * pb->c * sizeof(float) * tensors;
     return prog->work_group_size == 1 && pb->channels_last && pb->spatial > 1 &&
-           pb->n >= 2 * units && 2 * units * sample_bytes <= cache;
+           pb->n >= 2 * (size_t)ctx->dev.compute_units && sample_bytes <= bn_cache_share(ctx);
 }
 
 /* Forward. With running_mean (InstanceNorm), the per-instance statistics also update them. */
