@@ -78,18 +78,29 @@ def key(r):
 
 def merge_tool(docs, tool):
     """One document of the tool's rows from all its documents (bench/run.sh's paired parts: one
-    per shape), each row keeping the copy bandwidth its own part measured; the first document
-    gives the metadata, the first with a latency its latency. None when the tool has none."""
+    per shape and round), each row keeping the copy bandwidth its own part measured; where a row
+    ran in several rounds, the round with the lowest median time (its times in 'round_ms'). The
+    first document gives the metadata, the first with a latency its latency. None when the tool
+    has none."""
     mine = [d for d in docs if d.get('tool') == tool]
     if not mine:
         return None
     out = dict(mine[0])
-    out['rows'] = []
+    best = {}
     for d in mine:
         for r in d['rows']:
-            out['rows'].append(dict(r, copy_GBps=r.get('copy_GBps', d.get('copy', {}).get('GBps'))))
+            r = dict(r, copy_GBps=r.get('copy_GBps', d.get('copy', {}).get('GBps')))
+            old = best.get(key(r))
+            if old is None:
+                best[key(r)] = dict(r, round_ms=[r['ms']] if 'ms' in r else [])
+                continue
+            times = old['round_ms'] + ([r['ms']] if 'ms' in r else [])
+            if 'ms' in r and ('ms' not in old or r['ms'] < old['ms']):
+                old = r
+            best[key(r)] = dict(old, round_ms=times)
         if 'latency' not in out and d.get('latency'):
             out['latency'] = d['latency']
+    out['rows'] = list(best.values())
     copies = [d['copy']['GBps'] for d in mine if d.get('copy', {}).get('GBps')]
     if copies:
         out['copy'] = dict(mine[0].get('copy', {}), GBps=sorted(copies)[len(copies) // 2],

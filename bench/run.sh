@@ -54,9 +54,12 @@ retries=()
 # Paired (default): shape by shape, clnorm-bench's rows and then the same rows through PyTorch,
 # so that both see this shared machine in the same state (a whole run of one tool, then one of the
 # other, lets the load move between a row and its peer; single rows moved 2x between runs).
-# Each part measures its own copy bandwidth, and the first the latency. PAIRED=0: one
-# clnorm-bench run, then one PyTorch run.
+# ROUNDS (default 2): the parts again in reverse order, PyTorch first in each part; every row
+# then keeps, for each tool, the lower of its rounds' medians (plot.py). Each part measures its
+# own copy bandwidth, and the very first the latency. PAIRED=0: one clnorm-bench run, then one
+# PyTorch run (and ROUNDS such pairs).
 paired=${PAIRED:-1}
+rounds=${ROUNDS:-2}
 parts=("")
 if [ "$paired" != 0 ]; then
     mapfile -t parts < <("$bench" --list "$@" |
@@ -67,16 +70,20 @@ fi
 status=0
 inputs=()
 peer=${PEER_DEVICE:-}
-for i in "${!parts[@]}"; do
-    part=()
+first=1
+
+run_clnorm() { # part index, round, clnorm-bench's options
+    local i=$1 r=$2 part=()
+    shift 2
     [ -n "${parts[$i]}" ] && part=(--shapes "${parts[$i]}")
-    [ "$i" -gt 0 ] && part+=(--no-latency)
-    [ ${#parts[@]} -gt 1 ] && echo "== part $((i + 1))/${#parts[@]}: ${parts[$i]}" | tee -a "$tmp/clnorm.txt"
-    "$bench" --json "$tmp/clnorm-$i.json" "${retries[@]}" "$@" "${part[@]}" |
+    [ "$first" = 1 ] || part+=(--no-latency)
+    "$bench" --json "$tmp/clnorm-$r-$i.json" "${retries[@]}" "$@" "${part[@]}" |
         tee -a "$tmp/clnorm.txt" || status=$?
-    [ -f "$tmp/clnorm-$i.json" ] || { echo "clnorm-bench failed (status $status)" >&2; exit 1; }
-    if [ "$i" = 0 ]; then
-        read -r type slug < <("$python" - "$tmp/clnorm-0.json" <<'PY'
+    [ -f "$tmp/clnorm-$r-$i.json" ] || { echo "clnorm-bench failed (status $status)" >&2; exit 1; }
+    inputs+=("$tmp/clnorm-$r-$i.json")
+    if [ "$first" = 1 ]; then
+        first=0
+        read -r type slug < <("$python" - "$tmp/clnorm-$r-$i.json" <<'PY'
 import json, re, sys
 d = json.load(open(sys.argv[1]))
 print(d['device']['type'], re.sub(r'[^a-z0-9]+', '-', d['device']['name'].lower()).strip('-'))
@@ -93,12 +100,30 @@ PY
             echo "warning: the OpenCL device is a GPU but the PyTorch peer runs on the CPU" >&2
         fi
     fi
-    # the peer runs this part's rows (from its JSON); on a CPU device with as many threads as the
-    # device has compute units
-    "$python" bench/torch_peer.py --from "$tmp/clnorm-$i.json" --device "$peer" "${retries[@]}" \
-        --json "$tmp/torch-$i.json" | tee -a "$tmp/torch.txt" || status=$?
-    inputs+=("$tmp/clnorm-$i.json")
-    [ -f "$tmp/torch-$i.json" ] && inputs+=("$tmp/torch-$i.json")
+}
+
+run_peer() { # part index, round: the rows of round 1's clnorm-bench JSON of the part, on a CPU
+    # device with as many threads as the device has compute units
+    local i=$1 r=$2
+    "$python" bench/torch_peer.py --from "$tmp/clnorm-1-$i.json" --device "$peer" "${retries[@]}" \
+        --json "$tmp/torch-$r-$i.json" | tee -a "$tmp/torch.txt" || status=$?
+    [ -f "$tmp/torch-$r-$i.json" ] && inputs+=("$tmp/torch-$r-$i.json")
+}
+
+for r in $(seq "$rounds"); do
+    order=("${!parts[@]}")
+    [ $((r % 2)) = 0 ] && order=($(printf '%s\n' "${!parts[@]}" | sort -rn))
+    for i in "${order[@]}"; do
+        echo "== round $r/$rounds, part $((i + 1))/${#parts[@]}: ${parts[$i]:-all rows}" |
+            tee -a "$tmp/clnorm.txt"
+        if [ $((r % 2)) = 1 ]; then
+            run_clnorm "$i" "$r" "$@"
+            run_peer "$i" "$r"
+        else
+            run_peer "$i" "$r"
+            run_clnorm "$i" "$r" "$@"
+        fi
+    done
 done
 
 # on a GPU, also ../shared/gpu/torch_reference.py (PyTorch/cuDNN with its own shapes)
