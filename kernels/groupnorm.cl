@@ -348,6 +348,85 @@ ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *a
            seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg);
 }
 
+/* One vector of a row's apply at o (`left` values, weight and bias at c0): y = (v - m) * rs * w
+ * + b with v = x [+ addend] (also written to h), as gn_unit; m = 0 without centering (RMS). */
+ALWAYS_INLINE void row_apply_unit(__global const DATA_T *x, __global const DATA_T *addend,
+                                  __global const float *weight, __global const float *bias,
+                                  __global DATA_T *y, __global DATA_T *h, ulong o, ulong c0,
+                                  long left, float m, float rs)
+{
+    FLOATV v = load_lanes(x, o, left);
+    if (addend) {
+        v += load_lanes(addend, o, left);
+        store_lanes(h, o, left, v);
+    }
+    FLOATV out = (v - m) * rs * (weight ? load_lanes(weight, c0, left) : (FLOATV)1.0f);
+    if (bias)
+        out += load_lanes(bias, c0, left);
+    store_lanes(y, o, left, out);
+}
+
+/* Row o's apply (D values, mean m, rstd rs) and, in the same loop with `next`, the sum of the next
+ * row's values pivoted by k (returned): the cached row is written while the next one is read
+ * from memory, reads and writes at once as in a copy. */
+ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const DATA_T *addend,
+                                      __global const float *weight,
+                                      __global const float *bias, __global DATA_T *y,
+                                      __global DATA_T *h, ulong o, ulong D, float m, float rs,
+                                      int next, float k)
+{
+    const ulong whole = D / VEC * VEC;
+    FLOATV s0 = 0.0f, s1 = 0.0f;
+    ulong j = 0;
+    for (; j + 2 * VEC <= whole; j += 2 * VEC) {
+        row_apply_unit(x, addend, weight, bias, y, h, o + j, j, VEC, m, rs);
+        row_apply_unit(x, addend, weight, bias, y, h, o + j + VEC, j + VEC, VEC, m, rs);
+        if (next) {
+            s0 += pivoted(x, addend, o + D + j, VEC, k);
+            s1 += pivoted(x, addend, o + D + j + VEC, VEC, k);
+        }
+    }
+    for (; j < D; j += VEC) {
+        const long left = (long)(D - j) < VEC ? (long)(D - j) : VEC;
+        row_apply_unit(x, addend, weight, bias, y, h, o + j, j, left, m, rs);
+        if (next)
+            s1 += pivoted(x, addend, o + D + j, left, k);
+    }
+    return next ? HSUM(s0 + s1) : 0.0f;
+}
+
+/* gn_forward_fused over rows r_first.. (HW = 1, one group: layer and RMS norm): each row's sum
+ * rides on the previous row's apply (row_apply_and_sum); its squared deviations come from the
+ * cache. Statistics as cached_stats: pivot k = the row's first value, two passes. */
+ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *addend,
+                              __global const float *weight, __global const float *bias,
+                              __global float *mean_out, __global float *rstd,
+                              __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
+                              ulong R, ulong D, ulong r_first, uint here, float eps, int flags)
+{
+    const int rms = flags & CHF_RMS;
+    const float count = (float)D;
+    float k = 0.0f, sum = 0.0f;
+    if (here) {
+        k = LOAD(x, r_first * D) + (addend ? LOAD(addend, r_first * D) : 0.0f);
+        sum = cached_sum(x, addend, r_first * D, 0, 1, D, k, 0.0f);
+    }
+    for (uint t = 0; t < here; t++) {
+        const ulong r = r_first + t, o = r * D;
+        const float mean = sum / count;
+        const float m2n = cached_sum_squares(x, addend, o, 0, 1, D, k, mean) / pow2_floor(count);
+        finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
+                       rms ? NULL : mean_out, rstd, out_sets);
+        const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
+        if (t + 1 < here) {
+            k = LOAD(x, o + D) + (addend ? LOAD(addend, o + D) : 0.0f);
+            sum = row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 1, k);
+        } else {
+            row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 0, 0.0f);
+        }
+    }
+}
+
 /* The forward in one launch for work-groups of one (CPUs) where each group is one contiguous row
  * of D values that fits in cache (layer and RMS norm: rows of C = D; channels-first group and
  * instance norm: Cg planes of HW): each work-item takes the statistics of its `tile` rows
@@ -366,25 +445,32 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     const ulong r_first = get_global_id(0) * tile;
     const uint here = tile_count(r_first, R, tile);
     const int rms = flags & CHF_RMS;
+    if (HW == 1) { /* rows (with their NULLs known to the compiler without a residual) */
+        if (addend)
+            fused_rows(x, addend, weight, bias, mean_out, rstd, out_sets, y, h, R, D, r_first,
+                       here, eps, flags);
+        else
+            fused_rows(x, NULL, weight, bias, mean_out, rstd, out_sets, y, NULL, R, D, r_first,
+                       here, eps, flags);
+        return;
+    }
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t;
         float k, count, mean, m2n;
         cached_stats(x, addend, r * D, 0, 1, D, &k, &count, &mean, &m2n);
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
-        /* gn_apply's units over this group: one row of C channels (HW = 1), or Cg planes */
-        const int lanes = HW == 1;
-        const ulong seg_len = lanes ? C : HW, ups = (seg_len + VEC - 1) / VEC;
-        const ulong whole = seg_len / VEC;
-        for (ulong j = 0; j < (lanes ? 1 : Cg); j++) {
-            const ulong seg = lanes ? r : r * Cg + j;
+        /* gn_apply's units over this group: Cg planes of HW */
+        const ulong ups = (HW + VEC - 1) / VEC, whole = HW / VEC;
+        for (ulong j = 0; j < Cg; j++) {
+            const ulong seg = r * Cg + j;
             /* (without a residual, with its NULLs known to the compiler) */
             if (addend)
-                gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg,
-                           lanes, seg, seg_len, seg % C, r, whole, ups, 1);
+                gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg, 0,
+                           seg, HW, seg % C, r, whole, ups, 1);
             else
-                gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg,
-                           lanes, seg, seg_len, seg % C, r, whole, ups, 1);
+                gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg, 0,
+                           seg, HW, seg % C, r, whole, ups, 1);
         }
     }
 }
