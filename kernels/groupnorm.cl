@@ -348,24 +348,6 @@ ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *a
            seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg);
 }
 
-/* One vector of a row's apply at o (`left` values, weight and bias at c0): y = (v - m) * rs * w
- * + b with v = x [+ addend] (also written to h), as gn_unit; m = 0 without centering (RMS). */
-ALWAYS_INLINE void row_apply_unit(__global const DATA_T *x, __global const DATA_T *addend,
-                                  __global const float *weight, __global const float *bias,
-                                  __global DATA_T *y, __global DATA_T *h, ulong o, ulong c0,
-                                  long left, float m, float rs)
-{
-    FLOATV v = load_lanes(x, o, left);
-    if (addend) {
-        v += load_lanes(addend, o, left);
-        store_lanes(h, o, left, v);
-    }
-    FLOATV out = (v - m) * rs * (weight ? load_lanes(weight, c0, left) : (FLOATV)1.0f);
-    if (bias)
-        out += load_lanes(bias, c0, left);
-    store_lanes(y, o, left, out);
-}
-
 /* Row o's apply (D values, mean m, rstd rs) and, in the same loop with `next`, the sum of the next
  * row's values pivoted by k (returned): the cached row is written while the next one is read
  * from memory, reads and writes at once as in a copy. */
@@ -376,11 +358,13 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
                                       int next, float k)
 {
     const ulong whole = D / VEC * VEC;
+    const FLOATV st[2] = {m, rs}; /* gn_unit's forward values (m = 0 for RMS: v - 0 = v) */
     FLOATV s0 = 0.0f, s1 = 0.0f;
     ulong j = 0;
     for (; j + 2 * VEC <= whole; j += 2 * VEC) {
-        row_apply_unit(x, addend, weight, bias, y, h, o + j, j, VEC, m, rs);
-        row_apply_unit(x, addend, weight, bias, y, h, o + j + VEC, j + VEC, VEC, m, rs);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, st);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j + VEC, VEC, 0,
+                j + VEC, st);
         if (next) {
             s0 += pivoted(x, addend, o + D + j, VEC, k);
             s1 += pivoted(x, addend, o + D + j + VEC, VEC, k);
@@ -388,7 +372,7 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
     }
     for (; j < D; j += VEC) {
         const long left = (long)(D - j) < VEC ? (long)(D - j) : VEC;
-        row_apply_unit(x, addend, weight, bias, y, h, o + j, j, left, m, rs);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, st);
         if (next)
             s1 += pivoted(x, addend, o + D + j, left, k);
     }
