@@ -550,6 +550,57 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
     *second = a2 + b2;
 }
 
+/* bn_reduce_rows' work on channels c0.. (`left` of them to C) for the block of rows r0 + j * step,
+ * j < nr: the gradient sums (and each row's, into row_a, row_b), or the statistics, merged into
+ * the partial set. */
+ALWAYS_INLINE
+void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
+                 __global const float *mean_in, __global const float *row_mean,
+                 __global const float *row_rstd, __global const float *row_weight,
+                 __global float *row_sets, ulong n, ulong C, ulong mean_cg, int mode,
+                 __global float *set, ulong r0, uint nr, ulong step, float count, ulong c0,
+                 long left, FLOATV *row_a, FLOATV *row_b)
+{
+    FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
+    if (mode == REDUCE_GRAD) {
+        FLOATV sum = 0.0f, second = 0.0f;
+        /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+        const FLOATV mu =
+            mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
+        const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
+        if (!row_mean && !row_rstd && !row_sets) {
+            /* batch and group norm: no per-row values (with NULL known, the compiler drops
+             * their checks from the loop) */
+            if (mask)
+                grad_rows(x, dy, mask, r0, nr, step, C, c0, left, mu, &sum, &second);
+            else
+                grad_rows(x, dy, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
+        }
+        for (uint j = 0; (row_mean || row_rstd || row_sets) && j < nr; j++) {
+            const ulong r = r0 + j * step;
+            const float rm = row_mean ? row_mean[r] : 0.0f;
+            FLOATV g = load_lanes(dy, r * C + c0, left);
+            if (mask)
+                g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+            const FLOATV xv = load_lanes(x, r * C + c0, left);
+            sum += g;
+            second += g * (row_rstd ? (xv - rm) * row_rstd[r] : xv - mu);
+            if (row_sets) {
+                const FLOATV gw = g * w;
+                row_a[j] += gw;
+                row_b[j] += gw * (xv - rm);
+            }
+        }
+        a += sum;
+        b += second;
+    } else {
+        float cnt = count; /* the pivot: row 0 */
+        row_block_merge(x, r0, nr, step, C, c0, left, load_lanes(x, c0, left), &cnt, &a, &b);
+    }
+    store_lanes(set + C, c0, left, a);
+    store_lanes(set + 2 * C, c0, left, b);
+}
+
 /* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
  * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
  * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
@@ -592,48 +643,15 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
         for (uint j = 0; j < ROW_BLOCK; j++)
             row_a[j] = row_b[j] = 0.0f;
-        for (ulong c0 = 0; c0 < C; c0 += VEC) {
-            const long left = (long)(C - c0);
-            FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
-            if (mode == REDUCE_GRAD) {
-                FLOATV sum = 0.0f, second = 0.0f;
-                /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-                const FLOATV mu =
-                    mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
-                const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
-                if (!row_mean && !row_rstd && !row_sets) {
-                    /* batch and group norm: no per-row values (with NULL known, the compiler
-                     * drops their checks from the loop) */
-                    if (mask)
-                        grad_rows(x, dy, mask, r0, nr, step, C, c0, left, mu, &sum, &second);
-                    else
-                        grad_rows(x, dy, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
-                }
-                for (uint j = 0; (row_mean || row_rstd || row_sets) && j < nr; j++) {
-                    const ulong r = r0 + j * step;
-                    const float rm = row_mean ? row_mean[r] : 0.0f;
-                    FLOATV g = load_lanes(dy, r * C + c0, left);
-                    if (mask)
-                        g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
-                    const FLOATV xv = load_lanes(x, r * C + c0, left);
-                    sum += g;
-                    second += g * (row_rstd ? (xv - rm) * row_rstd[r] : xv - mu);
-                    if (row_sets) {
-                        const FLOATV gw = g * w;
-                        row_a[j] += gw;
-                        row_b[j] += gw * (xv - rm);
-                    }
-                }
-                a += sum;
-                b += second;
-            } else {
-                float cnt = count; /* the pivot: row 0 */
-                row_block_merge(x, r0, nr, step, C, c0, left, load_lanes(x, c0, left), &cnt, &a,
-                                &b);
-            }
-            store_lanes(set + C, c0, left, a);
-            store_lanes(set + 2 * C, c0, left, b);
-        }
+        /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
+        const ulong whole = C / VEC * VEC;
+        for (ulong c0 = 0; c0 < whole; c0 += VEC)
+            rows_vector(x, dy, mask, mean_in, row_mean, row_rstd, row_weight, row_sets, n, C,
+                        mean_cg, mode, set, r0, nr, step, count, c0, VEC, row_a, row_b);
+        if (whole < C)
+            rows_vector(x, dy, mask, mean_in, row_mean, row_rstd, row_weight, row_sets, n, C,
+                        mean_cg, mode, set, r0, nr, step, count, whole, (long)(C - whole), row_a,
+                        row_b);
         for (uint j = 0; row_sets && j < nr; j++) {
             const ulong r = r0 + j * step;
             row_sets[r] = (float)C;
