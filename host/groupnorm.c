@@ -379,10 +379,11 @@ fail:
 static clnorm_status enqueue_param_finish(clnorm_context *ctx, launch_chain *chain,
                                           const program_entry *prog, const gn_problem *pb,
                                           const clnorm_norm_grad_buffers *b, cl_mem sets,
-                                          cl_uint num_sets, cl_mem coef)
+                                          cl_uint num_sets, bool uniform_counts, cl_mem coef)
 {
     channel_args pa = {.sets = sets,
                        .num_sets = num_sets,
+                       .uniform_counts = uniform_counts,
                        .mode = CH_GRAD,
                        .coef = coef,
                        .dgamma = b->dweight,
@@ -426,7 +427,9 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
         TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_backward_fused"),
                          args, ARRAY_SIZE(args), 1, &items, &local));
         if (params)
-            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, col_sets, (cl_uint)items, coef));
+            /* a work-item's rows count once in every column (layer/RMS norm: rows of channels) */
+            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, col_sets, (cl_uint)items,
+                                     pb->spatial == 1, coef));
         chain_end(ctx, &chain, event, true);
         return CLNORM_OK;
     }
@@ -447,7 +450,7 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
                                 .row_sets = row_sets,
                                 .mode = REDUCE_GRAD};
             TRY(bn_enqueue_stage1(ctx, &chain, prog, &columns, &in, &sets, &num_sets));
-            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, coef));
+            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, true, coef));
         }
         if (row_sets) {
             sets = row_sets;
@@ -470,7 +473,7 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
         TRY(enqueue_sample_partials(ctx, &chain, prog, pb, REDUCE_GRAD, b->x, b->dy, b->weight,
                                     b->mean, b->rstd, NULL, sets, NULL, channels));
         if (params)
-            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, channels, 1, coef));
+            TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, channels, 1, false, coef));
         num_sets = 1;
     }
     channel_args ca = {.sets = sets,
