@@ -645,9 +645,11 @@ static size_t effective_work_group(const bench *b)
 /* The tensor passes the implementation makes for this row: op->passes, except where the
  * library takes a shorter path on work-groups of one (CPUs). Mirrors bn_fused_tile in
  * host/batchnorm.c (channels-first, a channel of every input within the larger of 256 KiB and a
- * quarter of a compute unit's share of the cache, at least 4 channels per compute unit) and host/groupnorm.c (group_forward and group_backward: one launch where a
- * group is a row that fits in cache, or in channels-last forward a sample per work-item; else the
- * row sums of layer and RMS norm's backward ride on the column sums' pass). */
+ * quarter of a compute unit's share of the cache, at least 4 channels per compute unit; the
+ * channels-last backward of a fused add + ReLU) and host/groupnorm.c (group_forward and
+ * group_backward: one launch where a group is a row that fits in cache, or in channels-last
+ * forward a sample per work-item; else the row sums of layer and RMS norm's backward ride on the
+ * column sums' pass). */
 static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
                                       int layout)
 {
@@ -684,6 +686,11 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         return op->reads + op->writes;
     if (rows && !strcmp(op->op, "backward"))
         return op->passes - 2; /* the row sums ride on the column sums' pass */
+    /* host/batchnorm.c backward: with a fused add + ReLU in channels-last, the sums' pass writes
+     * the residual's gradient and the dx pass reads it instead of dy and the mask */
+    if (!strcmp(op->family, "batchnorm") && layout == 1 && !strcmp(op->op, "backward") &&
+        op->residual)
+        return op->passes - 1;
     return op->passes;
 }
 

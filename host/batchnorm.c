@@ -222,12 +222,12 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
                             args, ARRAY_SIZE(args), 2, p.global, p.local);
     }
     if (p.whole_rows) {
-        kernel_arg args[] = {ARG(in->x),        ARG(in->dy),       ARG(in->mask),
-                             ARG(in->mean),     ARG(in->row_mean), ARG(in->row_rstd),
-                             ARG(in->row_weight), ARG(rows),       ARG(c),
-                             ARG(cg),           ARG(p.sets),       ARG(p.per_sample),
-                             ARG(m),            ARG(*sets),        ARG(in->pivots),
-                             ARG(in->row_sets)};
+        kernel_arg args[] = {ARG(in->x),         ARG(in->dy),         ARG(in->mask),
+                             ARG(in->masked_dy), ARG(in->mean),       ARG(in->row_mean),
+                             ARG(in->row_rstd),  ARG(in->row_weight), ARG(rows),
+                             ARG(c),             ARG(cg),             ARG(p.sets),
+                             ARG(p.per_sample),  ARG(m),              ARG(*sets),
+                             ARG(in->pivots),    ARG(in->row_sets)};
         return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_reduce_rows"),
                             args, ARRAY_SIZE(args), 1, p.global, p.local);
     }
@@ -621,7 +621,16 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
         return CLNORM_OK;
     }
     TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
-    stage1_inputs in = {.x = b->x, .dy = b->dy, .mask = mask, .mean = b->mean, .mode = REDUCE_GRAD};
+    /* With a fused add + ReLU on bn_reduce_rows, the sums' pass also writes the residual's
+     * gradient (the masked dy), and the dx pass reads it instead of dy and the mask: 7 passes
+     * instead of 8. */
+    const bool masked_first = mask && b->dresidual && bn_stage1_writes_rows(prog, &g);
+    stage1_inputs in = {.x = b->x,
+                        .dy = b->dy,
+                        .mask = mask,
+                        .masked_dy = masked_first ? b->dresidual : NULL,
+                        .mean = b->mean,
+                        .mode = REDUCE_GRAD};
     TRY(bn_enqueue_stage1(ctx, &chain, prog, &g, &in, &sets, &num_sets));
     channel_args ca = {.sets = sets,
                        .num_sets = num_sets,
@@ -637,12 +646,12 @@ static clnorm_status backward(clnorm_context *ctx, const clnorm_shape *shape,
                        .dbeta = b->dbeta,
                        .uniform_counts = true};
     TRY(bn_enqueue_channel(ctx, &chain, prog, g.c, &ca));
-    elementwise_args ea = {.in1 = b->dy,
+    elementwise_args ea = {.in1 = masked_first ? b->dresidual : b->dy,
                            .in2 = frozen ? NULL : b->x,
-                           .mask = mask,
+                           .mask = masked_first ? NULL : mask,
                            .coef = coef,
                            .out = b->dx,
-                           .out2 = b->dresidual,
+                           .out2 = masked_first ? NULL : b->dresidual,
                            .flags = FLAG_LAST_FIRST}; /* after the gradient sums' pass */
     TRY(bn_enqueue_elementwise(ctx, &chain, prog, g.total, inner_size(&g), g.c, &ea));
     chain_end(ctx, &chain, event, true);

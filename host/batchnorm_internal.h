@@ -85,6 +85,9 @@ typedef struct stage1_inputs {
     /* LayerNorm's backward on bn_reduce_rows (see bn_stage1_writes_rows): with the column sums,
      * each row's sums of row_weight * dy and row_weight * dy * (x - row_mean), 3 x rows floats */
     cl_mem row_weight, row_sets;
+    /* gradients with mask on bn_reduce_rows (see bn_stage1_writes_rows): receives dy masked by
+     * mask > 0, the gradient of a fused add's residual */
+    cl_mem masked_dy;
 } stage1_inputs;
 
 /* Channels per work-item of the one-launch kernels (bn_forward_fused, bn_backward_fused,

@@ -503,14 +503,16 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
 }
 
 /* One vector's gradient sums at o (`left` values): sum dy' and sum dy' * (x - mu), dy' = dy
- * masked by mask > 0 when given. */
+ * masked by mask > 0 when given; dy' also goes to masked_dy when given. */
 ALWAYS_INLINE void grad_unit(__global const DATA_T *x, __global const DATA_T *dy,
-                             __global const DATA_T *mask, ulong o, long left, FLOATV mu,
-                             FLOATV *sum, FLOATV *second)
+                             __global const DATA_T *mask, __global DATA_T *masked_dy, ulong o,
+                             long left, FLOATV mu, FLOATV *sum, FLOATV *second)
 {
     FLOATV g = load_lanes(dy, o, left);
     if (mask)
         g = RELU_MASK(g, load_lanes(mask, o, left));
+    if (masked_dy)
+        store_lanes(masked_dy, o, left, g);
     *sum += g;
     *second += g * lane_select(load_lanes(x, o, left) - mu, left);
 }
@@ -518,11 +520,12 @@ ALWAYS_INLINE void grad_unit(__global const DATA_T *x, __global const DATA_T *dy
 /* Gradient sums over rows r0 + j * step, j < nr, of channels c0.. (`left` to the row's end),
  * without per-row statistics. */
 ALWAYS_INLINE void grad_rows(__global const DATA_T *x, __global const DATA_T *dy,
-                             __global const DATA_T *mask, ulong r0, uint nr, ulong step, ulong C,
-                             ulong c0, long left, FLOATV mu, FLOATV *sum, FLOATV *second)
+                             __global const DATA_T *mask, __global DATA_T *masked_dy, ulong r0,
+                             uint nr, ulong step, ulong C, ulong c0, long left, FLOATV mu,
+                             FLOATV *sum, FLOATV *second)
 {
     for (uint j = 0; j < nr; j++)
-        grad_unit(x, dy, mask, (r0 + j * step) * C + c0, left, mu, sum, second);
+        grad_unit(x, dy, mask, masked_dy, (r0 + j * step) * C + c0, left, mu, sum, second);
 }
 
 /* Gradient sums over `planes` runs of `len` values (run n at base + n * stride): whole vectors
@@ -538,13 +541,13 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
         const ulong o = base + n * stride;
         ulong p = 0;
         for (; p + 2 * VEC <= whole; p += 2 * VEC) {
-            grad_unit(x, dy, mask, o + p, VEC, mu, &a1, &a2);
-            grad_unit(x, dy, mask, o + p + VEC, VEC, mu, &b1, &b2);
+            grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
+            grad_unit(x, dy, mask, NULL, o + p + VEC, VEC, mu, &b1, &b2);
         }
         for (; p < whole; p += VEC)
-            grad_unit(x, dy, mask, o + p, VEC, mu, &a1, &a2);
+            grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
         if (whole < len)
-            grad_unit(x, dy, mask, o + whole, (long)(len - whole), mu, &b1, &b2);
+            grad_unit(x, dy, mask, NULL, o + whole, (long)(len - whole), mu, &b1, &b2);
     }
     *sum = a1 + b1;
     *second = a2 + b2;
@@ -555,7 +558,7 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
  * the partial set. */
 ALWAYS_INLINE
 void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
-                 __global const float *mean_in, __global const float *row_mean,
+                 __global DATA_T *masked_dy, __global const float *mean_in, __global const float *row_mean,
                  __global const float *row_rstd, __global const float *row_weight,
                  __global float *row_sets, ulong n, ulong C, ulong mean_cg, int mode,
                  __global float *set, ulong r0, uint nr, ulong step, float count, ulong c0,
@@ -571,10 +574,12 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
         if (!row_mean && !row_rstd && !row_sets) {
             /* batch and group norm: no per-row values (with NULL known, the compiler drops
              * their checks from the loop) */
-            if (mask)
-                grad_rows(x, dy, mask, r0, nr, step, C, c0, left, mu, &sum, &second);
+            if (mask && masked_dy)
+                grad_rows(x, dy, mask, masked_dy, r0, nr, step, C, c0, left, mu, &sum, &second);
+            else if (mask)
+                grad_rows(x, dy, mask, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
             else
-                grad_rows(x, dy, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
+                grad_rows(x, dy, NULL, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
         }
         for (uint j = 0; (row_mean || row_rstd || row_sets) && j < nr; j++) {
             const ulong r = r0 + j * step;
@@ -607,13 +612,16 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
  * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
  * fit in private memory. With row_sets (gradients, LayerNorm's backward), the same pass also
  * writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
- * NULL), M each: the row reduction of the backward without a pass of its own. Work-items: S. */
+ * NULL), M each: the row reduction of the backward without a pass of its own. With mask and
+ * masked_dy (batch norm's backward of a fused add + ReLU), the masked dy goes to masked_dy, the
+ * residual's gradient: the dx pass then reads it alone instead of dy and mask. Work-items: S. */
 __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
-                             __global const DATA_T *mask, __global const float *mean_in,
-                             __global const float *row_mean, __global const float *row_rstd,
-                             __global const float *row_weight, ulong M, ulong C, ulong mean_cg,
-                             uint S, uint per_sample, int mode, __global float *sets,
-                             __global float *pivots, __global float *row_sets)
+                             __global const DATA_T *mask, __global DATA_T *masked_dy,
+                             __global const float *mean_in, __global const float *row_mean,
+                             __global const float *row_rstd, __global const float *row_weight,
+                             ulong M, ulong C, ulong mean_cg, uint S, uint per_sample, int mode,
+                             __global float *sets, __global float *pivots,
+                             __global float *row_sets)
 {
     const ulong s = get_global_id(0);
     if (s >= S)
@@ -646,12 +654,12 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
         const ulong whole = C / VEC * VEC;
         for (ulong c0 = 0; c0 < whole; c0 += VEC)
-            rows_vector(x, dy, mask, mean_in, row_mean, row_rstd, row_weight, row_sets, n, C,
-                        mean_cg, mode, set, r0, nr, step, count, c0, VEC, row_a, row_b);
+            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                        n, C, mean_cg, mode, set, r0, nr, step, count, c0, VEC, row_a, row_b);
         if (whole < C)
-            rows_vector(x, dy, mask, mean_in, row_mean, row_rstd, row_weight, row_sets, n, C,
-                        mean_cg, mode, set, r0, nr, step, count, whole, (long)(C - whole), row_a,
-                        row_b);
+            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                        n, C, mean_cg, mode, set, r0, nr, step, count, whole, (long)(C - whole),
+                        row_a, row_b);
         for (uint j = 0; row_sets && j < nr; j++) {
             const ulong r = r0 + j * step;
             row_sets[r] = (float)C;
