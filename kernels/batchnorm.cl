@@ -934,6 +934,24 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
 /* contiguous chunks last first: after a reduction over the same tensors, whose work-items took
  * the same chunks first to last, the first chunks read are those it left in the cache */
 #define FLAG_LAST_FIRST 4
+/* whole vectors of out and out2 through streaming stores (cleared where a buffer is not aligned
+ * to the vector) */
+#define FLAG_STREAM 8
+
+/* out's whole vectors through a streaming store with FLAG_STREAM, else store_lanes */
+ALWAYS_INLINE void store_result(__global DATA_T *p, ulong o, long left, FLOATV v, int flags)
+{
+    if ((flags & FLAG_STREAM) && left >= VEC)
+        STREAM_STOREV(p, o, v);
+    else
+        store_lanes(p, o, left, v);
+}
+
+/* True when p is aligned to a vector (streaming stores need it) */
+bool vector_aligned(__global const DATA_T *p)
+{
+    return ((ulong)p & (VEC * sizeof(DATA_T) - 1)) == 0;
+}
 
 /* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
  * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
@@ -954,7 +972,7 @@ void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
         if (mask)
             g = RELU_MASK(g, load_lanes(mask, o, left));
         if (out2)
-            store_lanes(out2, o, left, g);
+            store_result(out2, o, left, g, flags);
         r += a * g;
     }
     if (in2)
@@ -963,7 +981,7 @@ void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
         r += load_lanes(residual, o, left);
     if (flags & FLAG_RELU)
         r = select(r, (FLOATV)0.0f, isless(r, (FLOATV)0.0f));
-    store_lanes(out, o, left, r);
+    store_result(out, o, left, r, flags);
 }
 
 /* Units [pos, stop) of segment seg (bn_elementwise's contiguous path). With `whole`, every unit
@@ -1118,6 +1136,8 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                              ulong step, int flags)
 {
     const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
+    if (!vector_aligned(out) || (out2 && !vector_aligned(out2)))
+        flags &= ~FLAG_STREAM;
     if (step == 1) {
         /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
         const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)

@@ -5,7 +5,7 @@
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
 
-/* Storage type. fp32 today; a half or bfloat16 build redefines these five and nothing else. */
+/* Storage type. fp32 today; a half or bfloat16 build redefines these and STREAM_STOREV. */
 #define DATA_T float
 #define LOAD(p, i) ((p)[i])
 #define STORE(p, i, v) ((p)[i] = (v))
@@ -17,6 +17,18 @@
 #define FLOATV CAT(float, VEC)
 #define LOADV(p, i) CAT(vload, VEC)((i), (p))
 #define STOREV(p, i, v) CAT(vstore, VEC)((v), (i), (p))
+#endif
+
+/* A whole vector's store that bypasses the cache (a non-temporal store: no read of the line
+ * before it is written), for outputs not read again soon; p + i must be aligned to the vector.
+ * Where the compiler lacks the builtin, a plain store. */
+#if defined(__has_builtin)
+#if __has_builtin(__builtin_nontemporal_store)
+#define STREAM_STOREV(p, i, v) __builtin_nontemporal_store((v), (__global FLOATV *)((p) + (i)))
+#endif
+#endif
+#ifndef STREAM_STOREV
+#define STREAM_STOREV(p, i, v) STOREV((p) + (i), 0, (v))
 #endif
 
 /* For the small helpers of per-vector loops: PoCL's LLVM otherwise leaves some of them as calls
