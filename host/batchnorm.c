@@ -306,12 +306,9 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
                      &global, &chunk, &contiguous);
     cl_ulong segs = segments, len = seg_len, c = channels, ch = chunk;
     cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
-    /* Contiguous runs of whole aligned vectors (every unit starts on a vector) store an output
-     * larger than a compute unit's cache share past the cache: a plain store first reads each
-     * line, 1.5x the bytes of a copy (oneDNN's fp32 batch norm streams its stores too). Smaller
-     * outputs stay in the cache for the op that reads them next. */
+    /* streaming stores where every unit starts on a whole vector */
     cl_int flags = a->flags;
-    if (contiguous && (flat || seg_len % vec == 0) && total * sizeof(float) >= bn_cache_share(ctx))
+    if (contiguous && (flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
     const given_stats *st = &a->stats;
     kernel_arg args[] = {ARG(a->in1),      ARG(a->in2),      ARG(a->residual),
@@ -442,6 +439,12 @@ uint64_t bn_cache_share(const clnorm_context *ctx)
     const uint64_t units = ctx->dev.compute_units ? ctx->dev.compute_units : 1;
     const uint64_t cache = ctx->dev.cache_bytes ? ctx->dev.cache_bytes : units << 20;
     return cache / (4 * units);
+}
+
+/* (batchnorm_internal.h) */
+bool bn_streams_output(const clnorm_context *ctx, const program_entry *prog, size_t elements)
+{
+    return prog->work_group_size == 1 && elements * sizeof(float) >= bn_cache_share(ctx);
 }
 
 /* (batchnorm_internal.h) */

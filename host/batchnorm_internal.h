@@ -13,7 +13,7 @@ typedef struct bn_geometry {
 /* Values shared with kernels/batchnorm.cl. */
 enum { REDUCE_STATS = 0, REDUCE_GRAD = 1 };
 enum { CH_FINALIZE = 0, CH_STATS_OUT = 1, CH_GRAD = 2, CH_COEF = 3 };
-enum { CHF_FROZEN = 1, CHF_RMS = 2 };
+enum { CHF_FROZEN = 1, CHF_RMS = 2, CHF_STREAM = 4 };
 
 static inline size_t ceil_div(size_t a, size_t b)
 {
@@ -102,6 +102,12 @@ size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const
  * a quarter of a compute unit's share (1 MiB per unit where the device does not report its
  * cache): the other units, the streams in flight and other processes use the rest. */
 uint64_t bn_cache_share(const clnorm_context *ctx);
+
+/* Whether an output of `elements` values written by contiguous runs (work-groups of one) goes
+ * through streaming stores past the cache (FLAG_STREAM, CHF_STREAM): a plain store first reads
+ * each line, 1.5x the bytes of a copy (oneDNN's fp32 batch norm streams its stores too). Outputs
+ * within a compute unit's cache share stay in the cache for the op that reads them next. */
+bool bn_streams_output(const clnorm_context *ctx, const program_entry *prog, size_t elements);
 
 /* Whether stage 1 over this channels-last geometry is bn_reduce_rows, which can also take row
  * sums in the same pass (stage1_inputs.row_sets). */

@@ -137,6 +137,14 @@ __kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
 #define GN_FORWARD 0  /* out = (x [+ addend] - mean[r]) * rstd[r] * weight[c] + bias[c] */
 #define GN_BACKWARD 1 /* out = a[r] * weight[c] * dy + b[r] + e[r] * (x - center[r]) [+ dh_in] */
 
+/* Whether a one-launch kernel's stores of `out` stream past the cache (CHF_STREAM, as
+ * bn_elementwise's FLAG_STREAM): asked for, out aligned to the vector, segments of whole
+ * vectors. */
+int streams(int flags, __global const DATA_T *out, ulong seg_len)
+{
+    return (flags & CHF_STREAM) && seg_len % VEC == 0 && vector_aligned(out);
+}
+
 /* A per-group value for the lanes of a unit at channel c0 = g0 * Cg + rem (`left` channels to
  * the segment's end): one value for a channels-first plane (lanes = 0), a vector load for
  * per-channel values (Cg = 1), one value when the unit lies in one group, else lane by lane. */
@@ -177,8 +185,9 @@ ALWAYS_INLINE
 void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
-             int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s)
+             int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s, int stream)
 {
+    const int store_flags = stream ? FLAG_STREAM : 0;
     const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
     FLOATV v = load_lanes(x, o, left);
     if (mode == GN_FORWARD) {
@@ -189,13 +198,13 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
         FLOATV y = (centered ? v - s[0] : v) * s[1] * wt;
         if (bias)
             y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
-        store_lanes(out, o, left, y);
+        store_result(out, o, left, y, store_flags);
         return;
     }
     FLOATV d = s[0] * wt * load_lanes(dy, o, left) + s[1] + s[2] * (v - s[3]);
     if (extra)
         d += load_lanes(extra, o, left);
-    store_lanes(out, o, left, d);
+    store_result(out, o, left, d, store_flags);
 }
 
 /* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
@@ -208,7 +217,7 @@ void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global co
             __global const float *stat_b, __global const float *weight,
             __global const float *bias, __global DATA_T *out, __global DATA_T *out2, ulong R,
             ulong Cg, int lanes, int mode, ulong seg, ulong seg_len, ulong c, ulong r_first,
-            ulong pos, ulong stop, int whole, int fixed, ulong g0, ulong rem)
+            ulong pos, ulong stop, int whole, int fixed, ulong g0, ulong rem, int stream)
 {
     FLOATV s[4];
     if (fixed) /* one group: the values of group r_first, on every lane */
@@ -218,7 +227,7 @@ void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global co
         if (!fixed)
             gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, left, s);
         gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
-                seg * seg_len + pos * VEC, left, c, pos * VEC, s);
+                seg * seg_len + pos * VEC, left, c, pos * VEC, s, stream);
         if (lanes && Cg > 1) /* (per-channel values need no group) */
             for (rem += VEC; rem >= Cg; rem -= Cg)
                 g0++;
@@ -288,12 +297,12 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
             const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
             gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,
                    mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, fixed, g0,
-                   rem);
+                   rem, 0);
             if ((pos > whole ? pos : whole) < stop) {
                 const ulong p = pos > whole ? pos : whole, pg = lanes ? p * VEC / Cg : 0;
                 gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
                        lanes, mode, seg, seg_len, c, r_first, p, stop, 0, fixed, pg,
-                       lanes ? p * VEC - pg * Cg : 0);
+                       lanes ? p * VEC - pg * Cg : 0, 0);
             }
             u += stop - pos;
             pos = 0;
@@ -309,7 +318,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         FLOATV s[4];
         gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, s);
         gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
-                w.seg * seg_len + c0, left, w.c, c0, s);
+                w.seg * seg_len + c0, left, w.c, c0, s, 0);
     }
 }
 
@@ -339,13 +348,13 @@ ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *a
                               __global const float *weight, __global const float *bias,
                               __global DATA_T *y, __global DATA_T *h, ulong R, ulong Cg,
                               int lanes, ulong seg, ulong seg_len, ulong c, ulong r, ulong whole,
-                              ulong ups, int fixed)
+                              ulong ups, int fixed, int stream)
 {
     const ulong g0 = fixed ? 0 : whole * VEC / Cg;
     gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
-           seg_len, c, r, 0, whole, 1, fixed, 0, 0);
+           seg_len, c, r, 0, whole, 1, fixed, 0, 0, stream);
     gn_run(x, addend, NULL, NULL, mean, rstd, weight, bias, y, h, R, Cg, lanes, GN_FORWARD, seg,
-           seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg);
+           seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg, stream);
 }
 
 /* Row o's apply (D values, mean m, rstd rs) and, in the same loop with `next`, the sum of the next
@@ -355,16 +364,17 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
                                       __global const float *weight,
                                       __global const float *bias, __global DATA_T *y,
                                       __global DATA_T *h, ulong o, ulong D, float m, float rs,
-                                      int next, float k)
+                                      int next, float k, int stream)
 {
     const ulong whole = D / VEC * VEC;
     const FLOATV st[2] = {m, rs}; /* gn_unit's forward values (m = 0 for RMS: v - 0 = v) */
     FLOATV s0 = 0.0f, s1 = 0.0f;
     ulong j = 0;
     for (; j + 2 * VEC <= whole; j += 2 * VEC) {
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, st);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, st,
+                stream);
         gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j + VEC, VEC, 0,
-                j + VEC, st);
+                j + VEC, st, stream);
         if (next) {
             s0 += pivoted(x, addend, o + D + j, VEC, k);
             s1 += pivoted(x, addend, o + D + j + VEC, VEC, k);
@@ -372,7 +382,8 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
     }
     for (; j < D; j += VEC) {
         const long left = (long)(D - j) < VEC ? (long)(D - j) : VEC;
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, st);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, st,
+                stream);
         if (next)
             s1 += pivoted(x, addend, o + D + j, left, k);
     }
@@ -386,7 +397,8 @@ ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *a
                               __global const float *weight, __global const float *bias,
                               __global float *mean_out, __global float *rstd,
                               __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
-                              ulong R, ulong D, ulong r_first, uint here, float eps, int flags)
+                              ulong R, ulong D, ulong r_first, uint here, float eps, int flags,
+                              int stream)
 {
     const int rms = flags & CHF_RMS;
     const float count = (float)D;
@@ -404,9 +416,9 @@ ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *a
         const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
         if (t + 1 < here) {
             k = LOAD(x, o + D) + (addend ? LOAD(addend, o + D) : 0.0f);
-            sum = row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 1, k);
+            sum = row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 1, k, stream);
         } else {
-            row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 0, 0.0f);
+            row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 0, 0.0f, stream);
         }
     }
 }
@@ -429,13 +441,15 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     const ulong r_first = get_global_id(0) * tile;
     const uint here = tile_count(r_first, R, tile);
     const int rms = flags & CHF_RMS;
+    /* segments (rows, or planes) start on whole vectors */
+    const int stream = streams(flags, y, HW == 1 ? D : HW);
     if (HW == 1) { /* rows (with their NULLs known to the compiler without a residual) */
         if (addend)
             fused_rows(x, addend, weight, bias, mean_out, rstd, out_sets, y, h, R, D, r_first,
-                       here, eps, flags);
+                       here, eps, flags, stream);
         else
             fused_rows(x, NULL, weight, bias, mean_out, rstd, out_sets, y, NULL, R, D, r_first,
-                       here, eps, flags);
+                       here, eps, flags, stream);
         return;
     }
     for (uint t = 0; t < here; t++) {
@@ -451,10 +465,10 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
             /* (without a residual, with its NULLs known to the compiler) */
             if (addend)
                 gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg, 0,
-                           seg, HW, seg % C, r, whole, ups, 1);
+                           seg, HW, seg % C, r, whole, ups, 1, stream);
             else
                 gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg, 0,
-                           seg, HW, seg % C, r, whole, ups, 1);
+                           seg, HW, seg % C, r, whole, ups, 1, stream);
         }
     }
 }
@@ -558,7 +572,7 @@ ALWAYS_INLINE void sample_forward(__global const DATA_T *x, __global const DATA_
             gn_forward_row(x, addend, mean_out, rstd, weight, bias, y, h, seg * C, n * G, G, Cg);
         else
             gn_segment(x, addend, mean_out, rstd, weight, bias, y, h, R, Cg, 1, seg, C, 0, n * G,
-                       whole, ups, G == 1);
+                       whole, ups, G == 1, 0);
     }
 }
 
@@ -628,6 +642,7 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
             store_lanes(set + q * C, c0, (long)(C - c0), (FLOATV)0.0f);
     /* segments: the row, or the group's planes; whole vectors, then a segment's partial one */
     const ulong segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW, whole = seg_len / VEC * VEC;
+    const int stream = streams(flags, dx, seg_len);
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, c_first = (r % G) * Cg;
         const float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
@@ -666,10 +681,10 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
             const ulong o = r * D + j * seg_len, c = c_first + j;
             for (ulong p = 0; p < whole; p += VEC)
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p,
-                        VEC, c, c_first + p, s);
+                        VEC, c, c_first + p, s, stream);
             if (whole < seg_len)
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD,
-                        o + whole, (long)(seg_len - whole), c, c_first + whole, s);
+                        o + whole, (long)(seg_len - whole), c, c_first + whole, s, stream);
         }
     }
     /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */

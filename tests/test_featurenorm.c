@@ -397,6 +397,7 @@ static const fn_case cases[] = {
     {LAYER, 6, 64, 1, 1, 0, 1e-5, 0, EXACT},
     {LAYER, 5, 257, 1, 1, 0, 1e-5, 0, EXACT},
     {LAYER, 8, 33, 1, 1, 0, 1e-5, 1, RANDOM}, /* small, R >= 8: CPUs' one-launch paths */
+    {LAYER, 256, 4096, 1, 1, 0, 1e-5, 1, RANDOM}, /* 4 MiB: CPUs' streaming stores */
     /* RMSNorm */
     {RMS, 1, 1, 1, 1, 0, CLNORM_RMS_DEFAULT_EPS, 0, RANDOM},
     {RMS, 3, 33, 1, 1, 0, 1e-6, 0, RANDOM},
@@ -406,6 +407,7 @@ static const fn_case cases[] = {
     {RMS, 3, 257, 1, 1, 0, 1e-5, 1, RANDOM},
     {RMS, 16, 257, 1, 1, 0, 1e-5, 0, OFFSET},
     {RMS, 9, 20, 1, 1, 0, 1e-5, 0, RANDOM},
+    {RMS, 256, 4096, 1, 1, 0, CLNORM_RMS_DEFAULT_EPS, 0, RANDOM},
     /* GroupNorm, G in {1, 2, 32, C}, both layouts */
     {GROUP, 2, 64, 49, 32, 0, 1e-5, 0, RANDOM},
     {GROUP, 2, 64, 49, 32, 1, 1e-5, 0, RANDOM},
@@ -431,6 +433,7 @@ static const fn_case cases[] = {
     {GROUP, 4, 6, 11, 1, 1, 1e-5, 0, OFFSET},
     {GROUP, 6, 16, 13, 2, 1, 1e-5, 0, CONSTANT},
     {GROUP, 4, 24, 6, 3, 1, 1e-5, 0, EXACT},
+    {GROUP, 16, 64, 1024, 8, 0, 1e-5, 0, RANDOM}, /* 4 MiB, planes of whole vectors: streaming */
     /* InstanceNorm (G = C) */
     {INSTANCE, 3, 4, 25, 4, 0, 1e-5, 0, RANDOM},
     {INSTANCE, 3, 4, 25, 4, 1, 1e-5, 0, RANDOM},
