@@ -332,7 +332,8 @@ clnorm_status bn_enqueue_coef(clnorm_context *ctx, launch_chain *chain, const pr
                       .var_in_is_invstd = stats->var_is_invstd,
                       .gamma = stats->gamma,
                       .beta = stats->beta,
-                      .coef = coef};
+                      .coef = coef,
+                      .uniform_counts = true}; /* (no sets: VEC channels per work-item on CPUs) */
     return bn_enqueue_channel(ctx, chain, prog, channels, &a);
 }
 
