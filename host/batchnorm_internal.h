@@ -139,7 +139,8 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 }; /* as in kernels/batchnorm.cl */
+/* as in kernels/batchnorm.cl */
+enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Work-group size for kernels with a work-item per channel (or group) and no barriers. */

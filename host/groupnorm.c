@@ -306,7 +306,8 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;
         float e = (float)eps;
-        cl_int flags = (pb->rms ? CHF_RMS : 0) | (bn_streams_output(ctx, prog, pb->total) ? CHF_STREAM : 0);
+        cl_int flags = (pb->rms ? CHF_RMS : 0) |
+                       (bn_streams_output(ctx, prog, pb->total) ? CHF_STREAM : 0);
         cl_mem mean_out = pb->rms ? NULL : mean;
         kernel_arg args[] = {ARG(b->x),     ARG(b->residual), ARG(b->weight), ARG(b->bias),
                              ARG(mean_out), ARG(rstd),        ARG(instance_sets), ARG(b->y),
@@ -418,7 +419,8 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
                                   &col_sets));
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;
-        cl_int flags = (pb->rms ? CHF_RMS : 0) | (bn_streams_output(ctx, prog, pb->total) ? CHF_STREAM : 0);
+        cl_int flags = (pb->rms ? CHF_RMS : 0) |
+                       (bn_streams_output(ctx, prog, pb->total) ? CHF_STREAM : 0);
         kernel_arg args[] = {ARG(b->x),    ARG(b->dy),   ARG(b->dh_in),  ARG(b->mean),
                              ARG(b->rstd), ARG(b->weight), ARG(rows),    ARG(c),
                              ARG(hw),      ARG(groups),  ARG(t),         ARG(flags),

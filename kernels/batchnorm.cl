@@ -558,11 +558,11 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
  * the partial set. */
 ALWAYS_INLINE
 void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
-                 __global DATA_T *masked_dy, __global const float *mean_in, __global const float *row_mean,
-                 __global const float *row_rstd, __global const float *row_weight,
-                 __global float *row_sets, ulong n, ulong C, ulong mean_cg, int mode,
-                 __global float *set, ulong r0, uint nr, ulong step, float count, ulong c0,
-                 long left, FLOATV *row_a, FLOATV *row_b)
+                 __global DATA_T *masked_dy, __global const float *mean_in,
+                 __global const float *row_mean, __global const float *row_rstd,
+                 __global const float *row_weight, __global float *row_sets, ulong n, ulong C,
+                 ulong mean_cg, int mode, __global float *set, ulong r0, uint nr, ulong step,
+                 float count, ulong c0, long left, FLOATV *row_a, FLOATV *row_b)
 {
     FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
     if (mode == REDUCE_GRAD) {
