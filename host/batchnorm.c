@@ -308,7 +308,7 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_ulong item_stride = contiguous ? chunk : 1, step = contiguous ? 1 : global;
     /* streaming stores where every unit starts on a whole vector */
     cl_int flags = a->flags;
-    if (contiguous && (flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
+    if ((flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
     const given_stats *st = &a->stats;
     kernel_arg args[] = {ARG(a->in1),      ARG(a->in2),      ARG(a->residual),
