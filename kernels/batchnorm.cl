@@ -553,35 +553,45 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
     *second = a2 + b2;
 }
 
+/* bn_reduce_rows' options, as bits that its common sets pass as constants (no vector tests
+ * them): gradients (else statistics), ReLU's mask, the masked dy written, a mean per channel
+ * (mean_in with mean_cg 1), a mean per group of channels, per-row values (layer norm). */
+#define ROWS_GRAD 1
+#define ROWS_MASK 2
+#define ROWS_MASKED_DY 4
+#define ROWS_MEAN 8
+#define ROWS_GROUP_MEAN 16
+#define ROWS_PER_ROW 32
+
 /* bn_reduce_rows' work on channels c0.. (`left` of them to C) for the block of rows r0 + j * step,
  * j < nr: the gradient sums (and each row's, into row_a, row_b), or the statistics, merged into
- * the partial set. */
+ * the partial set. mean_in + mean_first: this sample's means. */
 ALWAYS_INLINE
 void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
                  __global DATA_T *masked_dy, __global const float *mean_in,
                  __global const float *row_mean, __global const float *row_rstd,
-                 __global const float *row_weight, __global float *row_sets, ulong n, ulong C,
-                 ulong mean_cg, int mode, __global float *set, ulong r0, uint nr, ulong step,
-                 float count, ulong c0, long left, FLOATV *row_a, FLOATV *row_b)
+                 __global const float *row_weight, __global float *row_sets, ulong mean_first,
+                 ulong C, ulong mean_cg, int options, __global float *set, ulong r0, uint nr,
+                 ulong step, float count, ulong c0, long left, FLOATV *row_a, FLOATV *row_b)
 {
     FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
-    if (mode == REDUCE_GRAD) {
+    if (options & ROWS_GRAD) {
         FLOATV sum = 0.0f, second = 0.0f;
         /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-        const FLOATV mu =
-            mean_in ? group_lanes(mean_in, n * (C / mean_cg), c0, mean_cg, left) : (FLOATV)0.0f;
+        const FLOATV mu = options & ROWS_MEAN ? load_lanes(mean_in + mean_first, c0, left)
+                          : options & ROWS_GROUP_MEAN
+                              ? group_lanes(mean_in, mean_first, c0, mean_cg, left)
+                              : (FLOATV)0.0f;
         const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
-        if (!row_mean && !row_rstd && !row_sets) {
-            /* batch and group norm: no per-row values (with NULL known, the compiler drops
-             * their checks from the loop) */
-            if (mask && masked_dy)
+        if (!(options & ROWS_PER_ROW)) { /* batch and group norm */
+            if ((options & ROWS_MASK) && (options & ROWS_MASKED_DY))
                 grad_rows(x, dy, mask, masked_dy, r0, nr, step, C, c0, left, mu, &sum, &second);
-            else if (mask)
+            else if (options & ROWS_MASK)
                 grad_rows(x, dy, mask, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
             else
                 grad_rows(x, dy, NULL, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
         }
-        for (uint j = 0; (row_mean || row_rstd || row_sets) && j < nr; j++) {
+        for (uint j = 0; (options & ROWS_PER_ROW) && j < nr; j++) {
             const ulong r = r0 + j * step;
             const float rm = row_mean ? row_mean[r] : 0.0f;
             FLOATV g = load_lanes(dy, r * C + c0, left);
@@ -615,6 +625,60 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
  * NULL), M each: the row reduction of the backward without a pass of its own. With mask and
  * masked_dy (batch norm's backward of a fused add + ReLU), the masked dy goes to masked_dy, the
  * residual's gradient: the dx pass then reads it alone instead of dy and mask. Work-items: S. */
+/* bn_reduce_rows' work for partial s (rows r_begin..r_end of sample n), its options given */
+ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const DATA_T *dy,
+                                       __global const DATA_T *mask, __global DATA_T *masked_dy,
+                                       __global const float *mean_in,
+                                       __global const float *row_mean,
+                                       __global const float *row_rstd,
+                                       __global const float *row_weight, ulong M, ulong C,
+                                       ulong mean_cg, int options, __global float *set,
+                                       __global float *pivots, __global float *row_sets, ulong s,
+                                       ulong r_begin, ulong r_end, ulong mean_first)
+{
+    float count = 0.0f; /* the same for every channel */
+    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (1 on rows of
+     * 4 KiB or more); statistics and per-row sums ROW_BLOCK. (Measured on PoCL's CPU device: with
+     * 8 streams of each input the gradient sums of 2 KiB rows took no less time than with the
+     * rows read in turn, 4 took 0.75-0.9x the time of the op.) */
+    const uint block = (options & ROWS_GRAD) && !row_sets
+                           ? (!mask ? 4 : C * sizeof(DATA_T) >= 4096 ? 1 : 2)
+                           : ROW_BLOCK;
+    /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
+     * be shorter: its block then lacks the last row), so that memory is read as `block` streams
+     * in address order: neighbouring rows of 1-2 KiB read in turn cut the prefetchers' streams
+     * short, and PoCL read them at half the bandwidth of one stream. */
+    const ulong rows = r_end - r_begin, step = (rows + block - 1) / block;
+    for (ulong r0 = r_begin; r0 < r_begin + step; r0++) {
+        const uint nr = (uint)((r_begin + rows - r0 + step - 1) / step);
+        FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
+        for (uint j = 0; j < ROW_BLOCK; j++)
+            row_a[j] = row_b[j] = 0.0f;
+        /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
+        const ulong whole = C / VEC * VEC;
+        for (ulong c0 = 0; c0 < whole; c0 += VEC)
+            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                        mean_first, C, mean_cg, options, set, r0, nr, step, count, c0, VEC, row_a,
+                        row_b);
+        if (whole < C)
+            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                        mean_first, C, mean_cg, options, set, r0, nr, step, count, whole,
+                        (long)(C - whole), row_a, row_b);
+        for (uint j = 0; row_sets && j < nr; j++) {
+            const ulong r = r0 + j * step;
+            row_sets[r] = (float)C;
+            row_sets[M + r] = HSUM(row_a[j]);
+            row_sets[2 * M + r] = HSUM(row_b[j]);
+        }
+        count += (float)nr;
+    }
+    for (ulong c0 = 0; c0 < C; c0 += VEC) {
+        store_lanes(set, c0, (long)(C - c0), (FLOATV)count);
+        if (s == 0 && pivots && !(options & ROWS_GRAD))
+            store_lanes(pivots, c0, (long)(C - c0), load_lanes(x, c0, (long)(C - c0)));
+    }
+}
+
 __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
                              __global const DATA_T *mask, __global DATA_T *masked_dy,
                              __global const float *mean_in, __global const float *row_mean,
@@ -633,46 +697,27 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
         store_lanes(set + C, c0, (long)(C - c0), (FLOATV)0.0f);
         store_lanes(set + 2 * C, c0, (long)(C - c0), (FLOATV)0.0f);
     }
-    float count = 0.0f; /* the same for every channel */
-    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (1 on rows of
-     * 4 KiB or more); statistics and per-row sums ROW_BLOCK. (Measured on PoCL's CPU device: with
-     * 8 streams of each input the gradient sums of 2 KiB rows took no less time than with the
-     * rows read in turn, 4 took 0.75-0.9x the time of the op.) */
-    const uint block = mode == REDUCE_GRAD && !row_sets
-                           ? (!mask ? 4 : C * sizeof(DATA_T) >= 4096 ? 1 : 2)
-                           : ROW_BLOCK;
-    /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
-     * be shorter: its block then lacks the last row), so that memory is read as `block` streams
-     * in address order: neighbouring rows of 1-2 KiB read in turn cut the prefetchers' streams
-     * short, and PoCL read them at half the bandwidth of one stream. */
-    const ulong rows = r_end - r_begin, step = (rows + block - 1) / block;
-    for (ulong r0 = r_begin; r0 < r_begin + step; r0++) {
-        const uint nr = (uint)((r_begin + rows - r0 + step - 1) / step);
-        FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
-        for (uint j = 0; j < ROW_BLOCK; j++)
-            row_a[j] = row_b[j] = 0.0f;
-        /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
-        const ulong whole = C / VEC * VEC;
-        for (ulong c0 = 0; c0 < whole; c0 += VEC)
-            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
-                        n, C, mean_cg, mode, set, r0, nr, step, count, c0, VEC, row_a, row_b);
-        if (whole < C)
-            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
-                        n, C, mean_cg, mode, set, r0, nr, step, count, whole, (long)(C - whole),
-                        row_a, row_b);
-        for (uint j = 0; row_sets && j < nr; j++) {
-            const ulong r = r0 + j * step;
-            row_sets[r] = (float)C;
-            row_sets[M + r] = HSUM(row_a[j]);
-            row_sets[2 * M + r] = HSUM(row_b[j]);
-        }
-        count += (float)nr;
+    int options = mode == REDUCE_GRAD ? ROWS_GRAD : 0;
+    if (mode == REDUCE_GRAD)
+        options |= (mask ? ROWS_MASK : 0) | (masked_dy ? ROWS_MASKED_DY : 0) |
+                   (!mean_in ? 0 : mean_cg == 1 ? ROWS_MEAN : ROWS_GROUP_MEAN) |
+                   (row_mean || row_rstd || row_sets ? ROWS_PER_ROW : 0);
+    const ulong mean_first = mean_in ? n * (C / mean_cg) : 0;
+    /* batch norm's statistics and gradient sums with the options constants; the rest tests them */
+#define ROWS_CASE(set_options)                                                                     \
+    if (options == (set_options)) {                                                                \
+        reduce_rows_partial(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, M, C, \
+                            mean_cg, (set_options), set, pivots, row_sets, s, r_begin, r_end,      \
+                            mean_first);                                                           \
+        return;                                                                                    \
     }
-    for (ulong c0 = 0; c0 < C; c0 += VEC) {
-        store_lanes(set, c0, (long)(C - c0), (FLOATV)count);
-        if (s == 0 && pivots && mode == REDUCE_STATS)
-            store_lanes(pivots, c0, (long)(C - c0), load_lanes(x, c0, (long)(C - c0)));
-    }
+    ROWS_CASE(0)
+    ROWS_CASE(ROWS_GRAD | ROWS_MEAN)
+    ROWS_CASE(ROWS_GRAD | ROWS_MEAN | ROWS_MASK)
+    ROWS_CASE(ROWS_GRAD | ROWS_MEAN | ROWS_MASK | ROWS_MASKED_DY)
+#undef ROWS_CASE
+    reduce_rows_partial(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, M, C,
+                        mean_cg, options, set, pivots, row_sets, s, r_begin, r_end, mean_first);
 }
 
 /* 1/sqrt(var + eps) of channel c from a variance, or the invstd itself (1 without either) */
