@@ -139,7 +139,7 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-/* as in kernels/batchnorm.cl */
+/* as in kernels/batchnorm.cl (bits 16 and up are the kernel's own: which operands are given) */
 enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 

@@ -616,16 +616,8 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
     store_lanes(set + 2 * C, c0, left, b);
 }
 
-/* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
- * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
- * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
- * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
- * fit in private memory. With row_sets (gradients, LayerNorm's backward), the same pass also
- * writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
- * NULL), M each: the row reduction of the backward without a pass of its own. With mask and
- * masked_dy (batch norm's backward of a fused add + ReLU), the masked dy goes to masked_dy, the
- * residual's gradient: the dx pass then reads it alone instead of dy and mask. Work-items: S. */
-/* bn_reduce_rows' work for partial s (rows r_begin..r_end of sample n), its options given */
+/* bn_reduce_rows' work for partial s (rows r_begin..r_end; the sample's means from
+ * mean_in + mean_first), its options given */
 ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const DATA_T *dy,
                                        __global const DATA_T *mask, __global DATA_T *masked_dy,
                                        __global const float *mean_in,
@@ -679,6 +671,15 @@ ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const 
     }
 }
 
+/* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
+ * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
+ * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
+ * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
+ * fit in private memory. With row_sets (gradients, LayerNorm's backward), the same pass also
+ * writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
+ * NULL), M each: the row reduction of the backward without a pass of its own. With mask and
+ * masked_dy (batch norm's backward of a fused add + ReLU), the masked dy goes to masked_dy, the
+ * residual's gradient: the dx pass then reads it alone instead of dy and mask. Work-items: S. */
 __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy,
                              __global const DATA_T *mask, __global DATA_T *masked_dy,
                              __global const float *mean_in, __global const float *row_mean,
@@ -993,11 +994,12 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
 #define OPERAND_MASK 128
 #define OPERAND_OUT2 256
 
+/* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
 int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
                   __global const DATA_T *residual, __global const DATA_T *mask,
                   __global const DATA_T *out2)
 {
-    return flags | (in1 ? OPERAND_IN1 : 0) | (in2 ? OPERAND_IN2 : 0) |
+    return (flags & (OPERAND_IN1 - 1)) | (in1 ? OPERAND_IN1 : 0) | (in2 ? OPERAND_IN2 : 0) |
            (residual ? OPERAND_RESIDUAL : 0) | (mask ? OPERAND_MASK : 0) |
            (out2 ? OPERAND_OUT2 : 0);
 }
@@ -1019,11 +1021,12 @@ bool vector_aligned(__global const DATA_T *p)
 
 /* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked, where
  * in1' = in1 masked by mask > 0 when mask is given; in1' is also written to out2 when given.
- * The forward is b + e*(x - center) (in1 NULL); the backward a*dy + b + e*(x - center).
+ * The forward is b + e*(x - center) (no in1); the backward a*dy + b + e*(x - center).
  * Coefficients (a | b | e | center), C each. Segments of seg_len values: planes of channel
  * seg % C (lane_channels = 0) or rows of the C channels (lane_channels = 1, seg_len = C). */
 /* One unit of bn_elementwise at element o (left values to the segment's end), coefficients
- * (a, b, e, center) given. */
+ * (a, b, e, center) given. Which operands there are comes from the OPERAND_ bits of flags
+ * (with_operands), not from the pointers. */
 ALWAYS_INLINE
 void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
                       __global const DATA_T *residual, __global const DATA_T *mask,
@@ -1197,7 +1200,8 @@ ALWAYS_INLINE void elementwise_chunk(__global const DATA_T *in1, __global const 
 
 /* elementwise_chunk with the operands and ReLU a constant for the common sets, so that no vector
  * tests them (streaming stays a test per vector: as a constant too, it took as long and twice
- * the compile time); the other sets (folding, a layer norm's h) test them all per vector. */
+ * the compile time); the other sets (folding, the frozen backward, dresidual without ReLU) test
+ * them per vector. */
 #define CHUNK_CASE(set)                                                                            \
     if ((flags & ~FLAG_STREAM) == (set)) {                                                         \
         elementwise_chunk(in1, in2, residual, mask, src, out, out2, segments, seg_len, C, walk,    \
@@ -1211,9 +1215,10 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
                                     int walk, ulong first, ulong chunk, int flags)
 {
     flags &= ~FLAG_LAST_FIRST; /* (taken by the caller) */
-    /* the forward: plain, ReLU, add + ReLU */
+    /* the forward: plain, ReLU, add, add + ReLU */
     CHUNK_CASE(OPERAND_IN2)
     CHUNK_CASE(OPERAND_IN2 | FLAG_RELU)
+    CHUNK_CASE(OPERAND_IN2 | OPERAND_RESIDUAL)
     CHUNK_CASE(OPERAND_IN2 | OPERAND_RESIDUAL | FLAG_RELU)
     /* the backward's dx: plain, through ReLU's mask, also writing dresidual */
     CHUNK_CASE(OPERAND_IN1 | OPERAND_IN2)
@@ -1222,6 +1227,7 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
     elementwise_chunk(in1, in2, residual, mask, src, out, out2, segments, seg_len, C, walk, first,
                       chunk, flags);
 }
+#undef CHUNK_CASE
 
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
