@@ -955,19 +955,28 @@ typedef struct coef_source {
     ulong C;
 } coef_source;
 
-void channel_coefs(const coef_source *s, ulong c, float *v)
+/* A channel's coefficients (a, b, e, center). Named fields, not an array: the flat walk's
+ * copies of an array went through the stack, each a 16-byte load of four 4-byte stores (a
+ * store-forwarding stall: a fifth of that kernel's samples in perf). */
+typedef struct channel_coef {
+    float a, b, e, center;
+} channel_coef;
+
+ALWAYS_INLINE void channel_coefs(const coef_source *s, ulong c, channel_coef *v)
 {
     if (s->coef) {
-        for (int i = 0; i < 4; i++)
-            v[i] = s->coef[i * s->C + c];
+        v->a = s->coef[c];
+        v->b = s->coef[s->C + c];
+        v->e = s->coef[2 * s->C + c];
+        v->center = s->coef[3 * s->C + c];
         return;
     }
     const float scale =
         (s->gamma ? s->gamma[c] : 1.0f) * given_invstd(s->var, s->var_is_invstd, s->eps, c);
-    v[0] = scale; /* as apply_coefficients */
-    v[1] = s->beta ? s->beta[c] : 0.0f;
-    v[2] = scale;
-    v[3] = s->mean ? s->mean[c] : 0.0f;
+    v->a = scale; /* as apply_coefficients */
+    v->b = s->beta ? s->beta[c] : 0.0f;
+    v->e = scale;
+    v->center = s->mean ? s->mean[c] : 0.0f;
 }
 
 /* Coefficient `which` (0..3) of VEC consecutive channels from c (a channels-last row's unit). */
@@ -1099,36 +1108,35 @@ void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
     const ulong o_end = u_end * VEC, whole_end = o_end < total ? o_end : total;
     ulong r = o % seg_len;       /* o's position in its plane */
     ulong c = (o / seg_len) % C; /* o's channel */
-    float cur[4], next[4];
+    channel_coef cur, next;
     if (o < o_end)
-        channel_coefs(src, c, cur);
+        channel_coefs(src, c, &cur);
     while (o < o_end) {
         /* whole units inside the plane: `left` a constant, so the lane checks fold away */
         ulong inside = (seg_len - r) / VEC;
         if (inside > (whole_end - o) / VEC)
             inside = (whole_end - o) / VEC;
         for (ulong k = 0; k < inside; k++, o += VEC)
-            elementwise_unit(in1, in2, residual, mask, out, out2, o, VEC, cur[0], cur[1], cur[2],
-                             cur[3], flags);
+            elementwise_unit(in1, in2, residual, mask, out, out2, o, VEC, cur.a, cur.b, cur.e,
+                             cur.center, flags);
         r += inside * VEC;
         if (o >= o_end)
             break;
         c = c + 1 == C ? 0 : c + 1;
-        channel_coefs(src, c, next);
+        channel_coefs(src, c, &next);
         if (r < seg_len) { /* the unit across the plane's end, or the tensor's partial last one */
             const ulong first_next = seg_len - r;
             elementwise_unit(in1, in2, residual, mask, out, out2, o,
                              o + VEC <= total ? VEC : (long)(total - o),
-                             split_lanes(cur[0], next[0], first_next),
-                             split_lanes(cur[1], next[1], first_next),
-                             split_lanes(cur[2], next[2], first_next),
-                             split_lanes(cur[3], next[3], first_next), flags);
+                             split_lanes(cur.a, next.a, first_next),
+                             split_lanes(cur.b, next.b, first_next),
+                             split_lanes(cur.e, next.e, first_next),
+                             split_lanes(cur.center, next.center, first_next), flags);
             o += VEC;
             r += VEC;
         }
         r -= seg_len;
-        for (int i = 0; i < 4; i++)
-            cur[i] = next[i];
+        cur = next;
     }
 }
 
@@ -1147,7 +1155,7 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
 {
     const int lane_channels = walk == WALK_ROWS; /* (rows always take coef) */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
-    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    channel_coef v = {0.0f, 0.0f, 0.0f, 0.0f};
     if (walk == WALK_FLAT) {
         const ulong total = segments * seg_len, flat_units = (total + VEC - 1) / VEC;
         elementwise_flat(in1, in2, residual, mask, src, out, out2, total, seg_len, C, first,
@@ -1158,20 +1166,20 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
     for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
         const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
         if (!lane_channels)
-            channel_coefs(src, seg % C, v);
+            channel_coefs(src, seg % C, &v);
         /* whole vectors, then the segment's partial one */
         const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
         /* (lane_channels a constant in the whole vectors' loop: no vector tests it) */
         if (pos < whole && lane_channels)
             elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C, 1,
-                            pos, whole, flags, 1, v[0], v[1], v[2], v[3]);
+                            pos, whole, flags, 1, v.a, v.b, v.e, v.center);
         else if (pos < whole)
             elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C, 0,
-                            pos, whole, flags, 1, v[0], v[1], v[2], v[3]);
+                            pos, whole, flags, 1, v.a, v.b, v.e, v.center);
         if ((pos > whole ? pos : whole) < stop)
             elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C,
-                            lane_channels, pos > whole ? pos : whole, stop, flags, 0, v[0], v[1],
-                            v[2], v[3]);
+                            lane_channels, pos > whole ? pos : whole, stop, flags, 0, v.a, v.b,
+                            v.e, v.center);
         u += stop - pos;
         pos = 0;
     }
@@ -1255,7 +1263,7 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     const ulong first = get_global_id(0);
     const int lane_channels = walk == WALK_ROWS;
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
-    float v[4];
+    channel_coef v;
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
@@ -1267,9 +1275,9 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                              flags);
             continue;
         }
-        channel_coefs(&src, w.c, v);
+        channel_coefs(&src, w.c, &v);
         elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC, left,
-                         v[0], v[1], v[2], v[3], flags);
+                         v.a, v.b, v.e, v.center, flags);
     }
 }
 
