@@ -274,15 +274,21 @@ def check_targets(clnorm, peer, table):
     """The targets of issue 5 that this run can decide; returns a list of (target, met, detail)."""
     out = []
     gpu = clnorm['device'].get('type') == 'GPU'
-    compared = [(r, ratio) for r, _, ratio in table if ratio is not None]
+    compared = [(r, p, ratio) for r, p, ratio in table if ratio is not None]
     if compared:
-        scope = [(r, x) for r, x in compared if not gpu or (
+        scope = [(r, p, x) for r, p, x in compared if not gpu or (
             r['family'] == 'batchnorm' and r['op'] in ('forward_training', 'backward'))]
-        slower = [(r, x) for r, x in scope if x > 1.0]
-        worst = max(scope, key=lambda t: t[1]) if scope else None
+        slower = [(r, p, x) for r, p, x in scope if x > 1.0]
+        worst = max(((r, x) for r, _, x in scope), key=lambda t: t[1]) if scope else None
         what = ('BN training forward and backward faster than PyTorch/cuDNN on every shape' if gpu
                 else 'every op at least as fast as PyTorch (clnorm/PyTorch <= 1.0)')
         detail = '%d of %d rows slower' % (len(slower), len(scope))
+        # how many of them lie beyond the peer's own spread: clnorm's median above the peer's
+        # 90th percentile (the rest are within the run-to-run noise of this machine)
+        spread = [(r, p) for r, p, _ in slower if p.get('ms_p90') is not None]
+        if spread:
+            beyond = sum(r['ms'] > p['ms_p90'] for r, p in spread)
+            detail += ' (%d of them with clnorm\'s median above PyTorch\'s 90th percentile)' % beyond
         if worst:
             w = worst[0]
             detail += '; worst %.2f (%s %s %s %s %s)' % (
