@@ -365,25 +365,10 @@ void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ul
                      long left, FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
-    if (nr == ROW_BLOCK) {
-        /* a whole block: fixed trip counts, so the values stay in registers */
-#pragma unroll
-        for (uint j = 0; j < ROW_BLOCK; j++) {
-            vals[j] = load_lanes(x, (r0 + j * step) * C + c0, left) - k;
-            sum += vals[j];
-        }
-        const FLOATV bmean = sum * (1.0f / ROW_BLOCK);
-#pragma unroll
-        for (uint j = 0; j < ROW_BLOCK; j++)
-            second += (vals[j] - bmean) * (vals[j] - bmean);
-        stats_merge_lanes(count, mean, m2n, (float)ROW_BLOCK, bmean,
-                          second * (1.0f / pow2_floor((float)ROW_BLOCK)));
-        return;
-    }
-    /* a shorter block (the last run of a partial's rows is shorter): unrolled too, so that the
-     * values stay in registers (looped, they went through the stack: with 50 rows a partial, 6
-     * of its 7 blocks of N8 C2048 7x7 are short, and this path held a third of the kernel's perf
-     * samples) */
+    /* fixed trip counts, so the values stay in registers (looped over nr, a short block's went
+     * through the stack: with 50 rows a partial, 6 of its 7 blocks of N8 C2048 7x7 are short,
+     * and held a third of the kernel's perf samples); a short block (the last run of a partial's
+     * rows is shorter) skips the rows it lacks */
 #pragma unroll
     for (uint j = 0; j < ROW_BLOCK; j++) {
         vals[j] = 0.0f;
@@ -394,11 +379,9 @@ void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ul
     }
     const FLOATV bmean = nr == ROW_BLOCK ? sum * (1.0f / ROW_BLOCK) : sum / (float)nr;
 #pragma unroll
-    for (uint j = 0; j < ROW_BLOCK; j++) {
-        FLOATV d = vals[j] - bmean;
+    for (uint j = 0; j < ROW_BLOCK; j++)
         if (j < nr)
-            second += d * d;
-    }
+            second += (vals[j] - bmean) * (vals[j] - bmean);
     stats_merge_lanes(count, mean, m2n, (float)nr, bmean, second * (1.0f / pow2_floor((float)nr)));
 }
 
