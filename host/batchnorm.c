@@ -310,9 +310,24 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_int flags = a->flags;
     if ((flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
+    /* Rows without coefficients on contiguous runs: each work-item forms its own copy of the
+     * C channels' first, where it applies them to 8 rows or more and the copy fits in its cache
+     * share; else bn_channel forms them first. (Strided runs form them per vector.) */
+    cl_mem coef = a->coef;
+    clnorm_status status = CLNORM_OK;
+    if (!coef && walk == WALK_ROWS && contiguous) {
+        const size_t coef_bytes = 4 * channels * sizeof(float);
+        const bool own = chunk >= 8 * ceil_div(channels, vec) && coef_bytes <= bn_cache_share(ctx);
+        status = workspace_reserve(ctx, WS_COEF, own ? global * coef_bytes : coef_bytes, &coef);
+        if (status == CLNORM_OK && !own)
+            status = bn_enqueue_coef(ctx, chain, prog, channels, &a->stats, coef);
+        if (status != CLNORM_OK)
+            return status;
+        flags |= own ? FLAG_OWN_COEF : 0;
+    }
     const given_stats *st = &a->stats;
     kernel_arg args[] = {ARG(a->in1),      ARG(a->in2),      ARG(a->residual),
-                         ARG(a->mask),     ARG(a->coef),     ARG(st->mean),
+                         ARG(a->mask),     ARG(coef),        ARG(st->mean),
                          ARG(st->var),     ARG(st->var_is_invstd), ARG(st->eps),
                          ARG(st->gamma),   ARG(st->beta),    ARG(a->out),
                          ARG(a->out2),     ARG(segs),        ARG(len),
@@ -542,7 +557,6 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     launch_chain chain;
     chain_begin(&chain, num_wait, wait);
     const program_entry *prog;
-    cl_mem coef;
     clnorm_status status;
     TRY(check_forward(ctx, shape, config, b, kind, num_wait, wait, &g));
     if (g.rows == 0)
@@ -552,14 +566,8 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     given_stats stats = {saved ? b->save_mean : b->running_mean,
                          saved ? b->save_invstd : b->running_var, b->gamma, b->beta, saved,
                          (float)config->eps};
-    if (inner_size(&g) > 1) {
-        /* channels-first: a plane's coefficients are formed once per plane, so in one launch */
-        TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, NULL, &stats));
-    } else {
-        TRY(workspace_reserve(ctx, WS_COEF, 4 * g.c * sizeof(float), &coef));
-        TRY(bn_enqueue_coef(ctx, &chain, prog, g.c, &stats, coef));
-        TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, coef, NULL));
-    }
+    /* one launch: bn_elementwise forms the coefficients from the statistics */
+    TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, NULL, &stats));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;
 fail:

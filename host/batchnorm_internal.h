@@ -126,7 +126,9 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
 /* Operands of bn_elementwise: out = [a*in1'] + b [+ e*(in2 - center)] [+ residual] [ReLU];
  * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel (coef):
  * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
- * Without coef (channels-first only), the kernel forms the forward's from `stats`. */
+ * Without coef, the kernel forms the forward's from `stats` (one launch): per plane
+ * (channels-first), per work-item into scratch (channels-last rows, contiguous runs), or per
+ * vector (channels-last rows, strided). */
 typedef struct given_stats {
     cl_mem mean, var, gamma, beta; /* any may be NULL: mean 0, invstd 1, gamma 1, beta 0 */
     cl_int var_is_invstd;
@@ -139,8 +141,8 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-/* as in kernels/batchnorm.cl (bits 16 and up are the kernel's own: which operands are given) */
-enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 };
+/* as in kernels/batchnorm.cl (bits 32 and up are the kernel's own: which operands are given) */
+enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8, FLAG_OWN_COEF = 16 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Work-group size for kernels with a work-item per channel (or group) and no barriers. */

@@ -983,15 +983,19 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * vector). A second output (out2) keeps plain stores: a layer norm writing y and h both so ran
  * up to 5x slower on PoCL's CPU device (rows of 16 KiB), where y alone ran 0.7-0.8x the time. */
 #define FLAG_STREAM 8
+/* channels-last rows without coefficients (inference, one launch) on contiguous runs: coef is
+ * scratch of 4C floats per work-item, where each first forms its own copy of the coefficients
+ * from the given statistics (a few vectors per row it then applies), then reads them as bn_channel's */
+#define FLAG_OWN_COEF 16
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
  * tests anything (3 tests and branches fewer per vector in the inference loop; its time in the
  * cache, 3.2 MB, went from 0.27 to 0.14 ms in one buffer layout and was 0.14 ms in another) */
-#define OPERAND_IN1 16
-#define OPERAND_IN2 32
-#define OPERAND_RESIDUAL 64
-#define OPERAND_MASK 128
-#define OPERAND_OUT2 256
+#define OPERAND_IN1 32
+#define OPERAND_IN2 64
+#define OPERAND_RESIDUAL 128
+#define OPERAND_MASK 256
+#define OPERAND_OUT2 512
 
 /* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
 int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
@@ -1001,6 +1005,58 @@ int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *
     return (flags & (OPERAND_IN1 - 1)) | (in1 ? OPERAND_IN1 : 0) | (in2 ? OPERAND_IN2 : 0) |
            (residual ? OPERAND_RESIDUAL : 0) | (mask ? OPERAND_MASK : 0) |
            (out2 ? OPERAND_OUT2 : 0);
+}
+
+/* `which` of the given statistics (mean, var, gamma, beta) of VEC channels from c, or `absent`
+ * where it is NULL */
+FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent)
+{
+    return p ? load_lanes(p, c, lanes_left) : (FLOATV)absent;
+}
+
+/* The coefficients of VEC consecutive channels from c of a channels-last row (lanes_left of them
+ * real): from coef, or, without it (inference over rows in one launch), formed from the given
+ * statistics as channel_coefs forms one channel's. Only those the unit uses (flags). */
+ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int flags, FLOATV *a,
+                             FLOATV *b, FLOATV *e, FLOATV *center)
+{
+    if (s->coef) {
+        if (flags & OPERAND_IN1)
+            *a = row_coef(s->coef, 0, s->C, c, lanes_left);
+        if (!(flags & FLAG_NO_SHIFT))
+            *b = row_coef(s->coef, 1, s->C, c, lanes_left);
+        if (flags & OPERAND_IN2) {
+            *e = row_coef(s->coef, 2, s->C, c, lanes_left);
+            *center = row_coef(s->coef, 3, s->C, c, lanes_left);
+        }
+        return;
+    }
+    FLOATV invstd = (FLOATV)1.0f;
+    if (s->var && s->var_is_invstd)
+        invstd = load_lanes(s->var, c, lanes_left);
+    else if (s->var)
+        invstd = (FLOATV)1.0f / sqrt(load_lanes(s->var, c, lanes_left) + s->eps);
+    const FLOATV scale = row_given(s->gamma, c, lanes_left, 1.0f) * invstd;
+    *a = scale;
+    *b = row_given(s->beta, c, lanes_left, 0.0f);
+    *e = scale;
+    *center = row_given(s->mean, c, lanes_left, 0.0f);
+}
+
+/* FLAG_OWN_COEF: the coefficients of all C channels from the given statistics into own (4C
+ * floats, laid out as bn_channel writes them; a only with in1) */
+void form_own_coefs(const coef_source *s, __global float *own, int flags)
+{
+    for (ulong c = 0; c < s->C; c += VEC) {
+        const long left = (long)(s->C - c);
+        FLOATV a, b, e, center;
+        row_coefs(s, c, left, flags, &a, &b, &e, &center);
+        if (flags & OPERAND_IN1)
+            store_lanes(own, c, left, a);
+        store_lanes(own, s->C + c, left, b);
+        store_lanes(own, 2 * s->C + c, left, e);
+        store_lanes(own, 3 * s->C + c, left, center);
+    }
 }
 
 /* out's whole vectors through a streaming store with FLAG_STREAM, else store_lanes */
@@ -1055,22 +1111,14 @@ void elementwise_unit(__global const DATA_T *in1, __global const DATA_T *in2,
 ALWAYS_INLINE
 void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
                      __global const DATA_T *residual, __global const DATA_T *mask,
-                     __global const float *coef, __global DATA_T *out, __global DATA_T *out2,
-                     ulong seg, ulong seg_len, ulong C, int lane_channels, ulong pos, ulong stop,
+                     const coef_source *src, __global DATA_T *out, __global DATA_T *out2,
+                     ulong seg, ulong seg_len, int lane_channels, ulong pos, ulong stop,
                      int flags, int whole, FLOATV a, FLOATV b, FLOATV e, FLOATV center)
 {
     for (; pos < stop; pos++) {
         const long left = whole ? VEC : (long)(seg_len - pos * VEC);
-        if (lane_channels) { /* only what the unit uses: each is a load per vector */
-            if (flags & OPERAND_IN1)
-                a = row_coef(coef, 0, C, pos * VEC, left);
-            if (!(flags & FLAG_NO_SHIFT))
-                b = row_coef(coef, 1, C, pos * VEC, left);
-            if (flags & OPERAND_IN2) {
-                e = row_coef(coef, 2, C, pos * VEC, left);
-                center = row_coef(coef, 3, C, pos * VEC, left);
-            }
-        }
+        if (lane_channels) /* only what the unit uses: each is a load per vector */
+            row_coefs(src, pos * VEC, left, flags, &a, &b, &e, &center);
         elementwise_unit(in1, in2, residual, mask, out, out2, seg * seg_len + pos * VEC, left, a,
                          b, e, center, flags);
     }
@@ -1142,7 +1190,7 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
                                           ulong segments, ulong seg_len, ulong C, int walk,
                                           ulong first, ulong chunk, int flags)
 {
-    const int lane_channels = walk == WALK_ROWS; /* (rows always take coef) */
+    const int lane_channels = walk == WALK_ROWS;
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     channel_coef v = {0.0f, 0.0f, 0.0f, 0.0f};
     if (walk == WALK_FLAT) {
@@ -1160,14 +1208,13 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
         const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
         /* (lane_channels a constant in the whole vectors' loop: no vector tests it) */
         if (pos < whole && lane_channels)
-            elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C, 1,
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 1,
                             pos, whole, flags, 1, v.a, v.b, v.e, v.center);
         else if (pos < whole)
-            elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C, 0,
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 0,
                             pos, whole, flags, 1, v.a, v.b, v.e, v.center);
         if ((pos > whole ? pos : whole) < stop)
-            elementwise_run(in1, in2, residual, mask, src->coef, out, out2, seg, seg_len, C,
-                            lane_channels, pos > whole ? pos : whole, stop, flags, 0, v.a, v.b,
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, lane_channels, pos > whole ? pos : whole, stop, flags, 0, v.a, v.b,
                             v.e, v.center);
         u += stop - pos;
         pos = 0;
@@ -1229,17 +1276,24 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
 
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
-                             __global const float *coef, __global const float *stat_mean,
+                             __global float *coef, __global const float *stat_mean,
                              __global const float *stat_var, int var_is_invstd, float eps,
                              __global const float *gamma, __global const float *beta,
                              __global DATA_T *out, __global DATA_T *out2, ulong segments,
                              ulong seg_len, ulong C, int walk, ulong chunk, ulong item_stride,
                              ulong step, int flags)
 {
-    const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
+    coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
     flags = with_operands(flags, in1, in2, residual, mask, out2);
     if (!vector_aligned(out))
         flags &= ~FLAG_STREAM;
+    if (flags & FLAG_OWN_COEF) {
+        __global float *own = coef + get_global_id(0) * 4 * C;
+        src.coef = NULL;
+        form_own_coefs(&src, own, flags);
+        src.coef = own;
+        flags &= ~FLAG_OWN_COEF;
+    }
     if (step == 1) {
         /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
         const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
@@ -1257,11 +1311,10 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
         const long left = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
         if (lane_channels) {
-            const ulong c = w.pos * VEC;
-            elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + c, left,
-                             row_coef(coef, 0, C, c, left), row_coef(coef, 1, C, c, left),
-                             row_coef(coef, 2, C, c, left), row_coef(coef, 3, C, c, left),
-                             flags);
+            FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
+            row_coefs(&src, w.pos * VEC, left, flags, &a, &b, &e, &center);
+            elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC,
+                             left, a, b, e, center, flags);
             continue;
         }
         channel_coefs(&src, w.c, &v);
