@@ -983,9 +983,9 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * vector). A second output (out2) keeps plain stores: a layer norm writing y and h both so ran
  * up to 5x slower on PoCL's CPU device (rows of 16 KiB), where y alone ran 0.7-0.8x the time. */
 #define FLAG_STREAM 8
-/* channels-last rows without coefficients (inference, one launch) on contiguous runs: coef is
+/* channels-last rows without coefficients (inference in one launch) on contiguous runs: coef is
  * scratch of 4C floats per work-item, where each first forms its own copy of the coefficients
- * from the given statistics (a few vectors per row it then applies), then reads them as bn_channel's */
+ * from the given statistics, then reads it as it would read bn_channel's */
 #define FLAG_OWN_COEF 16
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
@@ -1208,13 +1208,14 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
         const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
         /* (lane_channels a constant in the whole vectors' loop: no vector tests it) */
         if (pos < whole && lane_channels)
-            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 1,
-                            pos, whole, flags, 1, v.a, v.b, v.e, v.center);
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 1, pos,
+                            whole, flags, 1, v.a, v.b, v.e, v.center);
         else if (pos < whole)
-            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 0,
-                            pos, whole, flags, 1, v.a, v.b, v.e, v.center);
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, 0, pos,
+                            whole, flags, 1, v.a, v.b, v.e, v.center);
         if ((pos > whole ? pos : whole) < stop)
-            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len, lane_channels, pos > whole ? pos : whole, stop, flags, 0, v.a, v.b,
+            elementwise_run(in1, in2, residual, mask, src, out, out2, seg, seg_len,
+                            lane_channels, pos > whole ? pos : whole, stop, flags, 0, v.a, v.b,
                             v.e, v.center);
         u += stop - pos;
         pos = 0;
