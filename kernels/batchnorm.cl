@@ -618,12 +618,15 @@ ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const 
                                        ulong r_begin, ulong r_end, ulong mean_first)
 {
     float count = 0.0f; /* the same for every channel */
-    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (1 on rows of
-     * 4 KiB or more); statistics and per-row sums ROW_BLOCK. (Measured on PoCL's CPU device: with
-     * 8 streams of each input the gradient sums of 2 KiB rows took no less time than with the
-     * rows read in turn, 4 took 0.75-0.9x the time of the op.) */
+    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (writing the
+     * masked dy too, 1 on rows of 4 KiB or more); statistics and per-row sums ROW_BLOCK.
+     * (Measured on PoCL's CPU device: with 8 streams of each input the gradient sums of 2 KiB rows
+     * took no less time than with the rows read in turn, 4 took 0.75-0.9x the time of the op.
+     * With the mask on rows of 8 KiB, 2 streams took 0.82x the kernel time of 1.) */
     const uint block = (options & ROWS_GRAD) && !row_sets
-                           ? (!mask ? 4 : C * sizeof(DATA_T) >= 4096 ? 1 : 2)
+                           ? (!mask                                         ? 4
+                              : masked_dy && C * sizeof(DATA_T) >= 4096 ? 1
+                                                                            : 2)
                            : ROW_BLOCK;
     /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
      * be shorter: its block then lacks the last row), so that memory is read as `block` streams
