@@ -310,20 +310,18 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_int flags = a->flags;
     if ((flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
-    /* Rows without coefficients on contiguous runs: each work-item forms its own copy of the
-     * C channels' first, where it applies them to 8 rows or more and the copy fits in its cache
-     * share; else bn_channel forms them first. (Strided runs form them per vector.) */
+    /* Rows without coefficients on contiguous runs (CPUs): a bn_channel launch forms them first.
+     * Per vector (as strided runs form them) the channels-last inference of N8 C512 28x28 took
+     * 1.07-1.23x the time; a copy per work-item formed in scratch at the start of the pass read back values
+     * that Oclgrind took for uninitialized (see the README). */
     cl_mem coef = a->coef;
-    clnorm_status status = CLNORM_OK;
     if (!coef && walk == WALK_ROWS && contiguous) {
-        const size_t coef_bytes = 4 * channels * sizeof(float);
-        const bool own = chunk >= 8 * ceil_div(channels, vec) && coef_bytes <= bn_cache_share(ctx);
-        status = workspace_reserve(ctx, WS_COEF, own ? global * coef_bytes : coef_bytes, &coef);
-        if (status == CLNORM_OK && !own)
+        clnorm_status status =
+            workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);
+        if (status == CLNORM_OK)
             status = bn_enqueue_coef(ctx, chain, prog, channels, &a->stats, coef);
         if (status != CLNORM_OK)
             return status;
-        flags |= own ? FLAG_OWN_COEF : 0;
     }
     const given_stats *st = &a->stats;
     kernel_arg args[] = {ARG(a->in1),      ARG(a->in2),      ARG(a->residual),

@@ -127,8 +127,8 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
  * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel (coef):
  * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
  * Without coef, the kernel forms the forward's from `stats` (one launch): per plane
- * (channels-first), per work-item into scratch (channels-last rows, contiguous runs), or per
- * vector (channels-last rows, strided). */
+ * (channels-first) or per vector (channels-last rows, strided runs); channels-last rows on
+ * contiguous runs take them from a bn_channel launch that bn_enqueue_elementwise adds. */
 typedef struct given_stats {
     cl_mem mean, var, gamma, beta; /* any may be NULL: mean 0, invstd 1, gamma 1, beta 0 */
     cl_int var_is_invstd;
@@ -141,8 +141,8 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-/* as in kernels/batchnorm.cl (bits 32 and up are the kernel's own: which operands are given) */
-enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8, FLAG_OWN_COEF = 16 };
+/* as in kernels/batchnorm.cl (bits 16 and up are the kernel's own: which operands are given) */
+enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Work-group size for kernels with a work-item per channel (or group) and no barriers. */

@@ -986,19 +986,15 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * vector). A second output (out2) keeps plain stores: a layer norm writing y and h both so ran
  * up to 5x slower on PoCL's CPU device (rows of 16 KiB), where y alone ran 0.7-0.8x the time. */
 #define FLAG_STREAM 8
-/* channels-last rows without coefficients (inference in one launch) on contiguous runs: coef is
- * scratch of 4C floats per work-item, where each first forms its own copy of the coefficients
- * from the given statistics, then reads it as it would read bn_channel's */
-#define FLAG_OWN_COEF 16
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
  * tests anything (3 tests and branches fewer per vector in the inference loop; its time in the
  * cache, 3.2 MB, went from 0.27 to 0.14 ms in one buffer layout and was 0.14 ms in another) */
-#define OPERAND_IN1 32
-#define OPERAND_IN2 64
-#define OPERAND_RESIDUAL 128
-#define OPERAND_MASK 256
-#define OPERAND_OUT2 512
+#define OPERAND_IN1 16
+#define OPERAND_IN2 32
+#define OPERAND_RESIDUAL 64
+#define OPERAND_MASK 128
+#define OPERAND_OUT2 256
 
 /* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
 int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
@@ -1018,8 +1014,9 @@ FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent
 }
 
 /* The coefficients of VEC consecutive channels from c of a channels-last row (lanes_left of them
- * real): from coef, or, without it (inference over rows in one launch), formed from the given
- * statistics as channel_coefs forms one channel's. Only those the unit uses (flags). */
+ * real): from coef, or, without it (inference over rows in one launch, strided runs: GPUs),
+ * formed from the given statistics as channel_coefs forms one channel's. Only those the unit
+ * uses (flags). */
 ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int flags, FLOATV *a,
                              FLOATV *b, FLOATV *e, FLOATV *center)
 {
@@ -1044,22 +1041,6 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
     *b = row_given(s->beta, c, lanes_left, 0.0f);
     *e = scale;
     *center = row_given(s->mean, c, lanes_left, 0.0f);
-}
-
-/* FLAG_OWN_COEF: the coefficients of all C channels from the given statistics into own (4C
- * floats, laid out as bn_channel writes them; a only with in1) */
-void form_own_coefs(const coef_source *s, __global float *own, int flags)
-{
-    for (ulong c = 0; c < s->C; c += VEC) {
-        const long left = (long)(s->C - c);
-        FLOATV a, b, e, center;
-        row_coefs(s, c, left, flags, &a, &b, &e, &center);
-        if (flags & OPERAND_IN1)
-            store_lanes(own, c, left, a);
-        store_lanes(own, s->C + c, left, b);
-        store_lanes(own, 2 * s->C + c, left, e);
-        store_lanes(own, 3 * s->C + c, left, center);
-    }
 }
 
 /* out's whole vectors through a streaming store with FLAG_STREAM, else store_lanes */
@@ -1280,24 +1261,17 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
 
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
-                             __global float *coef, __global const float *stat_mean,
+                             __global const float *coef, __global const float *stat_mean,
                              __global const float *stat_var, int var_is_invstd, float eps,
                              __global const float *gamma, __global const float *beta,
                              __global DATA_T *out, __global DATA_T *out2, ulong segments,
                              ulong seg_len, ulong C, int walk, ulong chunk, ulong item_stride,
                              ulong step, int flags)
 {
-    coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
+    const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
     flags = with_operands(flags, in1, in2, residual, mask, out2);
     if (!vector_aligned(out))
         flags &= ~FLAG_STREAM;
-    if (flags & FLAG_OWN_COEF) {
-        __global float *own = coef + get_global_id(0) * 4 * C;
-        src.coef = NULL;
-        form_own_coefs(&src, own, flags);
-        src.coef = own;
-        flags &= ~FLAG_OWN_COEF;
-    }
     if (step == 1) {
         /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
         const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
