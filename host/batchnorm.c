@@ -312,8 +312,8 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
         flags |= FLAG_STREAM;
     /* Rows without coefficients on contiguous runs (CPUs): a bn_channel launch forms them first.
      * Per vector (as strided runs form them) the channels-last inference of N8 C512 28x28 took
-     * 1.07-1.23x the time; a copy per work-item formed in scratch at the start of the pass read back values
-     * that Oclgrind took for uninitialized (see the README). */
+     * 1.07-1.23x the time; a copy per work-item formed in scratch at the start of the pass read
+     * back values that Oclgrind took for uninitialized (README, "Tried and not kept"). */
     cl_mem coef = a->coef;
     if (!coef && walk == WALK_ROWS && contiguous) {
         clnorm_status status =
@@ -564,7 +564,8 @@ static clnorm_status forward_with_stats(clnorm_context *ctx, const clnorm_shape 
     given_stats stats = {saved ? b->save_mean : b->running_mean,
                          saved ? b->save_invstd : b->running_var, b->gamma, b->beta, saved,
                          (float)config->eps};
-    /* one launch: bn_elementwise forms the coefficients from the statistics */
+    /* bn_elementwise forms the coefficients from the statistics (over channels-last rows on a
+     * CPU, bn_enqueue_elementwise has bn_channel form them first) */
     TRY(enqueue_forward_apply(ctx, &chain, prog, &g, config, b, NULL, &stats));
     chain_end(ctx, &chain, event, true);
     return CLNORM_OK;

@@ -1174,7 +1174,7 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
                                           ulong segments, ulong seg_len, ulong C, int walk,
                                           ulong first, ulong chunk, int flags)
 {
-    const int lane_channels = walk == WALK_ROWS;
+    const int lane_channels = walk == WALK_ROWS; /* (rows here always take coef) */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     channel_coef v = {0.0f, 0.0f, 0.0f, 0.0f};
     if (walk == WALK_FLAT) {
