@@ -157,8 +157,10 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         size_t tiles = ceil_div(g->c, tile);
         size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, tiles);
         if (s > g->n) {
-            /* fewer planes than partials: cut each plane into pieces of whole vectors */
-            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, ceil_div(g->spatial, vec));
+            /* fewer planes than partials: cut each plane into pieces of whole statistics blocks */
+            const size_t blocks = ceil_div(ceil_div(g->spatial, vec),
+                                           (size_t)stats_block_vectors(&ctx->params));
+            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, blocks);
             s = g->n * p->pieces;
         }
         /* several tiles per work-group when a piece has fewer blocks than work-items */
@@ -206,8 +208,10 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     reduce_plan p;
     const size_t samples = in->samples ? in->samples : 1, group = in->mean_group ? in->mean_group : 1;
     plan_reduce(ctx, prog, g, samples, &p);
-    clnorm_status status =
-        workspace_reserve(ctx, WS_PARTIALS, (size_t)p.sets * 3 * g->c * sizeof(float), sets);
+    /* bn_reduce_rows also holds 2C floats per work-item after the sets */
+    const size_t floats_per_set = p.whole_rows ? 5 : 3;
+    clnorm_status status = workspace_reserve(
+        ctx, WS_PARTIALS, (size_t)p.sets * floats_per_set * g->c * sizeof(float), sets);
     if (status != CLNORM_OK)
         return status;
     *num_sets = p.sets;

@@ -82,6 +82,11 @@ static bool value_allowed(int index, long value)
     return value >= 1 && value <= 65536;
 }
 
+long stats_block_vectors(const device_params *p)
+{
+    return p->vector_width == 1 && p->block_vectors < 2 ? 2 : p->block_vectors;
+}
+
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value)
 {
     int index = params_index(name);

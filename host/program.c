@@ -113,7 +113,7 @@ static void format_options(const device_params *p, long wg, char *out, size_t si
     snprintf(out, size,
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
              "-DITEM_TILE=%ld -DPLANE_TILE=%ld",
-             wg, p->vector_width, p->items_per_thread, p->channel_tile, p->block_vectors,
+             wg, p->vector_width, p->items_per_thread, p->channel_tile, stats_block_vectors(p),
              p->item_tile, p->plane_tile);
 }
 

@@ -21,8 +21,9 @@
 
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
-/* rows per statistics block in channels-last: blocks past 8 rows measured slower on CPUs */
-#define ROW_BLOCK (2 * BLOCK_VECS < 8 ? 2 * BLOCK_VECS : 8)
+/* rows per statistics block in channels-last, a power of two (bn_reduce_rows merges two blocks
+ * exactly): blocks past 8 rows measured slower on CPUs */
+#define ROW_BLOCK (BLOCK_VECS >= 4 ? 8 : BLOCK_VECS >= 2 ? 4 : 2)
 
 DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 
@@ -149,9 +150,10 @@ uint tile_count(ulong c_first, ulong C, uint tile)
 }
 
 /* Channels-first stage 1 of the `here` channels c_first.. over units [u_begin, u_end) (a unit is
- * piece q of plane n: vectors [q*V/pieces, (q+1)*V/pieces)), as work-item sl of the `width`
- * that share them: statistics of x [+ addend] - k[t] (count, mean, m2n), or the gradient sums
- * (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane), with the pivots k[t] and
+ * piece q of plane n: blocks [q*B/pieces, (q+1)*B/pieces) of BLOCK_VECS vectors, so that every
+ * statistics block starts at an even value and data in pairs stay exact), as work-item sl of the
+ * `width` that share them: statistics of x [+ addend] - k[t] (count, mean, m2n), or the gradient
+ * sums (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane), with the pivots k[t] and
  * means mu[t] (mean_in[c / mean_div]) it sets first. */
 void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
                     __global const DATA_T *dy, __global const DATA_T *mask,
@@ -173,10 +175,11 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
             k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
     }
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
+    const ulong nblk = (nvec + BLOCK_VECS - 1) / BLOCK_VECS;
     for (ulong u = u_begin; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
-        const ulong b_end = (q + 1) * nvec / pieces;
-        const ulong b_begin = q * nvec / pieces;
+        const ulong b_end = min((q + 1) * nblk / pieces * BLOCK_VECS, nvec);
+        const ulong b_begin = min(q * nblk / pieces * BLOCK_VECS, nvec);
         for (uint t = 0; t < here; t++) {
             const ulong base = (n * C + c_first + t) * HW;
             /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean, m2n */
@@ -357,12 +360,12 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
 }
 
 /* Channels-last statistics of channels c0.. (`left` of them from c0 to C, at most VEC) over rows
- * r0 + j * step, j < nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n, merged into
- * (count, mean, m2n) with Chan's formula. Whole blocks divide by multiplying with the exact
- * reciprocal of a power of two (a vector division costs as much as the loads it follows). */
+ * r0 + j * step, j < nr <= ROW_BLOCK, of x - k: an exact two-pass block mean and m2n. Whole
+ * blocks divide by multiplying with the exact reciprocal of a power of two (a vector division
+ * costs as much as the loads it follows). */
 ALWAYS_INLINE
-void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ulong C, ulong c0,
-                     long left, FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
+void row_block_stats(__global const DATA_T *x, ulong r0, uint nr, ulong step, ulong C, ulong c0,
+                     long left, FLOATV k, FLOATV *mean, FLOATV *m2n)
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
     /* fixed trip counts, so the values stay in registers (looped over nr, a short block's went
@@ -382,7 +385,18 @@ void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ul
     for (uint j = 0; j < ROW_BLOCK; j++)
         if (j < nr)
             second += (vals[j] - bmean) * (vals[j] - bmean);
-    stats_merge_lanes(count, mean, m2n, (float)nr, bmean, second * (1.0f / pow2_floor((float)nr)));
+    *mean = bmean;
+    *m2n = second * (1.0f / pow2_floor((float)nr));
+}
+
+/* row_block_stats merged into (count, mean, m2n) with Chan's formula */
+ALWAYS_INLINE
+void row_block_merge(__global const DATA_T *x, ulong r0, uint nr, ulong step, ulong C, ulong c0,
+                     long left, FLOATV k, float *count, FLOATV *mean, FLOATV *m2n)
+{
+    FLOATV bmean, bm2n;
+    row_block_stats(x, r0, nr, step, C, c0, left, k, &bmean, &bm2n);
+    stats_merge_lanes(count, mean, m2n, (float)nr, bmean, bm2n);
 }
 
 /* Channels-last: row r (r = n * spatial + position) holds C contiguous values. A work-item owns
@@ -552,19 +566,48 @@ ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA
 #define ROWS_GROUP_MEAN 16
 #define ROWS_PER_ROW 32
 
+/* How a statistics block of bn_reduce_rows merges: into the partial set, or held (first of a
+ * pair), or merged with the held one and then into the set (second of a pair) */
+#define BLOCK_ALONE 0
+#define BLOCK_FIRST 1
+#define BLOCK_SECOND 2
+
 /* bn_reduce_rows' work on channels c0.. (`left` of them to C) for the block of rows r0 + j * step,
  * j < nr: the gradient sums (and each row's, into row_a, row_b), or the statistics, merged into
- * the partial set. mean_in + mean_first: this sample's means. */
+ * the partial set as `phase` says (held: 2C floats). mean_in + mean_first: this sample's means. */
 ALWAYS_INLINE
 void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *mask,
                  __global DATA_T *masked_dy, __global const float *mean_in,
                  __global const float *row_mean, __global const float *row_rstd,
                  __global const float *row_weight, __global float *row_sets, ulong mean_first,
-                 ulong C, ulong mean_cg, int options, __global float *set, ulong r0, uint nr,
-                 ulong step, float count, ulong c0, long left, FLOATV *row_a, FLOATV *row_b)
+                 ulong C, ulong mean_cg, int options, __global float *set, __global float *held,
+                 int phase, ulong r0, uint nr, ulong step, float count, ulong c0, long left,
+                 FLOATV *row_a, FLOATV *row_b)
 {
+    if (!(options & ROWS_GRAD)) {
+        FLOATV bmean, bm2n; /* the pivot: row 0 */
+        row_block_stats(x, r0, nr, step, C, c0, left, load_lanes(x, c0, left), &bmean, &bm2n);
+        if (phase == BLOCK_FIRST) {
+            store_lanes(held, c0, left, bmean);
+            store_lanes(held + C, c0, left, bm2n);
+            return;
+        }
+        float n = (float)nr;
+        if (phase == BLOCK_SECOND) { /* equal counts, a power of two: an exact merge */
+            FLOATV hmean = load_lanes(held, c0, left), hm2n = load_lanes(held + C, c0, left);
+            stats_merge_lanes(&n, &hmean, &hm2n, (float)nr, bmean, bm2n);
+            bmean = hmean;
+            bm2n = hm2n;
+        }
+        FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
+        float cnt = count;
+        stats_merge_lanes(&cnt, &a, &b, n, bmean, bm2n);
+        store_lanes(set + C, c0, left, a);
+        store_lanes(set + 2 * C, c0, left, b);
+        return;
+    }
     FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
-    if (options & ROWS_GRAD) {
+    {
         FLOATV sum = 0.0f, second = 0.0f;
         /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
         const FLOATV mu = options & ROWS_MEAN ? load_lanes(mean_in + mean_first, c0, left)
@@ -597,16 +640,44 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
         }
         a += sum;
         b += second;
-    } else {
-        float cnt = count; /* the pivot: row 0 */
-        row_block_merge(x, r0, nr, step, C, c0, left, load_lanes(x, c0, left), &cnt, &a, &b);
     }
     store_lanes(set + C, c0, left, a);
     store_lanes(set + 2 * C, c0, left, b);
 }
 
+/* bn_reduce_rows' work on the block of rows r0 + j * step, j < nr: rows_vector across the row */
+ALWAYS_INLINE void rows_block(__global const DATA_T *x, __global const DATA_T *dy,
+                              __global const DATA_T *mask, __global DATA_T *masked_dy,
+                              __global const float *mean_in, __global const float *row_mean,
+                              __global const float *row_rstd, __global const float *row_weight,
+                              __global float *row_sets, ulong mean_first, ulong M, ulong C,
+                              ulong mean_cg, int options, __global float *set,
+                              __global float *held, int phase, ulong r0, uint nr, ulong step,
+                              float count)
+{
+    FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
+    for (uint j = 0; j < ROW_BLOCK; j++)
+        row_a[j] = row_b[j] = 0.0f;
+    /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
+    const ulong whole = C / VEC * VEC;
+    for (ulong c0 = 0; c0 < whole; c0 += VEC)
+        rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                    mean_first, C, mean_cg, options, set, held, phase, r0, nr, step, count, c0,
+                    VEC, row_a, row_b);
+    if (whole < C)
+        rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                    mean_first, C, mean_cg, options, set, held, phase, r0, nr, step, count, whole,
+                    (long)(C - whole), row_a, row_b);
+    for (uint j = 0; row_sets && j < nr; j++) {
+        const ulong r = r0 + j * step;
+        row_sets[r] = (float)C;
+        row_sets[M + r] = HSUM(row_a[j]);
+        row_sets[2 * M + r] = HSUM(row_b[j]);
+    }
+}
+
 /* bn_reduce_rows' work for partial s (rows r_begin..r_end; the sample's means from
- * mean_in + mean_first), its options given */
+ * mean_in + mean_first), its options given; held: 2C floats of its own */
 ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const DATA_T *dy,
                                        __global const DATA_T *mask, __global DATA_T *masked_dy,
                                        __global const float *mean_in,
@@ -614,47 +685,56 @@ ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const 
                                        __global const float *row_rstd,
                                        __global const float *row_weight, ulong M, ulong C,
                                        ulong mean_cg, int options, __global float *set,
-                                       __global float *pivots, __global float *row_sets, ulong s,
-                                       ulong r_begin, ulong r_end, ulong mean_first)
+                                       __global float *held, __global float *pivots,
+                                       __global float *row_sets, ulong s, ulong r_begin,
+                                       ulong r_end, ulong mean_first)
 {
     float count = 0.0f; /* the same for every channel */
-    /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (writing the
-     * masked dy too, 1 on rows of 4 KiB or more); statistics and per-row sums ROW_BLOCK.
-     * (Measured on PoCL's CPU device: with 8 streams of each input the gradient sums of 2 KiB rows
-     * took no less time than with the rows read in turn, 4 took 0.75-0.9x the time of the op.
-     * With the mask on rows of 8 KiB, 2 streams took 0.82x the kernel time of 1.) */
-    const uint block = (options & ROWS_GRAD) && !row_sets
-                           ? (!mask                                         ? 4
-                              : masked_dy && C * sizeof(DATA_T) >= 4096 ? 1
-                                                                            : 2)
-                           : ROW_BLOCK;
-    /* Block k takes row k of each of `block` equal runs of the partial's rows (the last run may
-     * be shorter: its block then lacks the last row), so that memory is read as `block` streams
-     * in address order: neighbouring rows of 1-2 KiB read in turn cut the prefetchers' streams
-     * short, and PoCL read them at half the bandwidth of one stream. */
-    const ulong rows = r_end - r_begin, step = (rows + block - 1) / block;
-    for (ulong r0 = r_begin; r0 < r_begin + step; r0++) {
-        const uint nr = (uint)((r_begin + rows - r0 + step - 1) / step);
-        FLOATV row_a[ROW_BLOCK], row_b[ROW_BLOCK]; /* row sums, lane by lane */
-        for (uint j = 0; j < ROW_BLOCK; j++)
-            row_a[j] = row_b[j] = 0.0f;
-        /* whole vectors (`left` a constant, so the lane checks fold away), then the partial one */
-        const ulong whole = C / VEC * VEC;
-        for (ulong c0 = 0; c0 < whole; c0 += VEC)
-            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
-                        mean_first, C, mean_cg, options, set, r0, nr, step, count, c0, VEC, row_a,
-                        row_b);
-        if (whole < C)
-            rows_vector(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
-                        mean_first, C, mean_cg, options, set, r0, nr, step, count, whole,
-                        (long)(C - whole), row_a, row_b);
-        for (uint j = 0; row_sets && j < nr; j++) {
-            const ulong r = r0 + j * step;
-            row_sets[r] = (float)C;
-            row_sets[M + r] = HSUM(row_a[j]);
-            row_sets[2 * M + r] = HSUM(row_b[j]);
+    const ulong rows = r_end - r_begin;
+    /* Block k takes row k of each of `block` equal runs of the partial's rows, so that memory is
+     * read as `block` streams in address order: neighbouring rows of 1-2 KiB read in turn cut the
+     * prefetchers' streams short, and PoCL read them at half the bandwidth of one stream. */
+    if (!(options & ROWS_GRAD)) {
+        /* Statistics: ROW_BLOCK runs of an even length (step), then the rest (under 2 ROW_BLOCK
+         * rows) in blocks of rows in turn. Blocks k and k + 1 (k even) hold each other's row
+         * neighbours and merge as a pair first, so that the rows of a pair (r, r + 1) with r even
+         * always meet in one merge of equal counts: data in such pairs around a common mean (field
+         * notes 4) then give every merge into the set the same mean, exact in any split. */
+        const ulong step = 2 * (rows / (2 * ROW_BLOCK));
+        for (ulong r0 = r_begin; r0 < r_begin + step; r0 += 2, count += 2 * ROW_BLOCK) {
+            rows_block(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                       mean_first, M, C, mean_cg, options, set, held, BLOCK_FIRST, r0, ROW_BLOCK,
+                       step, count);
+            rows_block(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                       mean_first, M, C, mean_cg, options, set, held, BLOCK_SECOND, r0 + 1,
+                       ROW_BLOCK, step, count);
         }
-        count += (float)nr;
+        for (ulong r0 = r_begin + ROW_BLOCK * step; r0 < r_end; r0 += ROW_BLOCK) {
+            const uint nr = r_end - r0 < ROW_BLOCK ? (uint)(r_end - r0) : ROW_BLOCK;
+            rows_block(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                       mean_first, M, C, mean_cg, options, set, held, BLOCK_ALONE, r0, nr, 1,
+                       count);
+            count += (float)nr;
+        }
+    } else {
+        /* Gradients without per-row sums take 4 streams of x and dy, with ReLU's mask 2 (writing
+         * the masked dy too, 1 on rows of 4 KiB or more), per-row sums ROW_BLOCK. (Measured on
+         * PoCL's CPU device: with 8 streams of each input the gradient sums of 2 KiB rows took no
+         * less time than with the rows read in turn, 4 took 0.75-0.9x the time of the op. With
+         * the mask on rows of 8 KiB, 2 streams took 0.82x the kernel time of 1.) The last run
+         * may be shorter: its block then lacks the last row. */
+        const uint block = row_sets                                     ? ROW_BLOCK
+                           : !mask                                      ? 4
+                           : masked_dy && C * sizeof(DATA_T) >= 4096 ? 1
+                                                                        : 2;
+        const ulong step = (rows + block - 1) / block;
+        for (ulong r0 = r_begin; r0 < r_begin + step; r0++) {
+            const uint nr = (uint)((r_begin + rows - r0 + step - 1) / step);
+            rows_block(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, row_sets,
+                       mean_first, M, C, mean_cg, options, set, held, BLOCK_ALONE, r0, nr, step,
+                       count);
+            count += (float)nr;
+        }
     }
     for (ulong c0 = 0; c0 < C; c0 += VEC) {
         store_lanes(set, c0, (long)(C - c0), (FLOATV)count);
@@ -664,11 +744,12 @@ ALWAYS_INLINE void reduce_rows_partial(__global const DATA_T *x, __global const 
 }
 
 /* Channels-last for a work-group of one work-item (CPUs): partial s's rows across every channel,
- * so that each row is one contiguous run, ROW_BLOCK rows at a time. The same blocks and merges as
- * bn_reduce_cl (the statistics are bit-identical to it with one slot), but the running values live
- * in the partial set itself (set s belongs to this work-item alone), so no tile of channels has to
- * fit in private memory. With row_sets (gradients, LayerNorm's backward), the same pass also
- * writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
+ * so that each row is one contiguous run, ROW_BLOCK rows at a time. The exact two-pass blocks and
+ * Chan merges of bn_reduce_cl, but the blocks' rows are streams (reduce_rows_partial) and the
+ * running values live in the partial set itself (set s belongs to this work-item alone), so no tile
+ * of channels has to fit in private memory. sets: S sets of 3C, then 2C floats per work-item for
+ * the statistics block it holds. With row_sets (gradients, LayerNorm's backward), the same pass
+ * also writes each row's sums, count | sum w*dy | sum w*dy*(x - row_mean) (w = row_weight, 1 when
  * NULL), M each: the row reduction of the backward without a pass of its own. With mask and
  * masked_dy (batch norm's backward of a fused add + ReLU), the masked dy goes to masked_dy, the
  * residual's gradient: the dx pass then reads it alone instead of dy and mask. Work-items: S. */
@@ -686,6 +767,7 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     ulong r_begin, r_end, n;
     set_rows(s, per_sample, M, &r_begin, &r_end, &n);
     __global float *set = sets + s * 3 * C; /* count | mean or sum dy | m2n or sum dy * xc */
+    __global float *held = sets + ((ulong)S * 3 + s * 2) * C; /* (after the S sets) */
     for (ulong c0 = 0; c0 < C; c0 += VEC) {
         store_lanes(set + C, c0, (long)(C - c0), (FLOATV)0.0f);
         store_lanes(set + 2 * C, c0, (long)(C - c0), (FLOATV)0.0f);
@@ -700,8 +782,8 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
 #define ROWS_CASE(set_options)                                                                     \
     if (options == (set_options)) {                                                                \
         reduce_rows_partial(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, M, C, \
-                            mean_cg, (set_options), set, pivots, row_sets, s, r_begin, r_end,      \
-                            mean_first);                                                           \
+                            mean_cg, (set_options), set, held, pivots, row_sets, s, r_begin,      \
+                            r_end, mean_first);                                                    \
         return;                                                                                    \
     }
     ROWS_CASE(0)
@@ -710,7 +792,8 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     ROWS_CASE(ROWS_GRAD | ROWS_MEAN | ROWS_MASK | ROWS_MASKED_DY)
 #undef ROWS_CASE
     reduce_rows_partial(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, M, C,
-                        mean_cg, options, set, pivots, row_sets, s, r_begin, r_end, mean_first);
+                        mean_cg, options, set, held, pivots, row_sets, s, r_begin, r_end,
+                        mean_first);
 }
 
 /* 1/sqrt(var + eps) of channel c from a variance, or the invstd itself (1 without either) */

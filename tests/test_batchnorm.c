@@ -622,49 +622,49 @@ ParameterizedTestParameters(bn, exact_statistics_are_bit_exact)
     return both_layouts(exact_table, sizeof exact_table / sizeof exact_table[0]);
 }
 
-ParameterizedTest(bn_case *tc, bn, exact_statistics_are_bit_exact)
+/* Partials per channel the exact statistics are checked with, after the device's own: splits
+ * that put partial boundaries where a tuner or another device's table might (pairs stay whole). */
+static const long exact_splits[] = {2, 3, 5, 6};
+
+/* Stage 1's (count, mean, variance) and the one-call forward's statistics and y, bit for bit
+ * (y within 8 ulp), on data whose statistics are exact in fp32; `split` names the partials. */
+static void check_exact(fixture *f, const double *mean, const double *var, const char *split)
 {
-    fixture f;
-    fixture_init(&f, tc, false);
-    size_t C = f.C, L = ref_rows(&f.s);
-    double *mean = malloc(C * sizeof(double)), *var = malloc(C * sizeof(double));
-    ref_stats(&f.s, f.x, mean, var, NULL);
-    /* the stage-1 call returns (count, mean, variance) per channel */
-    cl_mem set = test_buffer(f.ctx, 3 * C, NULL);
-    CLNORM_OK_(f.ctx, clnorm_bn_partial_stats(f.ctx, &f.s, f.d_x, set, 0, NULL, NULL));
-    float *got = read_floats(&f, set, 3 * C);
+    size_t C = f->C, L = ref_rows(&f->s);
+    cl_mem set = test_buffer(f->ctx, 3 * C, NULL);
+    CLNORM_OK_(f->ctx, clnorm_bn_partial_stats(f->ctx, &f->s, f->d_x, set, 0, NULL, NULL));
+    float *got = read_floats(f, set, 3 * C);
     for (size_t c = 0; c < C; c++) {
-        cr_assert_eq(got[c], (float)L, "%s count[%zu]", f.label, c);
-        cr_assert_eq(got[C + c], (float)mean[c], "%s mean[%zu] = %.9g, exact %.9g", f.label, c,
-                     (double)got[C + c], mean[c]);
-        cr_assert_eq(got[2 * C + c], (float)var[c], "%s var[%zu] = %.9g, exact %.9g", f.label, c,
-                     (double)got[2 * C + c], var[c]);
+        cr_assert_eq(got[c], (float)L, "%s (%s) count[%zu]", f->label, split, c);
+        cr_assert_eq(got[C + c], (float)mean[c], "%s (%s) mean[%zu] = %.9g, exact %.9g", f->label,
+                     split, c, (double)got[C + c], mean[c]);
+        cr_assert_eq(got[2 * C + c], (float)var[c], "%s (%s) var[%zu] = %.9g, exact %.9g",
+                     f->label, split, c, (double)got[2 * C + c], var[c]);
     }
     /* the one-call forward with momentum 1: running stats are the batch's, bit for bit */
     clnorm_bn_config cfg;
     clnorm_bn_default_config(&cfg);
     cfg.eps = 1.0 / 16;
     cfg.momentum = 1.0;
-    clnorm_bn_buffers b = forward_buffers(&f);
-    CLNORM_OK_(f.ctx, clnorm_bn_forward_training(f.ctx, &f.s, &cfg, &b, 0, NULL, NULL));
-    float *sm = read_floats(&f, f.d_smean, C), *rm = read_floats(&f, f.d_rmean, C),
-          *rv = read_floats(&f, f.d_rvar, C), *y = read_floats(&f, f.d_y, f.total);
+    clnorm_bn_buffers b = forward_buffers(f);
+    CLNORM_OK_(f->ctx, clnorm_bn_forward_training(f->ctx, &f->s, &cfg, &b, 0, NULL, NULL));
+    float *sm = read_floats(f, f->d_smean, C), *rm = read_floats(f, f->d_rmean, C),
+          *rv = read_floats(f, f->d_rvar, C), *y = read_floats(f, f->d_y, f->total);
     for (size_t c = 0; c < C; c++) {
-        cr_assert_eq(sm[c], (float)mean[c], "%s save_mean[%zu]", f.label, c);
-        cr_assert_eq(rm[c], (float)mean[c], "%s running_mean[%zu]", f.label, c);
-        cr_assert_eq(rv[c], (float)(var[c] * L / (L - 1)), "%s running_var[%zu] = %.9g, exact %.9g",
-                     f.label, c, (double)rv[c], var[c] * L / (L - 1));
+        cr_assert_eq(sm[c], (float)mean[c], "%s (%s) save_mean[%zu]", f->label, split, c);
+        cr_assert_eq(rm[c], (float)mean[c], "%s (%s) running_mean[%zu]", f->label, split, c);
+        cr_assert_eq(rv[c], (float)(var[c] * L / (L - 1)),
+                     "%s (%s) running_var[%zu] = %.9g, exact %.9g", f->label, split, c,
+                     (double)rv[c], var[c] * L / (L - 1));
     }
-    double *want = malloc(f.total * sizeof(double));
-    ref_forward(&f.s, f.x, NULL, f.gamma, f.beta, mean, var, cfg.eps, false, want);
-    for (size_t i = 0; i < f.total; i++) {
-        size_t c = ref_channel(&f.s, i);
-        double ulps = fabs(y[i] - want[i]) / (FLT_EPSILON * (fabs(want[i]) + fabs(f.beta[c])));
-        cr_assert(ulps <= 8, "%s: y[%zu] = %.9g, exact %.9g (%.1f ulp)", f.label, i,
+    double *want = malloc(f->total * sizeof(double));
+    ref_forward(&f->s, f->x, NULL, f->gamma, f->beta, mean, var, cfg.eps, false, want);
+    for (size_t i = 0; i < f->total; i++) {
+        size_t c = ref_channel(&f->s, i);
+        double ulps = fabs(y[i] - want[i]) / (FLT_EPSILON * (fabs(want[i]) + fabs(f->beta[c])));
+        cr_assert(ulps <= 8, "%s (%s): y[%zu] = %.9g, exact %.9g (%.1f ulp)", f->label, split, i,
                   (double)y[i], want[i], ulps);
     }
-    free(mean);
-    free(var);
     free(got);
     free(sm);
     free(rm);
@@ -672,5 +672,22 @@ ParameterizedTest(bn_case *tc, bn, exact_statistics_are_bit_exact)
     free(y);
     free(want);
     clReleaseMemObject(set);
+}
+
+ParameterizedTest(bn_case *tc, bn, exact_statistics_are_bit_exact)
+{
+    fixture f;
+    fixture_init(&f, tc, false);
+    double *mean = malloc(f.C * sizeof(double)), *var = malloc(f.C * sizeof(double));
+    ref_stats(&f.s, f.x, mean, var, NULL);
+    check_exact(&f, mean, var, "the device's partials");
+    for (size_t k = 0; k < sizeof exact_splits / sizeof exact_splits[0]; k++) {
+        char split[48];
+        snprintf(split, sizeof split, "partials_per_channel=%ld", exact_splits[k]);
+        CLNORM_OK_(f.ctx, clnorm_set_param(f.ctx, "partials_per_channel", exact_splits[k]));
+        check_exact(&f, mean, var, split);
+    }
+    free(mean);
+    free(var);
     fixture_release(&f);
 }
