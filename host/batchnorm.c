@@ -208,8 +208,8 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
     reduce_plan p;
     const size_t samples = in->samples ? in->samples : 1, group = in->mean_group ? in->mean_group : 1;
     plan_reduce(ctx, prog, g, samples, &p);
-    /* bn_reduce_rows also holds 2C floats per work-item after the sets */
-    const size_t floats_per_set = p.whole_rows ? 5 : 3;
+    /* bn_reduce_rows' statistics also hold 2C floats per work-item after the sets */
+    const size_t floats_per_set = p.whole_rows && in->mode == REDUCE_STATS ? 5 : 3;
     clnorm_status status = workspace_reserve(
         ctx, WS_PARTIALS, (size_t)p.sets * floats_per_set * g->c * sizeof(float), sets);
     if (status != CLNORM_OK)

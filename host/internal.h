@@ -19,7 +19,7 @@
     X(items_per_thread, "vectors each work-item handles per step of an elementwise kernel")        \
     X(partials_per_channel, "work-groups that share one channel's statistics (stage-1 split)")     \
     X(channel_tile, "channels per work-group in channels-last reductions")                         \
-    X(block_vectors, "vectors per exact two-pass statistics block (1..8; 2 values at least)")      \
+    X(block_vectors, "vectors per exact two-pass statistics block (1..8; even value counts)")      \
     X(item_tile, "channel vectors one work-item reduces in channels-last (1..16)")               \
     X(plane_tile, "channels one work-item reduces in channels-first, for small planes (1..64)")
 
@@ -60,8 +60,9 @@ clnorm_status params_for_device(clnorm_context *ctx);
 int params_index(const char *name);
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value);
 long *params_field(device_params *p, int index);
-/* Vectors per statistics block as the kernels are built with them: block_vectors, but at least 2
- * values a block, so that data in pairs (field notes §4) give every block the same mean. */
+/* Vectors per statistics block as the kernels are built with them: block_vectors, rounded up so
+ * that a block holds an even number of values (vector_width 1), so that data in pairs (field
+ * notes §4) give every block the same mean. */
 long stats_block_vectors(const device_params *p);
 
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */

@@ -84,7 +84,8 @@ static bool value_allowed(int index, long value)
 
 long stats_block_vectors(const device_params *p)
 {
-    return p->vector_width == 1 && p->block_vectors < 2 ? 2 : p->block_vectors;
+    /* vector_width is 1 or a power of two: only 1 can give blocks of an odd number of values */
+    return p->vector_width == 1 && p->block_vectors % 2 ? p->block_vectors + 1 : p->block_vectors;
 }
 
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value)

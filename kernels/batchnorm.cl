@@ -369,9 +369,9 @@ void row_block_stats(__global const DATA_T *x, ulong r0, uint nr, ulong step, ul
 {
     FLOATV vals[ROW_BLOCK], sum = 0.0f, second = 0.0f;
     /* fixed trip counts, so the values stay in registers (looped over nr, a short block's went
-     * through the stack: with 50 rows a partial, 6 of its 7 blocks of N8 C2048 7x7 are short,
-     * and held a third of the kernel's perf samples); a short block (the last run of a partial's
-     * rows is shorter) skips the rows it lacks */
+     * through the stack, and with the streams' old layout, where 6 of the 7 blocks of a partial
+     * of N8 C2048 7x7 were short, held a third of the kernel's perf samples); a short block (the
+     * end of a partial's rows, or of bn_reduce_cl's) skips the rows it lacks */
 #pragma unroll
     for (uint j = 0; j < ROW_BLOCK; j++) {
         vals[j] = 0.0f;
