@@ -1089,8 +1089,8 @@ int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *
            (out2 ? OPERAND_OUT2 : 0);
 }
 
-/* `which` of the given statistics (mean, var, gamma, beta) of VEC channels from c, or `absent`
- * where it is NULL */
+/* One of the given statistics (p: mean, var, gamma or beta) of VEC channels from c, or `absent`
+ * where p is NULL */
 FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent)
 {
     return p ? load_lanes(p, c, lanes_left) : (FLOATV)absent;

@@ -67,14 +67,13 @@ run_on_device() {
     done
 
     # the bench: clnorm-bench, then the PyTorch peer (CUDA) and torch_reference.py
+    local log=$out/bench-output.txt
     # shellcheck disable=SC2086
     PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
-        timeout "$bench_cap" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} >"$out/bench.log" 2>&1
-    echo "bench rc=$? ($(grep -c '' "$out/bench.log") lines of output)" >>"$summary"
-    grep -E "^copy bandwidth" "$out/bench.log" | head -2 >>"$summary"
-    sed -n '/^targets (issue 5)/,$p' "$out/bench.log" >>"$summary"
-    [ -s "$out/bench.log" ] && cp "$out/bench.log" "$out/bench-output.txt"
-    rm -f "$out/bench.log"
+        timeout "$bench_cap" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} >"$log" 2>&1
+    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
+    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
+    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
     rm -rf "$cache"
     echo "== summary"
     cat "$summary"
