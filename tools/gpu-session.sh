@@ -9,14 +9,16 @@
 #   there: the device tool's `run` with carry ["build-gpu", ".gpu"], timeout_s 600:
 #          bash tools/gpu-session.sh run
 #
-# run: the OpenCL devices, `clnorm-info --check` on the GPU, every test program on the GPU (each
-# under a time cap), then bench/run.sh on the GPU (one clnorm-bench run, then PyTorch with CUDA
-# events, then ../shared/gpu/torch_reference.py: the GPU machine is not shared, so the rows need
-# no pairing). Files in $OUT (default ./gpu-out): summary.txt (also printed last), tests.log,
-# info.txt and the bench's .json/.png/.txt.
+# run, all within DEADLINE_S (default 500 s): the OpenCL devices and `clnorm-info --check` on the
+# GPU; bench/run.sh on the GPU (one clnorm-bench run, then PyTorch with CUDA events, then
+# ../shared/gpu/torch_reference.py: the GPU machine is not shared, so the rows need no pairing);
+# every test program on the GPU; then clnorm-tune with the time left. Files in $OUT (default
+# ./gpu-out, 8 at most come back): summary.txt (also printed last), info.txt, bench-output.txt,
+# the bench's .json/.png/.txt, tests.log, tune.txt (ending with the parameter file the search
+# wrote, if it finished).
 # Environment: GPU_SESSION_DEVICE (the CLNORM_DEVICE selector, default gpu), BENCH_ARGS (extra
-# clnorm-bench options, e.g. --quick), TEST_CAP_S (seconds per test program, default 120),
-# BENCH_CAP_S (default 330).
+# clnorm-bench options, e.g. --quick), BENCH_CAP_S (default 270), TEST_CAP_S (seconds per test
+# program, default 60), TESTS_CAP_S (all of them, default 150), TUNE_ARGS (e.g. --quick), NO_TUNE.
 # Rehearse the whole flow here on PoCL (no .gpu/ needed):
 #   GPU_SESSION_DEVICE=cpu BENCH_ARGS=--quick OUT=/tmp/gs bash tools/gpu-session.sh run
 set -uo pipefail
@@ -37,9 +39,18 @@ prepare() {
     echo "gpu-session: carry [\"$build\", \".gpu\"] and run: bash tools/gpu-session.sh run"
 }
 
+# seconds left before the session's deadline, at most $1 (a step's own cap), at least 1
+left() {
+    local rest=$((deadline - $(date +%s)))
+    [ "$rest" -gt "$1" ] && rest=$1
+    [ "$rest" -lt 1 ] && rest=1
+    echo "$rest"
+}
+
 run_on_device() {
     local out=${OUT:-$PWD/gpu-out} dev=${GPU_SESSION_DEVICE:-gpu}
-    local cap=${TEST_CAP_S:-120} bench_cap=${BENCH_CAP_S:-330}
+    local cap=${TEST_CAP_S:-60} tests_cap=${TESTS_CAP_S:-150} bench_cap=${BENCH_CAP_S:-270}
+    deadline=$(($(date +%s) + ${DEADLINE_S:-500}))
     mkdir -p "$out"
     local summary=$out/summary.txt cache
     cache=$(mktemp -d)
@@ -47,33 +58,57 @@ run_on_device() {
     export CLNORM_DEVICE=$dev CLNORM_CACHE_DIR=$cache
     {
         echo "== every OpenCL device"
-        "$build/clnorm-info" 2>&1
+        timeout 30 "$build/clnorm-info" 2>&1
         echo "== clnorm-info --check $dev"
-        "$build/clnorm-info" --check "$dev" 2>&1
+        timeout 60 "$build/clnorm-info" --check "$dev" 2>&1
         echo "check rc=$?"
     } >"$out/info.txt"
     grep -m1 "^device " "$out/info.txt" >>"$summary"
     grep -m1 -E "^(self-check|check rc=)" "$out/info.txt" >>"$summary"
     grep -m1 "^first call" "$out/info.txt" >>"$summary"
 
+    # the bench first (the measurement no other machine can make): clnorm-bench, then the
+    # PyTorch peer (CUDA) and torch_reference.py
+    local log=$out/bench-output.txt
+    # shellcheck disable=SC2086
+    PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
+        timeout "$(left "$bench_cap")" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} \
+        >"$log" 2>&1
+    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
+    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
+    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
+
+    # every test program on the device, each under its cap, all of them under tests_cap
+    local tests_end=$(($(date +%s) + tests_cap))
     : >"$out/tests.log"
     for t in foundation batchnorm batchnorm_api batchnorm_layer featurenorm featurenorm_layer \
         reliability params bad_input; do
+        local rest=$((tests_end - $(date +%s)))
+        [ "$rest" -gt "$cap" ] && rest=$cap
+        if [ "$rest" -lt 5 ]; then
+            echo "test_$t: not run (the tests' time is up)" >>"$summary"
+            continue
+        fi
         echo "=== test_$t" >>"$out/tests.log"
-        timeout "$cap" "$build/tests/test_$t" --jobs=4 >>"$out/tests.log" 2>&1
+        timeout "$(left "$rest")" "$build/tests/test_$t" --jobs=8 >>"$out/tests.log" 2>&1
         local rc=$?
         printf 'test_%-18s rc=%-3s %s\n' "$t" "$rc" \
             "$(grep "Synthesis" "$out/tests.log" | tail -1 | sed 's/.*Synthesis: //')" >>"$summary"
     done
 
-    # the bench: clnorm-bench, then the PyTorch peer (CUDA) and torch_reference.py
-    local log=$out/bench-output.txt
-    # shellcheck disable=SC2086
-    PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
-        timeout "$bench_cap" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} >"$log" 2>&1
-    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
-    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
-    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
+    # the tuner with the time that is left (line-buffered: a search cut short still shows its
+    # candidates); its parameter file goes to $OUT, not into the device's cache
+    if [ -z "${NO_TUNE:-}" ] && [ "$(left 9999)" -gt 30 ]; then
+        # shellcheck disable=SC2086
+        timeout "$(left 9999)" stdbuf -oL "$build/clnorm-tune" --device "$dev" \
+            --out "$out/tuned-params.txt" ${TUNE_ARGS:-} >"$out/tune.txt" 2>&1
+        echo "tune rc=$? (tune.txt: $(grep -c '' "$out/tune.txt") lines)" >>"$summary"
+        grep -E "^(best:|result:|final)" "$out/tune.txt" >>"$summary"
+        if [ -f "$out/tuned-params.txt" ]; then # into tune.txt: 8 files come back at most
+            { echo "== tuned-params.txt"; cat "$out/tuned-params.txt"; } >>"$out/tune.txt"
+            rm "$out/tuned-params.txt"
+        fi
+    fi
     rm -rf "$cache"
     echo "== summary"
     cat "$summary"
