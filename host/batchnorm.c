@@ -155,17 +155,21 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
         size_t tile = clamp_size(PLANE_RUN / g->spatial, 1,
                                  (size_t)ctx->params.plane_tile < g->c ? (size_t)ctx->params.plane_tile : g->c);
         size_t tiles = ceil_div(g->c, tile);
-        size_t s = stage1_splits(ctx, prog, wg, g->rows / vec, tiles);
+        /* The `width` work-items that share a tile take blocks sl, sl + width, ... of each plane:
+         * about 2 blocks each, so that small planes do not leave most of them idle (N64 C2048
+         * 7x7 on an H100: 13 blocks a plane for 256 work-items, 0.44 ms), but at least 8 side by
+         * side (128 contiguous bytes); the work-group's other work-items take other tiles. */
+        const size_t plane_blocks = ceil_div(ceil_div(g->spatial, vec),
+                                             (size_t)stats_block_vectors(&ctx->params));
+        const size_t width =
+            clamp_size(floor_pow2_size(ceil_div(plane_blocks, 2)), wg < 8 ? wg : 8, wg);
+        const size_t per_group = wg / width;
+        size_t s = stage1_splits(ctx, prog, width, g->rows / vec, ceil_div(tiles, per_group));
         if (s > g->n) {
             /* fewer planes than partials: cut each plane into pieces of whole statistics blocks */
-            const size_t blocks = ceil_div(ceil_div(g->spatial, vec),
-                                           (size_t)stats_block_vectors(&ctx->params));
-            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, blocks);
+            p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, plane_blocks);
             s = g->n * p->pieces;
         }
-        /* several tiles per work-group when a piece has fewer blocks than work-items */
-        size_t blocks = ceil_div(g->rows / vec, s);
-        size_t per_group = wg / clamp_size(floor_pow2_size(blocks), 1, wg);
         p->per_group = (cl_uint)per_group;
         p->tile = (cl_uint)tile;
         p->sets = (cl_uint)s;
@@ -260,6 +264,15 @@ clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
     /* CPUs merge VEC channels at once where the sets allow it: a channel's merges are a chain of
      * divisions, and 2048 channels took 0.13 ms of a 0.7 ms channels-last forward */
     const cl_int lanes = a->uniform_counts && prog->work_group_size == 1 && !a->sets_are_var;
+    /* GPUs: many sets are a long chain of dependent loads for one work-item; a team of work-items
+     * per channel, each merging about 4 of them, needs log2(team) more steps instead */
+    const size_t wg = (size_t)prog->work_group_size;
+    cl_uint team = 1;
+    if (!lanes && wg > 1 && a->num_sets >= 16) {
+        team = (cl_uint)floor_pow2_size(a->num_sets / 4 < wg ? a->num_sets / 4 : wg);
+        while (wg % team)
+            team /= 2;
+    }
     kernel_arg args[] = {ARG(a->sets),         ARG(a->num_sets),    ARG(a->sets_are_var),
                          ARG(a->pivots),       ARG(c),               ARG(a->mode),        ARG(a->eps),
                          ARG(a->momentum),     ARG(a->flags),      ARG(a->mean_in),
@@ -267,10 +280,11 @@ clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
                          ARG(a->beta),         ARG(a->running_mean), ARG(a->running_var),
                          ARG(a->save_mean),    ARG(a->save_invstd), ARG(a->out_sets),
                          ARG(a->coef),         ARG(a->dgamma),      ARG(a->dbeta),
-                         ARG(lanes)};
+                         ARG(lanes),           ARG(team)};
     const int kernel = program_kernel_index(FAMILY_NORM, "bn_channel");
     const size_t items = lanes ? ceil_div(channels, (size_t)ctx->params.vector_width) : channels;
-    size_t local = per_item_local(prog, kernel), global = round_up(items, local);
+    size_t local = team > 1 ? wg : per_item_local(prog, kernel);
+    size_t global = round_up(items * team, local);
     return chain_launch(ctx, chain, prog, kernel, args, ARRAY_SIZE(args), 1, &global, &local);
 }
 

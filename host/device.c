@@ -86,6 +86,11 @@ clnorm_status device_query_facts(cl_device_id device, device_facts *facts)
     if (clGetDeviceInfo(device, CL_DEVICE_GLOBAL_MEM_CACHE_SIZE, sizeof facts->cache_bytes,
                         &facts->cache_bytes, NULL) != CL_SUCCESS)
         facts->cache_bytes = 0;
+    /* optional too: without it, a division or square root may be off by a few ulp */
+    cl_device_fp_config fp = 0;
+    if (clGetDeviceInfo(device, CL_DEVICE_SINGLE_FP_CONFIG, sizeof fp, &fp, NULL) != CL_SUCCESS)
+        fp = 0;
+    facts->correct_div_sqrt = (fp & CL_FP_CORRECTLY_ROUNDED_DIVIDE_SQRT) != 0;
     facts->compute_units = units;
     facts->local_mem_bytes = local;
     facts->max_alloc_bytes = alloc;

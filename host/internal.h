@@ -38,6 +38,7 @@ typedef struct device_facts {
     size_t max_work_group_size;
     uint64_t local_mem_bytes, max_alloc_bytes, global_mem_bytes;
     uint64_t cache_bytes; /* global memory cache; 0 where the device does not say */
+    bool correct_div_sqrt; /* accepts -cl-fp32-correctly-rounded-divide-sqrt */
 } device_facts;
 
 #define PARAM_COUNT_ONE_(name, text) +1

@@ -48,13 +48,14 @@ DEFINE_PARTIAL_MERGE(lanes_merge, FLOATV, stats_merge_lanes)
 #define RELU_MASK(dy, y) select((FLOATV)0.0f, (dy), isgreater((y), (FLOATV)0.0f))
 
 /* Tree-merges the partials of a work-group held in local memory, within each run of `width`
- * work-items (a power of two). Every work-item reaches every barrier. */
+ * work-items (a power of two): neighbours first, then neighbouring pairs, ..., the tree of
+ * merge_sets' stack (bn_channel's teams rely on it). Every work-item reaches every barrier. */
 void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid,
                       uint width, int mode)
 {
-    for (uint stride = width / 2; stride > 0; stride >>= 1) {
+    for (uint stride = 1; stride < width; stride *= 2) {
         barrier(CLK_LOCAL_MEM_FENCE);
-        if ((lid & (width - 1)) < stride) {
+        if ((lid & (2 * stride - 1)) == 0) {
             float n = cnt[lid], ra = a[lid], rb = b[lid];
             partial_merge(&n, &ra, &rb, cnt[lid + stride], a[lid + stride], b[lid + stride], mode);
             cnt[lid] = n;
@@ -867,10 +868,10 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
     *e = frozen ? 0.0f : -*a * invstd * dg / count;
 }
 
-/* The sets' tree merge for stage 2: set k's (count, a, b) at k * 3C, read by LOAD_SET for the
- * channel (T = float) or the VEC channels from c0 (T = FLOATV, the sets' counts then the same for
- * every channel: batch norm's stage 1); a stack of partial results whose level k holds a merge of
- * 2^k sets, so the tree is the same whatever the device. */
+/* The sets' tree merge for stage 2: sets [k_begin, k_end), set k's (count, a, b) at k * 3C, read
+ * by LOAD_SET for the channel (T = float) or the VEC channels from c0 (T = FLOATV, the sets' counts
+ * then the same for every channel: batch norm's stage 1); a stack of partial results whose level
+ * k holds a merge of 2^k sets, so the tree is the same whatever the device. */
 #define LOAD_SET_ONE(set, C, c, left, q) ((set)[(q) * (C) + (c)])
 #define LOAD_SET_LANES(set, C, c, left, q) load_lanes((set) + (q) * (C), (c), (left))
 #define DEFINE_SETS_MERGE(name, T, LOAD_SET, merge_fn)                                             \
@@ -883,13 +884,14 @@ void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gam
         *a = lv_a[lvl];                                                                            \
         *b = lv_b[lvl];                                                                            \
     }                                                                                              \
-    ALWAYS_INLINE void name(__global const float *sets, uint num_sets, int sets_are_var, ulong C,  \
-                            ulong c, long left, int merge_mode, float *count, T *sum_a, T *sum_b)  \
+    ALWAYS_INLINE void name(__global const float *sets, uint k_begin, uint k_end,                  \
+                            int sets_are_var, ulong C, ulong c, long left, int merge_mode,         \
+                            float *count, T *sum_a, T *sum_b)                                      \
     {                                                                                              \
         float lv_n[32];                                                                            \
         T lv_a[32], lv_b[32];                                                                      \
         uint filled = 0; /* bit k set: level k holds a merge of 2^k sets */                       \
-        for (uint k = 0; k < num_sets; k++) {                                                      \
+        for (uint k = k_begin; k < k_end; k++) {                                                   \
             __global const float *set = sets + (ulong)k * 3 * C;                                   \
             float n = set[c];                                                                      \
             T a = LOAD_SET(set, C, c, left, 1), b = LOAD_SET(set, C, c, left, 2);                  \
@@ -920,7 +922,12 @@ DEFINE_SETS_MERGE(merge_sets_lanes, FLOATV, LOAD_SET_LANES, lanes_merge)
 
 /* Stage 2: one work-item per channel (or per row or group of the feature-axis norms), or with
  * `lanes` (work-groups of one, sets with the same count for every channel) per VEC channels, their
- * merges a vector's lanes (the same operations as one channel's). mean_in NULL means 0 and var_in
+ * merges a vector's lanes (the same operations as one channel's), or with `team` > 1 (a power of
+ * two dividing WG_SIZE, work-groups of WG_SIZE; not with lanes) that many work-items per channel:
+ * many sets are a long chain of dependent loads for one work-item (784 sets of a channels-last
+ * N8 C64 112x112 took 0.25 ms on an H100). Member m merges the aligned run of `per` sets from
+ * m * per (per a power of two), and the members' tree then merges the runs exactly as the one
+ * work-item's stack does: the same tree, so the same bits. mean_in NULL means 0 and var_in
  * NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE also writes (count, mean,
  * biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
  * sets_are_var). */
@@ -933,23 +940,44 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
                          __global float *running_var, __global float *save_mean,
                          __global float *save_invstd, __global float *out_sets,
                          __global float *coef, __global float *dgamma, __global float *dbeta,
-                         int lanes)
+                         int lanes, uint team)
 {
-    const ulong c0 = get_global_id(0) * (lanes ? VEC : 1);
-    if (c0 >= C)
-        return;
+    __local float l_n[WG_SIZE], l_a[WG_SIZE], l_b[WG_SIZE];
+    const ulong c0 = get_global_id(0) / team * (lanes ? VEC : 1);
     const int merge_mode = mode == CH_GRAD ? REDUCE_GRAD : REDUCE_STATS;
-    const uint here = lanes ? (C - c0 < VEC ? (uint)(C - c0) : VEC) : 1;
     float count, a_lane[VEC], b_lane[VEC];
-    if (lanes) {
+    if (team > 1) {
+        /* every member reaches the tree's barriers, also past C (with no sets) */
+        const uint lid = get_local_id(0);
+        uint per = 1;
+        while (per * team < num_sets)
+            per *= 2;
+        const uint k_begin = c0 < C ? min((lid & (team - 1)) * per, num_sets) : num_sets;
+        float n, ma, mb;
+        merge_sets(sets, k_begin, min(k_begin + per, num_sets), sets_are_var, C, c0, 1,
+                   merge_mode, &n, &ma, &mb);
+        l_n[lid] = n;
+        l_a[lid] = ma;
+        l_b[lid] = mb;
+        group_tree_merge(l_n, l_a, l_b, lid, team, merge_mode);
+        /* the team's first member goes on with the channel (no return before the barriers'
+         * end: PoCL 3.1 gave zeros with one in this branch) */
+        count = l_n[lid];
+        a_lane[0] = l_a[lid];
+        b_lane[0] = l_b[lid];
+    } else if (lanes && c0 < C) {
         FLOATV va, vb;
-        merge_sets_lanes(sets, num_sets, 0, C, c0, (long)here, merge_mode, &count, &va, &vb);
+        merge_sets_lanes(sets, 0, num_sets, 0, C, c0, (long)(C - c0 < VEC ? C - c0 : VEC),
+                         merge_mode, &count, &va, &vb);
         STOREV(a_lane, 0, va);
         STOREV(b_lane, 0, vb);
-    } else {
-        merge_sets(sets, num_sets, sets_are_var, C, c0, 1, merge_mode, &count, &a_lane[0],
+    } else if (c0 < C) {
+        merge_sets(sets, 0, num_sets, sets_are_var, C, c0, 1, merge_mode, &count, &a_lane[0],
                    &b_lane[0]);
     }
+    if (c0 >= C || (get_local_id(0) & (team - 1)) != 0)
+        return;
+    const uint here = lanes ? (C - c0 < VEC ? (uint)(C - c0) : VEC) : 1;
     for (uint i = 0; i < here; i++) {
         const ulong c = c0 + i;
         float sum_a = a_lane[i];
