@@ -10,15 +10,18 @@
 #          bash tools/gpu-session.sh run
 #
 # run, all within DEADLINE_S (default 500 s): the OpenCL devices and `clnorm-info --check` on the
-# GPU; bench/run.sh on the GPU (one clnorm-bench run, then PyTorch with CUDA events, then
+# GPU; every test program on the GPU (each test under a 30 s timeout, so that a hang names
+# itself); bench/run.sh on the GPU (one clnorm-bench run, then PyTorch with CUDA events, then
 # ../shared/gpu/torch_reference.py: the GPU machine is not shared, so the rows need no pairing);
-# every test program on the GPU; then clnorm-tune with the time left. Files in $OUT (default
+# then clnorm-tune with the time left. Files in $OUT (default
 # ./gpu-out, 8 at most come back): summary.txt (also printed last), info.txt, bench-output.txt,
 # the bench's .json/.png/.txt, tests.log, tune.txt (ending with the parameter file the search
 # wrote, if it finished).
 # Environment: GPU_SESSION_DEVICE (the CLNORM_DEVICE selector, default gpu), BENCH_ARGS (extra
-# clnorm-bench options, e.g. --quick), BENCH_CAP_S (default 270), TEST_CAP_S (seconds per test
-# program, default 60), TESTS_CAP_S (all of them, default 150), TUNE_ARGS (e.g. --quick), NO_TUNE.
+# clnorm-bench options, e.g. --quick), BENCH_OPS (its --ops filter), BENCH_CAP_S (default 270),
+# TEST_CAP_S (seconds per test program, default 60), TESTS_CAP_S (all of them, default 150),
+# SWEEP_SETS (parameter sets for bench/sweep_params.py, ";"-separated; SWEEP_SHAPES, SWEEP_OPS:
+# its filters; output in sweep.txt), TUNE_ARGS (e.g. --quick), NO_TUNE.
 # Rehearse the whole flow here on PoCL (no .gpu/ needed):
 #   GPU_SESSION_DEVICE=cpu BENCH_ARGS=--quick OUT=/tmp/gs bash tools/gpu-session.sh run
 set -uo pipefail
@@ -67,17 +70,6 @@ run_on_device() {
     grep -m1 -E "^(self-check|check rc=)" "$out/info.txt" >>"$summary"
     grep -m1 "^first call" "$out/info.txt" >>"$summary"
 
-    # the bench first (the measurement no other machine can make): clnorm-bench, then the
-    # PyTorch peer (CUDA) and torch_reference.py
-    local log=$out/bench-output.txt
-    # shellcheck disable=SC2086
-    PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
-        timeout "$(left "$bench_cap")" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} \
-        >"$log" 2>&1
-    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
-    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
-    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
-
     # every test program on the device, each under its cap, all of them under tests_cap
     local tests_end=$(($(date +%s) + tests_cap))
     : >"$out/tests.log"
@@ -90,11 +82,33 @@ run_on_device() {
             continue
         fi
         echo "=== test_$t" >>"$out/tests.log"
-        timeout "$(left "$rest")" "$build/tests/test_$t" --jobs=8 >>"$out/tests.log" 2>&1
+        timeout "$(left "$rest")" "$build/tests/test_$t" --jobs=8 --timeout 30 --verbose \
+            >>"$out/tests.log" 2>&1
         local rc=$?
-        printf 'test_%-18s rc=%-3s %s\n' "$t" "$rc" \
-            "$(grep "Synthesis" "$out/tests.log" | tail -1 | sed 's/.*Synthesis: //')" >>"$summary"
+        printf 'test_%-18s rc=%-3s %s\n' "$t" "$rc" "$(sed -n "/^=== test_$t\$/,\$p" \
+            "$out/tests.log" | grep "Synthesis" | sed 's/.*Synthesis: //')" >>"$summary"
     done
+
+    # the bench: clnorm-bench, then the PyTorch peer (CUDA) and torch_reference.py
+    local log=$out/bench-output.txt
+    # shellcheck disable=SC2086
+    PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
+        timeout "$(left "$bench_cap")" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} \
+        ${BENCH_OPS:+--ops "$BENCH_OPS"} >"$log" 2>&1
+    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
+    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
+    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
+
+    # parameter overrides against the table, each A/B in one process (bench/sweep_params.py),
+    # with the time that is left: SWEEP_SETS="name=v[,name=v];..."
+    if [ -n "${SWEEP_SETS:-}" ] && [ "$(left 9999)" -gt 30 ]; then
+        local sets=()
+        IFS=';' read -ra sets <<<"$SWEEP_SETS"
+        timeout "$(left 9999)" python3 -u bench/sweep_params.py --bench "$build/bench/clnorm-bench" \
+            ${SWEEP_SHAPES:+--shapes "$SWEEP_SHAPES"} ${SWEEP_OPS:+--ops "$SWEEP_OPS"} \
+            "${sets[@]/#/--set=}" -- --device "$dev" >"$out/sweep.txt" 2>&1
+        echo "sweep rc=$? (sweep.txt)" >>"$summary"
+    fi
 
     # the tuner with the time that is left (line-buffered: a search cut short still shows its
     # candidates); its parameter file goes to $OUT, not into the device's cache
