@@ -38,6 +38,8 @@ prepare() {
             >/dev/null
     fi
     ninja -C "$build" >/dev/null
+    # the commit the bench records: the GPU machine's copy of the tree may carry a stale .git
+    git describe --always --dirty --abbrev=12 --exclude='*' >"$build/commit.txt"
     bash ../shared/gpu/pack.sh "$build"
     echo "gpu-session: carry [\"$build\", \".gpu\"] and run: bash tools/gpu-session.sh run"
 }
@@ -59,6 +61,7 @@ run_on_device() {
     cache=$(mktemp -d)
     : >"$summary"
     export CLNORM_DEVICE=$dev CLNORM_CACHE_DIR=$cache
+    [ -f "$build/commit.txt" ] && export CLNORM_BENCH_COMMIT="$(cat "$build/commit.txt")"
     {
         echo "== every OpenCL device"
         timeout 30 "$build/clnorm-info" 2>&1
