@@ -17,6 +17,21 @@ clnorm_context *test_context(const clnorm_settings *settings)
     return ctx;
 }
 
+clnorm_context *test_context_shared(const clnorm_settings *settings)
+{
+    static clnorm_context *shared;
+    if (!shared)
+        shared = test_context(NULL);
+    char message[8192];
+    clnorm_context *ctx = NULL;
+    clnorm_status status = clnorm_context_wrap(&ctx, clnorm_context_cl_context(shared),
+                                               clnorm_context_device(shared),
+                                               clnorm_context_queue(shared), settings, message,
+                                               sizeof message);
+    cr_assert_eq(status, CLNORM_OK, "context: %s", message);
+    return ctx;
+}
+
 void make_temp_dir(char *path, size_t size)
 {
     const char *base = getenv("TMPDIR");

@@ -12,6 +12,11 @@
 /* A context on the device under test; fails the test with the message when that is impossible. */
 clnorm_context *test_context(const clnorm_settings *settings);
 
+/* A context like test_context's, wrapping one OpenCL context and queue that the test process
+ * shares (created on first use, released with the process): for tests that make many contexts
+ * (a new OpenCL context per context made test programs outrun their 60 s cap on NVIDIA). */
+clnorm_context *test_context_shared(const clnorm_settings *settings);
+
 /* A fresh empty folder under the build's temporary area; the caller removes it with remove_tree. */
 void make_temp_dir(char *path, size_t size);
 void remove_tree(const char *path);

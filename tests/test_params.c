@@ -42,27 +42,16 @@ static size_t param_count(void)
     return n;
 }
 
-/* A context whose disk cache folder is `dir`, logging into *log. They all wrap one OpenCL context
- * and queue: a test makes hundreds, and with an OpenCL context each, this program outran its
- * 60 s cap on NVIDIA's driver. */
+/* A context whose disk cache folder is `dir`, logging into *log (a test makes hundreds). */
 static clnorm_context *context_in(const char *dir, log_record *log)
 {
-    static clnorm_context *shared; /* the test process's; it ends with the process */
-    if (!shared)
-        shared = test_context(NULL);
     clnorm_settings s;
     clnorm_default_settings(&s);
     s.cache_dir = dir;
     s.log = record_log;
     s.log_user = log;
     memset(log, 0, sizeof *log);
-    clnorm_context *ctx = NULL;
-    char message[8192];
-    cr_assert_eq(clnorm_context_wrap(&ctx, clnorm_context_cl_context(shared),
-                                     clnorm_context_device(shared), clnorm_context_queue(shared),
-                                     &s, message, sizeof message),
-                 CLNORM_OK, "context: %s", message);
-    return ctx;
+    return test_context_shared(&s);
 }
 
 static void write_file(const char *path, const char *text, size_t size)
