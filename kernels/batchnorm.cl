@@ -4,8 +4,9 @@
  * over (N x spatial) to one partial per channel: statistics (count, mean, m2n) of x, or for the
  * backward pass the sums of dy and dy * (x - mean). Partials go to `sets`, set s at s * 3C:
  * [count | mean-or-sum_dy | m2n-or-sum_dy_xmu], C floats each.
- * Stage 2 (bn_channel): one work-item per channel merges that channel's partials as a tree and
- * finalizes: batch mean and 1/sqrt(var + eps), running statistics, per-channel coefficients.
+ * Stage 2 (bn_channel): one work-item per channel (a team of them on GPUs, for many partials)
+ * merges that channel's partials as a tree and finalizes: batch mean and 1/sqrt(var + eps),
+ * running statistics, per-channel coefficients.
  * Stage 3 (bn_elementwise): out = a*in1 + b + e*(in2 - center), per channel (a, b, e, center),
  * plus residual and ReLU: the forward apply and the backward dx are both of this form.
  *
@@ -949,13 +950,13 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     if (team > 1) {
         /* every member reaches the tree's barriers, also past C (with no sets) */
         const uint lid = get_local_id(0);
-        uint per = 1;
+        ulong per = 1; /* (in 64 bits: up to 2^32 - 1 sets) */
         while (per * team < num_sets)
             per *= 2;
-        const uint k_begin = c0 < C ? min((lid & (team - 1)) * per, num_sets) : num_sets;
+        const ulong k_begin = c0 < C ? min((lid & (team - 1)) * per, (ulong)num_sets) : num_sets;
         float n, ma, mb;
-        merge_sets(sets, k_begin, min(k_begin + per, num_sets), sets_are_var, C, c0, 1,
-                   merge_mode, &n, &ma, &mb);
+        merge_sets(sets, (uint)k_begin, (uint)min(k_begin + per, (ulong)num_sets), sets_are_var,
+                   C, c0, 1, merge_mode, &n, &ma, &mb);
         l_n[lid] = n;
         l_a[lid] = ma;
         l_b[lid] = mb;

@@ -694,64 +694,75 @@ ParameterizedTest(bn_case *tc, bn, exact_statistics_are_bit_exact)
 
 /* Stage 2's merge of many sets is one fixed tree: one work-item per channel (work-groups of one)
  * and teams of work-items per channel (larger work-groups) give the same bits. Counts differ per
- * set and per channel, so every merge weighs its sides differently. */
+ * set and per channel (one is 0), so every merge weighs its sides differently; 45 sets leave the
+ * last team member a partial run, 64 fill every run. */
 Test(bn_merge, many_sets_give_the_same_bits_on_every_work_group_size)
 {
-    enum { C = 5, SETS = 45, RUNS = 2 };
-    float sets[SETS * 3 * C];
+    enum { C = 5, MAX_SETS = 64, RUNS = 2, COUNTS = 2 };
+    static const size_t set_counts[COUNTS] = {45, 64};
+    float sets[MAX_SETS * 3 * C];
     rng r = {99};
-    for (size_t k = 0; k < SETS; k++)
+    for (size_t k = 0; k < MAX_SETS; k++)
         for (size_t c = 0; c < C; c++) {
             sets[k * 3 * C + c] = (float)(1 + (int)(rng_uniform(&r) * 50));
             sets[k * 3 * C + C + c] = (float)(3.0 + rng_normal(&r));
             sets[k * 3 * C + 2 * C + c] = (float)(0.5 + rng_uniform(&r));
         }
+    sets[7 * 3 * C + 2] = 0.0f; /* set 7 has no values of channel 2 */
     clnorm_context *ctx = test_context(NULL);
-    /* the device's own work-group size, and one work-item or 16 (teams of 8 merging 8 sets each) */
+    /* the device's own work-group size, and one work-item or 16 (teams of 8) */
     long group_sizes[RUNS];
     CLNORM_OK_(ctx, clnorm_get_param(ctx, "work_group_size", &group_sizes[0]));
     group_sizes[1] = group_sizes[0] == 1 ? 16 : 1;
-    cl_mem d_sets = test_buffer(ctx, SETS * 3 * C, sets);
+    cl_mem d_sets = test_buffer(ctx, MAX_SETS * 3 * C, sets);
     cl_mem out[4];
     for (int i = 0; i < 4; i++)
         out[i] = test_buffer(ctx, C, NULL);
     clnorm_bn_config cfg;
     clnorm_bn_default_config(&cfg);
-    float got[RUNS][4][C];
+    float got[RUNS][COUNTS][4][C];
     for (int run = 0; run < RUNS; run++) {
         CLNORM_OK_(ctx, clnorm_set_param(ctx, "work_group_size", group_sizes[run]));
-        float zeros[C] = {0}, ones[C] = {1, 1, 1, 1, 1};
-        CL_OK(clEnqueueWriteBuffer(clnorm_context_queue(ctx), out[0], CL_TRUE, 0, sizeof zeros,
-                                   zeros, 0, NULL, NULL));
-        CL_OK(clEnqueueWriteBuffer(clnorm_context_queue(ctx), out[1], CL_TRUE, 0, sizeof ones,
-                                   ones, 0, NULL, NULL));
-        CLNORM_OK_(ctx, clnorm_bn_merge_stats(ctx, C, SETS, d_sets, &cfg, out[0], out[1], out[2],
-                                              out[3], 0, NULL, NULL));
-        for (int i = 0; i < 4; i++)
-            test_read(ctx, out[i], C, got[run][i]);
-    }
-    /* and the float64 merge, to within rounding */
-    for (size_t c = 0; c < C; c++) {
-        double n = 0, mean = 0, m2 = 0;
-        for (size_t k = 0; k < SETS; k++) {
-            const double nb = sets[k * 3 * C + c], mb = sets[k * 3 * C + C + c],
-                         m2b = sets[k * 3 * C + 2 * C + c] * nb, d = mb - mean;
-            mean += d * nb / (n + nb);
-            m2 += m2b + d * d * n * nb / (n + nb);
-            n += nb;
+        for (int q = 0; q < COUNTS; q++) {
+            float zeros[C] = {0}, ones[C] = {1, 1, 1, 1, 1};
+            CL_OK(clEnqueueWriteBuffer(clnorm_context_queue(ctx), out[0], CL_TRUE, 0,
+                                       sizeof zeros, zeros, 0, NULL, NULL));
+            CL_OK(clEnqueueWriteBuffer(clnorm_context_queue(ctx), out[1], CL_TRUE, 0,
+                                       sizeof ones, ones, 0, NULL, NULL));
+            CLNORM_OK_(ctx, clnorm_bn_merge_stats(ctx, C, set_counts[q], d_sets, &cfg, out[0],
+                                                  out[1], out[2], out[3], 0, NULL, NULL));
+            for (int i = 0; i < 4; i++)
+                test_read(ctx, out[i], C, got[run][q][i]);
         }
-        const double invstd = 1 / sqrt(m2 / n + cfg.eps);
-        cr_assert(fabs(got[0][2][c] - mean) <= 1e-5 * fabs(mean), "mean[%zu] %g vs %g", c,
-                  (double)got[0][2][c], mean);
-        cr_assert(fabs(got[0][3][c] - invstd) <= 1e-5 * invstd, "invstd[%zu] %g vs %g", c,
-                  (double)got[0][3][c], invstd);
     }
-    for (int run = 1; run < RUNS; run++)
+    /* the device's merge is the float64 one to within rounding */
+    for (int q = 0; q < COUNTS; q++)
+        for (size_t c = 0; c < C; c++) {
+            double n = 0, mean = 0, m2 = 0;
+            for (size_t k = 0; k < set_counts[q]; k++) {
+                const double nb = sets[k * 3 * C + c], mb = sets[k * 3 * C + C + c],
+                             m2b = sets[k * 3 * C + 2 * C + c] * nb, d = mb - mean;
+                if (nb == 0)
+                    continue;
+                mean += d * nb / (n + nb);
+                m2 += m2b + d * d * n * nb / (n + nb);
+                n += nb;
+            }
+            const double invstd = 1 / sqrt(m2 / n + cfg.eps);
+            cr_assert(fabs(got[0][q][2][c] - mean) <= 1e-5 * fabs(mean), "%zu sets: mean[%zu] %g vs %g",
+                      set_counts[q], c, (double)got[0][q][2][c], mean);
+            cr_assert(fabs(got[0][q][3][c] - invstd) <= 1e-5 * invstd,
+                      "%zu sets: invstd[%zu] %g vs %g", set_counts[q], c, (double)got[0][q][3][c],
+                      invstd);
+        }
+    for (int q = 0; q < COUNTS; q++)
         for (int i = 0; i < 4; i++)
             for (size_t c = 0; c < C; c++)
-                cr_assert(!memcmp(&got[run][i][c], &got[0][i][c], sizeof(float)),
-                          "work_group_size %ld: output %d channel %zu: %.9g, with one: %.9g",
-                          group_sizes[run], i, c, (double)got[run][i][c], (double)got[0][i][c]);
+                cr_assert(!memcmp(&got[1][q][i][c], &got[0][q][i][c], sizeof(float)),
+                          "%zu sets: output %d channel %zu: %.9g with work_group_size %ld, %.9g "
+                          "with %ld",
+                          set_counts[q], i, c, (double)got[1][q][i][c], group_sizes[1],
+                          (double)got[0][q][i][c], group_sizes[0]);
     for (int i = 0; i < 4; i++)
         clReleaseMemObject(out[i]);
     clReleaseMemObject(d_sets);
