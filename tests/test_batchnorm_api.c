@@ -227,6 +227,11 @@ static void run_bad_case(size_t i)
         other = test_context(NULL);
         cl_int err;
         foreign_event = clCreateUserEvent(clnorm_context_cl_context(other), &err);
+        cr_assert_eq(err, CL_SUCCESS);
+        /* complete, as test_bad_input's: the OpenCL spec warns against releasing a user event
+         * still pending (this table did not finish within 60 s on NVIDIA; the cause is not
+         * established) */
+        CL_OK(clSetUserEventStatus(foreign_event, CL_COMPLETE));
         num_wait = 1;
         wait = &foreign_event;
     } else if (!strcmp(w, "backward without dy"))
