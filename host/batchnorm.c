@@ -265,14 +265,12 @@ clnorm_status bn_enqueue_channel(clnorm_context *ctx, launch_chain *chain,
      * divisions, and 2048 channels took 0.13 ms of a 0.7 ms channels-last forward */
     const cl_int lanes = a->uniform_counts && prog->work_group_size == 1 && !a->sets_are_var;
     /* GPUs: many sets are a long chain of dependent loads for one work-item; a team of work-items
-     * per channel, each merging about 4 of them, needs log2(team) more steps instead */
+     * per channel merges about 4 sets each, then log2(team) tree steps (a power of two no larger
+     * than the work-group, itself a power of two: program_get) */
     const size_t wg = (size_t)prog->work_group_size;
-    cl_uint team = 1;
-    if (!lanes && wg > 1 && a->num_sets >= 16) {
-        team = (cl_uint)floor_pow2_size(a->num_sets / 4 < wg ? a->num_sets / 4 : wg);
-        while (wg % team)
-            team /= 2;
-    }
+    const size_t quarter = a->num_sets / 4;
+    const cl_uint team =
+        !lanes && wg > 1 && quarter >= 4 ? (cl_uint)floor_pow2_size(quarter < wg ? quarter : wg) : 1;
     kernel_arg args[] = {ARG(a->sets),         ARG(a->num_sets),    ARG(a->sets_are_var),
                          ARG(a->pivots),       ARG(c),               ARG(a->mode),        ARG(a->eps),
                          ARG(a->momentum),     ARG(a->flags),      ARG(a->mean_in),

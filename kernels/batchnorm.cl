@@ -608,43 +608,39 @@ void rows_vector(__global const DATA_T *x, __global const DATA_T *dy, __global c
         store_lanes(set + 2 * C, c0, left, b);
         return;
     }
-    FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
-    {
-        FLOATV sum = 0.0f, second = 0.0f;
-        /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
-        const FLOATV mu = options & ROWS_MEAN ? load_lanes(mean_in + mean_first, c0, left)
-                          : options & ROWS_GROUP_MEAN
-                              ? group_lanes(mean_in, mean_first, c0, mean_cg, left)
-                              : (FLOATV)0.0f;
-        const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
-        if (!(options & ROWS_PER_ROW)) { /* batch and group norm */
-            if ((options & ROWS_MASK) && (options & ROWS_MASKED_DY))
-                grad_rows(x, dy, mask, masked_dy, r0, nr, step, C, c0, left, mu, &sum, &second);
-            else if (options & ROWS_MASK)
-                grad_rows(x, dy, mask, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
-            else
-                grad_rows(x, dy, NULL, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
-        }
-        for (uint j = 0; (options & ROWS_PER_ROW) && j < nr; j++) {
-            const ulong r = r0 + j * step;
-            const float rm = row_mean ? row_mean[r] : 0.0f;
-            FLOATV g = load_lanes(dy, r * C + c0, left);
-            if (mask)
-                g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
-            const FLOATV xv = load_lanes(x, r * C + c0, left);
-            sum += g;
-            second += g * (row_rstd ? (xv - rm) * row_rstd[r] : xv - mu);
-            if (row_sets) {
-                const FLOATV gw = g * w;
-                row_a[j] += gw;
-                row_b[j] += gw * (xv - rm);
-            }
-        }
-        a += sum;
-        b += second;
+    FLOATV sum = 0.0f, second = 0.0f;
+    /* xhat with the statistics of each row (LayerNorm's dweight), else x - mean */
+    const FLOATV mu = options & ROWS_MEAN ? load_lanes(mean_in + mean_first, c0, left)
+                      : options & ROWS_GROUP_MEAN
+                          ? group_lanes(mean_in, mean_first, c0, mean_cg, left)
+                          : (FLOATV)0.0f;
+    const FLOATV w = row_weight ? load_lanes(row_weight, c0, left) : (FLOATV)1.0f;
+    if (!(options & ROWS_PER_ROW)) { /* batch and group norm */
+        if ((options & ROWS_MASK) && (options & ROWS_MASKED_DY))
+            grad_rows(x, dy, mask, masked_dy, r0, nr, step, C, c0, left, mu, &sum, &second);
+        else if (options & ROWS_MASK)
+            grad_rows(x, dy, mask, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
+        else
+            grad_rows(x, dy, NULL, NULL, r0, nr, step, C, c0, left, mu, &sum, &second);
     }
-    store_lanes(set + C, c0, left, a);
-    store_lanes(set + 2 * C, c0, left, b);
+    for (uint j = 0; (options & ROWS_PER_ROW) && j < nr; j++) {
+        const ulong r = r0 + j * step;
+        const float rm = row_mean ? row_mean[r] : 0.0f;
+        FLOATV g = load_lanes(dy, r * C + c0, left);
+        if (mask)
+            g = RELU_MASK(g, load_lanes(mask, r * C + c0, left));
+        const FLOATV xv = load_lanes(x, r * C + c0, left);
+        sum += g;
+        second += g * (row_rstd ? (xv - rm) * row_rstd[r] : xv - mu);
+        if (row_sets) {
+            const FLOATV gw = g * w;
+            row_a[j] += gw;
+            row_b[j] += gw * (xv - rm);
+        }
+    }
+    const FLOATV a = load_lanes(set + C, c0, left), b = load_lanes(set + 2 * C, c0, left);
+    store_lanes(set + C, c0, left, a + sum);
+    store_lanes(set + 2 * C, c0, left, b + second);
 }
 
 /* bn_reduce_rows' work on the block of rows r0 + j * step, j < nr: rows_vector across the row */
@@ -925,13 +921,13 @@ DEFINE_SETS_MERGE(merge_sets_lanes, FLOATV, LOAD_SET_LANES, lanes_merge)
  * `lanes` (work-groups of one, sets with the same count for every channel) per VEC channels, their
  * merges a vector's lanes (the same operations as one channel's), or with `team` > 1 (a power of
  * two dividing WG_SIZE, work-groups of WG_SIZE; not with lanes) that many work-items per channel:
- * many sets are a long chain of dependent loads for one work-item (784 sets of a channels-last
- * N8 C64 112x112 took 0.25 ms on an H100). Member m merges the aligned run of `per` sets from
- * m * per (per a power of two), and the members' tree then merges the runs exactly as the one
- * work-item's stack does: the same tree, so the same bits. mean_in NULL means 0 and var_in
- * NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE also writes (count, mean,
- * biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var) when
- * sets_are_var). */
+ * many sets are a long chain of dependent loads for one work-item (the statistics of a
+ * channels-last N8 C64 112x112, 784 sets, took 0.28 ms on an H100). Member m merges the aligned
+ * run of `per` sets from m * per (per a power of two), and the members' tree then merges the runs
+ * exactly as the one work-item's stack does: the same tree, so the same bits. mean_in NULL means
+ * 0 and var_in NULL an invstd of 1 (parameter gradients); with out_sets, CH_FINALIZE also writes
+ * (count, mean, biased variance). `sets` holds num_sets partials (m2n form, or (count, mean, var)
+ * when sets_are_var). */
 __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are_var,
                          __global const float *pivots, ulong C,
                          int mode, float eps, float momentum, int flags,
@@ -946,6 +942,7 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     __local float l_n[WG_SIZE], l_a[WG_SIZE], l_b[WG_SIZE];
     const ulong c0 = get_global_id(0) / team * (lanes ? VEC : 1);
     const int merge_mode = mode == CH_GRAD ? REDUCE_GRAD : REDUCE_STATS;
+    const uint here = lanes ? (C - c0 < VEC ? (uint)(C - c0) : VEC) : 1; /* (if c0 < C) */
     float count, a_lane[VEC], b_lane[VEC];
     if (team > 1) {
         /* every member reaches the tree's barriers, also past C (with no sets) */
@@ -968,8 +965,7 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
         b_lane[0] = l_b[lid];
     } else if (lanes && c0 < C) {
         FLOATV va, vb;
-        merge_sets_lanes(sets, 0, num_sets, 0, C, c0, (long)(C - c0 < VEC ? C - c0 : VEC),
-                         merge_mode, &count, &va, &vb);
+        merge_sets_lanes(sets, 0, num_sets, 0, C, c0, (long)here, merge_mode, &count, &va, &vb);
         STOREV(a_lane, 0, va);
         STOREV(b_lane, 0, vb);
     } else if (c0 < C) {
@@ -978,7 +974,6 @@ __kernel void bn_channel(__global const float *sets, uint num_sets, int sets_are
     }
     if (c0 >= C || (get_local_id(0) & (team - 1)) != 0)
         return;
-    const uint here = lanes ? (C - c0 < VEC ? (uint)(C - c0) : VEC) : 1;
     for (uint i = 0; i < here; i++) {
         const ulong c = c0 + i;
         float sum_a = a_lane[i];
