@@ -464,7 +464,7 @@ static clnorm_status fn_prepare_forward(bench *b, const op_spec *op, unsigned se
 }
 
 /* The passes column follows host/groupnorm.c, where all four families are one engine (the
- * numbers below are for GPUs; implementation_passes() gives the CPU ones):
+ * numbers below are for GPUs without a shorter path; implementation_passes() gives the others):
  *  forward  = stage 1 statistics (reads x [and the residual]: bn_reduce_cf for layer and RMS norm
  *             and channels-first groups, per (sample, channel) partials for channels-last
  *             groups), a per-row kernel, then gn_apply (reads x [and the residual], writes y
@@ -653,8 +653,18 @@ static size_t effective_work_group(const bench *b)
 static unsigned implementation_passes(const bench *b, const op_spec *op, const shape_case *sc,
                                       int layout)
 {
-    if (effective_work_group(b) != 1)
+    const size_t wg = effective_work_group(b);
+    if (wg != 1) {
+        /* host/groupnorm.c register_row_width: layer and RMS norm forward in one launch where a
+         * row fits in a work-group's registers, row_units (host/program.c) vectors each */
+        long vec = 1;
+        clnorm_get_param(b->ctx, "vector_width", &vec);
+        const size_t units = 2048 / wg < 1 ? 1 : 2048 / wg > 16 ? 16 : 2048 / wg;
+        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "forward") &&
+            (sc->dims[1] + (size_t)vec - 1) / (size_t)vec <= wg * units)
+            return op->reads + op->writes;
         return op->passes;
+    }
     /* bn_cache_share and the one-launch kernels' limit (host/batchnorm.c) */
     const size_t units = b->info.compute_units ? b->info.compute_units : 1;
     const size_t share = (b->cache_bytes ? (size_t)b->cache_bytes : units << 20) / (4 * units);

@@ -83,6 +83,9 @@ typedef struct program_entry {
 /* Returns the program of `family` for the context's current parameters, built or loaded on
  * first use. Caller holds ctx->lock. */
 clnorm_status program_get(clnorm_context *ctx, kernel_family family, const program_entry **out);
+/* Vectors per work-item of gn_forward_rows (its registers), for work-groups of wg: the ROW_UNITS
+ * the program is built with. */
+long row_units(long wg);
 /* Kernel by name within the family's program; index into entry->kernels. */
 int program_kernel_index(kernel_family family, const char *name);
 void program_cache_release(clnorm_context *ctx);

@@ -21,7 +21,7 @@ static const family_desc families[FAMILY_COUNT] = {
                       "bn_channel", "bn_elementwise", "gn_stats",
                       "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_sample",
                       "gn_backward_fused",
-                      "in_running"}},
+                      "gn_forward_rows", "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)
@@ -99,6 +99,14 @@ done:
     return status;
 }
 
+long row_units(long wg)
+{
+    /* 2048 vectors per work-group (8192 floats in float4): the longest rows of the usual models,
+     * at most 16 vectors (64 registers) per work-item */
+    const long units = 2048 / wg;
+    return units < 1 ? 1 : units > 16 ? 16 : units;
+}
+
 static long floor_pow2(long v)
 {
     long p = 1;
@@ -114,9 +122,9 @@ static void format_options(const clnorm_context *ctx, long wg, char *out, size_t
      * them (OpenCL's default allows 2.5 ulp: NVIDIA's variances of exact data were 1 ulp off). */
     snprintf(out, size,
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
-             "-DITEM_TILE=%ld -DPLANE_TILE=%ld%s",
+             "-DITEM_TILE=%ld -DPLANE_TILE=%ld -DROW_UNITS=%ld%s",
              wg, p->vector_width, p->items_per_thread, p->channel_tile, stats_block_vectors(p),
-             p->item_tile, p->plane_tile,
+             p->item_tile, p->plane_tile, row_units(wg),
              ctx->dev.correct_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
 }
 

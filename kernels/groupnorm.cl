@@ -473,6 +473,87 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     }
 }
 
+/* The sum of v over each run of `width` work-items (a power of two, aligned) by a fixed tree,
+ * given to every work-item of the run (`lead`: the run's first). Every work-item reaches every
+ * barrier; the first one frees l from its previous use. */
+float run_sum(float v, __local float *l, uint lid, uint member, uint lead, uint width)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    l[lid] = v;
+    for (uint stride = width / 2; stride > 0; stride /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (member < stride)
+            l[lid] += l[lid + stride];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return l[lead];
+}
+
+/* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
+ * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
+ * rows per work-group), ROW_UNITS vectors each: vector u of member m is the row's u * width + m,
+ * so that neighbouring work-items read neighbouring vectors. The statistics are cached_stats'
+ * (pivot k = the row's first value; the mean, then the squared deviations from it) with tree sums
+ * over the run in place of running ones; the apply is gn_unit's arithmetic on the registers:
+ * x [and the addend] are read once, y [and h] written once, where the general path reads x twice
+ * over three launches. Work-groups: ceil(R / (WG_SIZE / width)). */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
+                __global const float *weight, __global const float *bias,
+                __global float *mean_out, __global float *rstd, __global DATA_T *y,
+                __global DATA_T *h, ulong R, ulong D, uint width, float eps, int flags)
+{
+    __local float l_sum[WG_SIZE];
+    const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
+    const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
+    const int live = r < R, rms = flags & CHF_RMS;
+    const ulong o = live ? r * D : 0;
+    const float k = live ? LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f) : 0.0f;
+    FLOATV v[ROW_UNITS], acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong p = ((ulong)u * width + member) * VEC;
+        const long left = live && p < D ? (long)(D - p) : 0;
+        v[u] = 0.0f;
+        if (left > 0) {
+            v[u] = load_lanes(x, o + p, left);
+            if (addend) {
+                v[u] += load_lanes(addend, o + p, left);
+                store_lanes(h, o + p, left, v[u]);
+            }
+            acc += lane_select(v[u] - k, left);
+        }
+    }
+    const float count = (float)D;
+    const float mean_k = run_sum(HSUM(acc), l_sum, lid, member, lead, width) / count;
+    acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong p = ((ulong)u * width + member) * VEC;
+        const long left = live && p < D ? (long)(D - p) : 0;
+        if (left > 0) {
+            const FLOATV d = lane_select((v[u] - k) - mean_k, left);
+            acc += d * d;
+        }
+    }
+    const float m2n = run_sum(HSUM(acc), l_sum, lid, member, lead, width) / pow2_floor(count);
+    /* every member finalizes alike; the run's first writes the row's statistics */
+    const int writer = live && member == 0;
+    const float mean = mean_k + k;
+    const float rs = finalize_stats(r, R, count, mean, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
+                                    writer && !rms ? mean_out : NULL, writer ? rstd : NULL, NULL);
+    const float center = rms ? 0.0f : mean;
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong p = ((ulong)u * width + member) * VEC;
+        const long left = live && p < D ? (long)(D - p) : 0;
+        if (left > 0) {
+            const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
+            FLOATV out = (v[u] - center) * rs * wt;
+            if (bias)
+                out += load_lanes(bias, p, left);
+            store_lanes(y, o + p, left, out);
+        }
+    }
+}
+
 /* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
  * pivot) with f(v) = v, or (v - center)^2 with `square`. */
 ALWAYS_INLINE FLOATV channel_term(__global const DATA_T *x, __global const DATA_T *addend,
