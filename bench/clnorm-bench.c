@@ -655,13 +655,19 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
 {
     const size_t wg = effective_work_group(b);
     if (wg != 1) {
-        /* host/groupnorm.c register_row_width: layer and RMS norm forward in one launch where a
-         * row fits in a work-group's registers, row_units (host/program.c) vectors each */
+        /* bn_register_width (host/batchnorm.c): layer and RMS norm forward, and channels-first
+         * batch norm training forward, in one launch where a row (a channel's N planes) fits in
+         * a work-group's registers, row_units (host/program.c) vectors each */
         long vec = 1;
         clnorm_get_param(b->ctx, "vector_width", &vec);
         const size_t units = 2048 / wg < 1 ? 1 : 2048 / wg > 16 ? 16 : 2048 / wg;
-        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "forward") &&
-            (sc->dims[1] + (size_t)vec - 1) / (size_t)vec <= wg * units)
+        const size_t values = !strcmp(op->shapes, "rows") && !strcmp(op->op, "forward")
+                                  ? sc->dims[1]
+                              : !strcmp(op->family, "batchnorm") && layout == 0 &&
+                                      !strcmp(op->op, "forward_training")
+                                  ? sc->dims[0] * sc->dims[2] * sc->dims[3]
+                                  : 0;
+        if (values && (values + (size_t)vec - 1) / (size_t)vec <= wg * units)
             return op->reads + op->writes;
         return op->passes;
     }

@@ -492,6 +492,41 @@ size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const
     return clamp_size(tile, 1, g->c / (4 * (size_t)ctx->dev.compute_units));
 }
 
+/* (batchnorm_internal.h) */
+size_t bn_register_width(const program_entry *prog, size_t units)
+{
+    const size_t wg = (size_t)prog->work_group_size, per_item = (size_t)row_units((long)wg);
+    if (wg == 1 || units > wg * per_item)
+        return 0;
+    size_t width = 1;
+    while (width < wg && width * 4 < units)
+        width *= 2;
+    return units > width * per_item ? 0 : width;
+}
+
+/* The training forward in one launch on work-groups of many (bn_forward_channel), `width`
+ * work-items per channel. */
+static clnorm_status enqueue_channel_forward(clnorm_context *ctx, launch_chain *chain,
+                                             const program_entry *prog, const bn_geometry *g,
+                                             const clnorm_bn_config *config,
+                                             const clnorm_bn_buffers *b, size_t width)
+{
+    cl_ulong n = g->n, c = g->c, spatial = g->spatial;
+    cl_uint w = (cl_uint)width;
+    float eps = (float)config->eps, momentum = (float)config->momentum;
+    cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
+    kernel_arg args[] = {ARG(b->x),           ARG(b->residual),    ARG(b->gamma),
+                         ARG(b->beta),        ARG(b->running_mean), ARG(b->running_var),
+                         ARG(b->save_mean),   ARG(b->save_invstd), ARG(n),
+                         ARG(c),              ARG(spatial),        ARG(w),
+                         ARG(eps),            ARG(momentum),       ARG(flags),
+                         ARG(b->y)};
+    size_t local = (size_t)prog->work_group_size;
+    size_t global = ceil_div(g->c, local / width) * local;
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_forward_channel"),
+                        args, ARRAY_SIZE(args), 1, &global, &local);
+}
+
 static clnorm_status enqueue_fused_forward(clnorm_context *ctx, launch_chain *chain,
                                            const program_entry *prog, const bn_geometry *g,
                                            const clnorm_bn_config *config,
@@ -527,9 +562,17 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     if (g.rows == 0)
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
-    size_t tile = bn_fused_tile(ctx, prog, &g, 1);
-    if (tile) {
-        TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
+    /* a channel in the registers of a run of work-items (GPUs: small planes) */
+    const size_t width =
+        g.layout == CLNORM_CHANNELS_FIRST
+            ? bn_register_width(prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
+            : 0;
+    size_t tile = width ? 0 : bn_fused_tile(ctx, prog, &g, 1);
+    if (width || tile) {
+        if (width)
+            TRY(enqueue_channel_forward(ctx, &chain, prog, &g, config, b, width));
+        else
+            TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
         chain_end(ctx, &chain, event, true);
         return CLNORM_OK;
     }

@@ -273,23 +273,6 @@ static bool sample_fused(const clnorm_context *ctx, const program_entry *prog,
            pb->n >= 2 * (size_t)ctx->dev.compute_units && sample_bytes <= bn_cache_share(ctx);
 }
 
-/* Work-items per row of gn_forward_rows, the one-launch layer and RMS norm forward for
- * work-groups of many (GPUs), where a row fits in the registers of at most a work-group (row_units
- * vectors each); 0 where it does not serve. About 4 vectors per work-item: several loads in flight
- * each, and short trees. */
-static size_t register_row_width(const clnorm_context *ctx, const program_entry *prog,
-                                 const gn_problem *pb)
-{
-    const size_t wg = (size_t)prog->work_group_size;
-    const size_t vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
-    if (wg == 1 || !plain_rows(pb) || vectors > wg * (size_t)row_units((long)wg))
-        return 0;
-    size_t width = 1;
-    while (width < wg && width * 4 < vectors)
-        width *= 2;
-    return vectors > width * (size_t)row_units((long)wg) ? 0 : width;
-}
-
 /* Forward. With running_mean (InstanceNorm), the per-instance statistics also update them. */
 static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, double eps,
                                    const clnorm_norm_buffers *b, double momentum,
@@ -317,7 +300,10 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     if (running_mean)
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
     const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
-    const size_t width = register_row_width(ctx, prog, pb);
+    /* layer and RMS norm: a row in the registers of a run of work-items (GPUs) */
+    const size_t width =
+        plain_rows(pb) ? bn_register_width(prog, ceil_div(pb->c, (size_t)ctx->params.vector_width))
+                       : 0;
     const size_t tile = width ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
     const bool by_sample = !width && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
     if (width) {

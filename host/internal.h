@@ -69,7 +69,7 @@ long stats_block_vectors(const device_params *p);
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
 typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_NORM, FAMILY_COUNT } kernel_family;
 
-#define MAX_KERNELS_PER_FAMILY 16
+#define MAX_KERNELS_PER_FAMILY 24
 
 typedef struct program_entry {
     kernel_family family;

@@ -67,6 +67,22 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
+/* The sum of v over each run of `width` work-items (a power of two, aligned) by a fixed tree,
+ * given to every work-item of the run (`lead`: the run's first). Every work-item reaches every
+ * barrier; the first one frees l from its previous use. */
+float run_sum(float v, __local float *l, uint lid, uint member, uint lead, uint width)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    l[lid] = v;
+    for (uint stride = width / 2; stride > 0; stride /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (member < stride)
+            l[lid] += l[lid + stride];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return l[lead];
+}
+
 /* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read
  * as 0 (channels past C, values past a plane's end). */
 FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
@@ -259,14 +275,15 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
 }
 
 /* Sums f(v) over `planes` runs of `len` values (run n at base + n * stride) of pivoted values
- * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center)^2 (cached_sum_squares). Four
+ * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center)^2 * scale (cached_sum_squares:
+ * scale = 1 / P gives m2n directly, and deviations up to 2^64 / sqrt(P) do not overflow). Four
  * accumulators in four variables (an array or a flag here and PoCL keeps them in memory), so
  * the adds are independent; missing lanes of a run's last vector add nothing. */
-#define TERM_VALUE(v, center) (v)
-#define TERM_SQUARE(v, center) (((v) - (center)) * ((v) - (center)))
+#define TERM_VALUE(v, center, scale) (v)
+#define TERM_SQUARE(v, center, scale) (((v) - (center)) * (scale) * ((v) - (center)))
 #define DEFINE_CACHED_SUM(name, TERM)                                                              \
     float name(__global const DATA_T *x, __global const DATA_T *addend, ulong base, ulong stride,  \
-               ulong planes, ulong len, float k, float center)                                     \
+               ulong planes, ulong len, float k, float center, float scale)                        \
     {                                                                                              \
         const ulong whole = len / VEC;                                                             \
         FLOATV a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;                                         \
@@ -278,17 +295,17 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
                 const FLOATV v1 = pivoted(x, addend, o + (j + 1) * VEC, VEC, k);                   \
                 const FLOATV v2 = pivoted(x, addend, o + (j + 2) * VEC, VEC, k);                   \
                 const FLOATV v3 = pivoted(x, addend, o + (j + 3) * VEC, VEC, k);                   \
-                a0 += TERM(v0, center);                                                            \
-                a1 += TERM(v1, center);                                                            \
-                a2 += TERM(v2, center);                                                            \
-                a3 += TERM(v3, center);                                                            \
+                a0 += TERM(v0, center, scale);                                                     \
+                a1 += TERM(v1, center, scale);                                                     \
+                a2 += TERM(v2, center, scale);                                                     \
+                a3 += TERM(v3, center, scale);                                                     \
             }                                                                                      \
             for (; j < whole; j++)                                                                 \
-                a0 += TERM(pivoted(x, addend, o + j * VEC, VEC, k), center);                       \
+                a0 += TERM(pivoted(x, addend, o + j * VEC, VEC, k), center, scale);                \
             if (whole * VEC < len) {                                                               \
                 const long left = (long)(len - whole * VEC);                                       \
-                a1 += lane_select(TERM(pivoted(x, addend, o + whole * VEC, left, k), center),      \
-                                  left);                                                           \
+                const FLOATV v = pivoted(x, addend, o + whole * VEC, left, k);                     \
+                a1 += lane_select(TERM(v, center, scale), left);                                   \
             }                                                                                      \
         }                                                                                          \
         return HSUM((a0 + a1) + (a2 + a3));                                                        \
@@ -306,9 +323,9 @@ void cached_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong
 {
     *k = LOAD(x, base) + (addend ? LOAD(addend, base) : 0.0f);
     *count = (float)(planes * len);
-    *mean = cached_sum(x, addend, base, stride, planes, len, *k, 0.0f) / *count;
-    *m2n = cached_sum_squares(x, addend, base, stride, planes, len, *k, *mean) /
-           pow2_floor(*count);
+    *mean = cached_sum(x, addend, base, stride, planes, len, *k, 0.0f, 1.0f) / *count;
+    *m2n = cached_sum_squares(x, addend, base, stride, planes, len, *k, *mean,
+                              1.0f / pow2_floor(*count));
 }
 
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
@@ -1455,6 +1472,68 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         /* y = beta + scale * (x - mean), as the coefficients of bn_channel give it */
         plane_apply(NULL, x, residual, NULL, y, NULL, c * HW, C * HW, N, HW, 0.0f,
                     beta ? beta[c] : 0.0f, scale, batch_mean, flags);
+    }
+}
+
+/* Training forward of channels-first in one launch for work-groups of many (GPUs), where a
+ * channel's N planes of HW values fit in the registers of `width` work-items (a power of two <=
+ * WG_SIZE; WG_SIZE / width channels per work-group), ROW_UNITS * VEC values each: value u of
+ * member m is the channel's u * width + m (plane by plane, so that neighbouring work-items read
+ * neighbouring values). The statistics are bn_forward_fused's (cached_stats: pivot k = the
+ * channel's first value; the mean, then the squared deviations from it) with tree sums over the
+ * run; finalized as bn_channel does (the run's first writes the saved and running statistics);
+ * then y = act(beta + scale * (x - mean) [+ residual]) from the registers: x is read once and y
+ * written once in one launch, where the general path takes three (small planes such as 7x7 and
+ * 14x14: the launches cost more than the data). Work-groups: ceil(C / (WG_SIZE / width)). */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
+                   __global const float *gamma, __global const float *beta,
+                   __global float *running_mean, __global float *running_var,
+                   __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
+                   ulong HW, uint width, float eps, float momentum, int flags, __global DATA_T *y)
+{
+    __local float l_sum[WG_SIZE];
+    const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
+    const ulong c = get_group_id(0) * (WG_SIZE / width) + lid / width;
+    const int live = c < C;
+    /* (at most width * ROW_UNITS * VEC values: 32-bit positions) */
+    const uint count = live ? (uint)(N * HW) : 0, hw = (uint)HW;
+    const float k = live ? LOAD(x, c * HW) : 0.0f;
+    float v[ROW_UNITS * VEC], acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS * VEC; u++) {
+        const uint i = u * width + member, n = i / hw;
+        v[u] = i < count ? LOAD(x, (n * C + c) * HW + (i - n * hw)) : 0.0f;
+        acc += i < count ? v[u] - k : 0.0f;
+    }
+    const float total = (float)(N * HW);
+    const float mean_k = run_sum(acc, l_sum, lid, member, lead, width) / total;
+    /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
+    const float inv_p = 1.0f / pow2_floor(total);
+    acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS * VEC; u++) {
+        const float d = (v[u] - k) - mean_k;
+        acc += u * width + member < count ? d * inv_p * d : 0.0f;
+    }
+    const float m2n = run_sum(acc, l_sum, lid, member, lead, width);
+    /* every member finalizes alike; the run's first writes the channel's statistics */
+    const int writer = live && member == 0;
+    const float mean = mean_k + k;
+    const float scale = finalize_stats(c, C, total, mean, m2n, eps, momentum, 0,
+                                       live ? gamma : NULL, writer ? running_mean : NULL,
+                                       writer ? running_var : NULL, writer ? save_mean : NULL,
+                                       writer ? save_invstd : NULL, NULL);
+    const float shift = live && beta ? beta[c] : 0.0f;
+    for (uint u = 0; u < ROW_UNITS * VEC; u++) {
+        const uint i = u * width + member, n = i / hw;
+        if (i < count) {
+            const ulong o = (n * C + c) * HW + (i - n * hw);
+            float r = shift + scale * (v[u] - mean);
+            if (residual)
+                r += LOAD(residual, o);
+            if (flags & FLAG_RELU)
+                r = r < 0.0f ? 0.0f : r;
+            STORE(y, o, r);
+        }
     }
 }
 

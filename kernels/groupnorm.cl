@@ -405,12 +405,13 @@ ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *a
     float k = 0.0f, sum = 0.0f;
     if (here) {
         k = LOAD(x, r_first * D) + (addend ? LOAD(addend, r_first * D) : 0.0f);
-        sum = cached_sum(x, addend, r_first * D, 0, 1, D, k, 0.0f);
+        sum = cached_sum(x, addend, r_first * D, 0, 1, D, k, 0.0f, 1.0f);
     }
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, o = r * D;
         const float mean = sum / count;
-        const float m2n = cached_sum_squares(x, addend, o, 0, 1, D, k, mean) / pow2_floor(count);
+        const float m2n =
+            cached_sum_squares(x, addend, o, 0, 1, D, k, mean, 1.0f / pow2_floor(count));
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
@@ -473,22 +474,6 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     }
 }
 
-/* The sum of v over each run of `width` work-items (a power of two, aligned) by a fixed tree,
- * given to every work-item of the run (`lead`: the run's first). Every work-item reaches every
- * barrier; the first one frees l from its previous use. */
-float run_sum(float v, __local float *l, uint lid, uint member, uint lead, uint width)
-{
-    barrier(CLK_LOCAL_MEM_FENCE);
-    l[lid] = v;
-    for (uint stride = width / 2; stride > 0; stride /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (member < stride)
-            l[lid] += l[lid + stride];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return l[lead];
-}
-
 /* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
  * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
  * rows per work-group), ROW_UNITS vectors each: vector u of member m is the row's u * width + m,
@@ -525,16 +510,18 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
     }
     const float count = (float)D;
     const float mean_k = run_sum(HSUM(acc), l_sum, lid, member, lead, width) / count;
+    /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
+    const float inv_p = 1.0f / pow2_floor(count);
     acc = 0.0f;
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
         if (left > 0) {
             const FLOATV d = lane_select((v[u] - k) - mean_k, left);
-            acc += d * d;
+            acc += d * inv_p * d;
         }
     }
-    const float m2n = run_sum(HSUM(acc), l_sum, lid, member, lead, width) / pow2_floor(count);
+    const float m2n = run_sum(HSUM(acc), l_sum, lid, member, lead, width);
     /* every member finalizes alike; the run's first writes the row's statistics */
     const int writer = live && member == 0;
     const float mean = mean_k + k;

@@ -499,6 +499,7 @@ static const bn_case adversarial_table[] = {
     {16, 5, 2, {7, 7}, 0, DIST_OFFSET_1E6},  {3, 4, 2, {5, 5}, 0, DIST_CONSTANT},
     {8, 3, 2, {9, 9}, 0, DIST_HUGE},         {4, 3, 2, {6, 7}, 0, DIST_NAN_INF},
     {64, 8, 0, {0}, 0, DIST_OFFSET_1E6},     {2, 4, 2, {56, 56}, 0, DIST_HUGE},
+    {4, 8, 2, {9, 9}, 0, DIST_HUGE}, /* 8 channels: CPUs' one-launch kernels too */
 };
 
 static const bn_case exact_table[] = {
