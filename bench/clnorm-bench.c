@@ -657,10 +657,11 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
     if (wg != 1) {
         /* bn_register_width (host/batchnorm.c): layer and RMS norm forward, and channels-first
          * batch norm training forward, in one launch where a row (a channel's N planes) fits in
-         * a work-group's registers, row_units (host/program.c) vectors each */
-        long vec = 1;
+         * a work-group's registers, register_units vectors each (0: never) */
+        long vec = 1, per_item = 0;
         clnorm_get_param(b->ctx, "vector_width", &vec);
-        const size_t units = 2048 / wg < 1 ? 1 : 2048 / wg > 16 ? 16 : 2048 / wg;
+        clnorm_get_param(b->ctx, "register_units", &per_item);
+        const size_t units = (size_t)per_item;
         const size_t values = !strcmp(op->shapes, "rows") && !strcmp(op->op, "forward")
                                   ? sc->dims[1]
                               : !strcmp(op->family, "batchnorm") && layout == 0 &&

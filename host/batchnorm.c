@@ -493,10 +493,10 @@ size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const
 }
 
 /* (batchnorm_internal.h) */
-size_t bn_register_width(const program_entry *prog, size_t units)
+size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, size_t units)
 {
-    const size_t wg = (size_t)prog->work_group_size, per_item = (size_t)row_units((long)wg);
-    if (wg == 1 || units > wg * per_item)
+    const size_t wg = (size_t)prog->work_group_size, per_item = (size_t)ctx->params.register_units;
+    if (wg == 1 || per_item == 0 || units > wg * per_item)
         return 0;
     size_t width = 1;
     while (width < wg && width * 4 < units)
@@ -565,7 +565,7 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     /* a channel in the registers of a run of work-items (GPUs: small planes) */
     const size_t width =
         g.layout == CLNORM_CHANNELS_FIRST
-            ? bn_register_width(prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
+            ? bn_register_width(ctx, prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
             : 0;
     size_t tile = width ? 0 : bn_fused_tile(ctx, prog, &g, 1);
     if (width || tile) {

@@ -99,10 +99,11 @@ size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const
                      size_t tensors);
 
 /* Work-items per run of the register kernels for work-groups of many (GPUs: gn_forward_rows,
- * bn_forward_channel), where a run holds `units` vectors (VEC values each) in registers,
- * row_units() per work-item: about 4 each (several loads in flight, short trees), at most a
- * work-group. 0 where they do not serve: work-groups of one, or too many units. */
-size_t bn_register_width(const program_entry *prog, size_t units);
+ * bn_forward_channel), where a run holds `units` vectors (VEC values each) in registers, at most
+ * the register_units parameter per work-item: about 4 each (several loads in flight, short
+ * trees), at most a work-group. 0 where they do not serve: work-groups of one, register_units 0,
+ * or too many units. */
+size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, size_t units);
 
 /* The bytes a one-launch kernel's work-item may keep for its re-reads in the device's cache:
  * a quarter of a compute unit's share (1 MiB per unit where the device does not report its

@@ -302,8 +302,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
     /* layer and RMS norm: a row in the registers of a run of work-items (GPUs) */
     const size_t width =
-        plain_rows(pb) ? bn_register_width(prog, ceil_div(pb->c, (size_t)ctx->params.vector_width))
-                       : 0;
+        plain_rows(pb)
+            ? bn_register_width(ctx, prog, ceil_div(pb->c, (size_t)ctx->params.vector_width))
+            : 0;
     const size_t tile = width ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
     const bool by_sample = !width && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
     if (width) {

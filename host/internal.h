@@ -21,7 +21,9 @@
     X(channel_tile, "channels per work-group in channels-last reductions")                         \
     X(block_vectors, "vectors per exact two-pass statistics block (1..8; even value counts)")      \
     X(item_tile, "channel vectors one work-item reduces in channels-last (1..16)")               \
-    X(plane_tile, "channels one work-item reduces in channels-first, for small planes (1..64)")
+    X(plane_tile, "channels one work-item reduces in channels-first, for small planes (1..64)")   \
+    X(register_units, "vectors a work-item holds in registers in the one-launch kernels for "      \
+                      "work-groups of many (0: off, 1..32)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;
@@ -83,9 +85,6 @@ typedef struct program_entry {
 /* Returns the program of `family` for the context's current parameters, built or loaded on
  * first use. Caller holds ctx->lock. */
 clnorm_status program_get(clnorm_context *ctx, kernel_family family, const program_entry **out);
-/* Vectors per work-item of gn_forward_rows (its registers), for work-groups of wg: the ROW_UNITS
- * the program is built with. */
-long row_units(long wg);
 /* Kernel by name within the family's program; index into entry->kernels. */
 int program_kernel_index(kernel_family family, const char *name);
 void program_cache_release(clnorm_context *ctx);

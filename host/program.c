@@ -99,14 +99,6 @@ done:
     return status;
 }
 
-long row_units(long wg)
-{
-    /* 2048 vectors per work-group (8192 floats in float4): the longest rows of the usual models,
-     * at most 16 vectors (64 registers) per work-item */
-    const long units = 2048 / wg;
-    return units < 1 ? 1 : units > 16 ? 16 : units;
-}
-
 static long floor_pow2(long v)
 {
     long p = 1;
@@ -124,7 +116,7 @@ static void format_options(const clnorm_context *ctx, long wg, char *out, size_t
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
              "-DITEM_TILE=%ld -DPLANE_TILE=%ld -DROW_UNITS=%ld%s",
              wg, p->vector_width, p->items_per_thread, p->channel_tile, stats_block_vectors(p),
-             p->item_tile, p->plane_tile, row_units(wg),
+             p->item_tile, p->plane_tile, p->register_units > 0 ? p->register_units : 1,
              ctx->dev.correct_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
 }
 
