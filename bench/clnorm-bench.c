@@ -657,7 +657,8 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
     if (wg != 1) {
         /* bn_register_width (host/batchnorm.c): layer and RMS norm forward, and channels-first
          * batch norm training forward, in one launch where a row (a channel's N planes) fits in
-         * a work-group's registers, register_units vectors each (0: never) */
+         * a work-group's registers, register_units vectors each (0: never); rows_tile_lanes:
+         * channels-last training forward where its N x H x W rows fit, a row per work-item */
         long vec = 1, per_item = 0;
         clnorm_get_param(b->ctx, "vector_width", &vec);
         clnorm_get_param(b->ctx, "register_units", &per_item);
@@ -669,6 +670,10 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
                                   ? sc->dims[0] * sc->dims[2] * sc->dims[3]
                                   : 0;
         if (values && (values + (size_t)vec - 1) / (size_t)vec <= wg * units)
+            return op->reads + op->writes;
+        if (!strcmp(op->family, "batchnorm") && layout == 1 &&
+            !strcmp(op->op, "forward_training") &&
+            sc->dims[0] * sc->dims[2] * sc->dims[3] <= wg * units)
             return op->reads + op->writes;
         return op->passes;
     }

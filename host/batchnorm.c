@@ -527,6 +527,44 @@ static clnorm_status enqueue_channel_forward(clnorm_context *ctx, launch_chain *
                         args, ARRAY_SIZE(args), 1, &global, &local);
 }
 
+/* Channel vectors per row of bn_forward_rows_tile (channels-last training forward in one launch
+ * on work-groups of many), where all rows fit in the registers of the work-group's row lanes
+ * (register_units each): the most, up to 8 (rows of 128 bytes in float4), that still fit and
+ * that the channels fill; 0 where not even one lane fits. */
+static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *prog,
+                              const bn_geometry *g)
+{
+    const size_t wg = (size_t)prog->work_group_size, units = (size_t)ctx->params.register_units;
+    const size_t vectors = ceil_div(g->c, (size_t)ctx->params.vector_width);
+    if (wg == 1 || units == 0 || g->layout != CLNORM_CHANNELS_LAST)
+        return 0;
+    for (size_t lanes = wg < 8 ? wg : 8; lanes >= 1; lanes /= 2)
+        if (g->rows <= wg / lanes * units && (lanes <= vectors || lanes == 1))
+            return lanes;
+    return 0;
+}
+
+static clnorm_status enqueue_rows_tile_forward(clnorm_context *ctx, launch_chain *chain,
+                                               const program_entry *prog, const bn_geometry *g,
+                                               const clnorm_bn_config *config,
+                                               const clnorm_bn_buffers *b, size_t lanes)
+{
+    cl_ulong rows = g->rows, c = g->c;
+    cl_uint l = (cl_uint)lanes;
+    float eps = (float)config->eps, momentum = (float)config->momentum;
+    cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
+    kernel_arg args[] = {ARG(b->x),         ARG(b->residual),     ARG(b->gamma),
+                         ARG(b->beta),      ARG(b->running_mean), ARG(b->running_var),
+                         ARG(b->save_mean), ARG(b->save_invstd),  ARG(rows),
+                         ARG(c),            ARG(l),               ARG(eps),
+                         ARG(momentum),     ARG(flags),           ARG(b->y)};
+    size_t local = (size_t)prog->work_group_size;
+    size_t global = ceil_div(g->c, lanes * (size_t)ctx->params.vector_width) * local;
+    return chain_launch(ctx, chain, prog,
+                        program_kernel_index(FAMILY_NORM, "bn_forward_rows_tile"), args,
+                        ARRAY_SIZE(args), 1, &global, &local);
+}
+
 static clnorm_status enqueue_fused_forward(clnorm_context *ctx, launch_chain *chain,
                                            const program_entry *prog, const bn_geometry *g,
                                            const clnorm_bn_config *config,
@@ -567,10 +605,14 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
         g.layout == CLNORM_CHANNELS_FIRST
             ? bn_register_width(ctx, prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
             : 0;
-    size_t tile = width ? 0 : bn_fused_tile(ctx, prog, &g, 1);
-    if (width || tile) {
+    /* ... or all rows of a tile of channels in the registers of a work-group (channels-last) */
+    const size_t lanes = rows_tile_lanes(ctx, prog, &g);
+    size_t tile = width || lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
+    if (width || lanes || tile) {
         if (width)
             TRY(enqueue_channel_forward(ctx, &chain, prog, &g, config, b, width));
+        else if (lanes)
+            TRY(enqueue_rows_tile_forward(ctx, &chain, prog, &g, config, b, lanes));
         else
             TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
         chain_end(ctx, &chain, event, true);

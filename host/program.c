@@ -21,7 +21,8 @@ static const family_desc families[FAMILY_COUNT] = {
                       "bn_channel", "bn_elementwise", "gn_stats",
                       "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_sample",
                       "gn_backward_fused",
-                      "gn_forward_rows", "bn_forward_channel", "in_running"}},
+                      "gn_forward_rows", "bn_forward_channel", "bn_forward_rows_tile",
+                      "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

@@ -83,6 +83,21 @@ float run_sum(float v, __local float *l, uint lid, uint member, uint lead, uint 
     return l[lead];
 }
 
+/* The sums of v over the work-items of a work-group that share lid % lanes (lanes a power of two
+ * <= WG_SIZE), lane by lane, by a fixed tree; every work-item reaches every barrier. */
+FLOATV run_sum_lanes(FLOATV v, __local FLOATV *l, uint lid, uint lanes)
+{
+    barrier(CLK_LOCAL_MEM_FENCE);
+    l[lid] = v;
+    for (uint stride = WG_SIZE / 2; stride >= lanes; stride /= 2) {
+        barrier(CLK_LOCAL_MEM_FENCE);
+        if (lid < stride)
+            l[lid] += l[lid + stride];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+    return l[lid % lanes];
+}
+
 /* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read
  * as 0 (channels past C, values past a plane's end). */
 FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
@@ -1533,6 +1548,71 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
             if (flags & FLAG_RELU)
                 r = r < 0.0f ? 0.0f : r;
             STORE(y, o, r);
+        }
+    }
+}
+
+/* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
+ * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item
+ * (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l, l + L, l +
+ * 2L, ... (L = WG_SIZE / lanes row lanes, at most ROW_UNITS rows each), so that neighbouring
+ * work-items read neighbouring vectors of a row. The statistics are bn_forward_channel's (pivot k =
+ * each channel's value in row 0; the mean, then the scaled squared deviations from it) with the
+ * tree sums over the row lanes of each channel vector; then the apply from the registers: x read
+ * once, y written once, one launch. Work-groups: ceil(C / (lanes * VEC)). */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
+                     __global const float *gamma, __global const float *beta,
+                     __global float *running_mean, __global float *running_var,
+                     __global float *save_mean, __global float *save_invstd, ulong M, ulong C,
+                     uint lanes, float eps, float momentum, int flags, __global DATA_T *y)
+{
+    __local FLOATV l_sum[WG_SIZE];
+    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
+    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
+    const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
+    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+    FLOATV v[ROW_UNITS], acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong r = (ulong)u * L + lane;
+        v[u] = r < M && left > 0 ? load_lanes(x, r * C + c0, left) : (FLOATV)0.0f;
+        acc += r < M ? v[u] - k : (FLOATV)0.0f;
+    }
+    const float total = (float)M;
+    const FLOATV mean_k = run_sum_lanes(acc, l_sum, lid, lanes) / total;
+    const float inv_p = 1.0f / pow2_floor(total);
+    acc = 0.0f;
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const FLOATV d = (v[u] - k) - mean_k;
+        acc += (ulong)u * L + lane < M ? d * inv_p * d : (FLOATV)0.0f;
+    }
+    const FLOATV m2n = run_sum_lanes(acc, l_sum, lid, lanes);
+    /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
+    const int writer = lane == 0;
+    float lane_mean[VEC], lane_m2n[VEC], lane_scale[VEC], lane_shift[VEC];
+    STOREV(lane_mean, 0, mean_k + k);
+    STOREV(lane_m2n, 0, m2n);
+    for (uint i = 0; i < VEC; i++) {
+        const ulong c = c0 + i;
+        const int live = (long)i < left;
+        lane_scale[i] = finalize_stats(c, C, total, lane_mean[i], lane_m2n[i], eps, momentum, 0,
+                                       live ? gamma : NULL, live && writer ? running_mean : NULL,
+                                       live && writer ? running_var : NULL,
+                                       live && writer ? save_mean : NULL,
+                                       live && writer ? save_invstd : NULL, NULL);
+        lane_shift[i] = live && beta ? beta[c] : 0.0f;
+    }
+    const FLOATV mean = LOADV(lane_mean, 0), scale = LOADV(lane_scale, 0);
+    const FLOATV shift = LOADV(lane_shift, 0);
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong r = (ulong)u * L + lane;
+        if (r < M && left > 0) {
+            FLOATV out = shift + scale * (v[u] - mean);
+            if (residual)
+                out += load_lanes(residual, r * C + c0, left);
+            if (flags & FLAG_RELU)
+                out = select(out, (FLOATV)0.0f, isless(out, (FLOATV)0.0f));
+            store_lanes(y, r * C + c0, left, out);
         }
     }
 }
