@@ -504,29 +504,6 @@ size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, s
     return units > width * per_item ? 0 : width;
 }
 
-/* The training forward in one launch on work-groups of many (bn_forward_channel), `width`
- * work-items per channel. */
-static clnorm_status enqueue_channel_forward(clnorm_context *ctx, launch_chain *chain,
-                                             const program_entry *prog, const bn_geometry *g,
-                                             const clnorm_bn_config *config,
-                                             const clnorm_bn_buffers *b, size_t width)
-{
-    cl_ulong n = g->n, c = g->c, spatial = g->spatial;
-    cl_uint w = (cl_uint)width;
-    float eps = (float)config->eps, momentum = (float)config->momentum;
-    cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
-    kernel_arg args[] = {ARG(b->x),           ARG(b->residual),    ARG(b->gamma),
-                         ARG(b->beta),        ARG(b->running_mean), ARG(b->running_var),
-                         ARG(b->save_mean),   ARG(b->save_invstd), ARG(n),
-                         ARG(c),              ARG(spatial),        ARG(w),
-                         ARG(eps),            ARG(momentum),       ARG(flags),
-                         ARG(b->y)};
-    size_t local = (size_t)prog->work_group_size;
-    size_t global = ceil_div(g->c, local / width) * local;
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_forward_channel"),
-                        args, ARRAY_SIZE(args), 1, &global, &local);
-}
-
 /* Channel vectors per row of bn_forward_rows_tile (channels-last training forward in one launch
  * on work-groups of many), where all rows fit in the registers of the work-group's row lanes
  * (register_units each): the most, up to 8 (rows of 128 bytes in float4), that still fit and
@@ -544,34 +521,17 @@ static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *pr
     return 0;
 }
 
-static clnorm_status enqueue_rows_tile_forward(clnorm_context *ctx, launch_chain *chain,
-                                               const program_entry *prog, const bn_geometry *g,
-                                               const clnorm_bn_config *config,
-                                               const clnorm_bn_buffers *b, size_t lanes)
-{
-    cl_ulong rows = g->rows, c = g->c;
-    cl_uint l = (cl_uint)lanes;
-    float eps = (float)config->eps, momentum = (float)config->momentum;
-    cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
-    kernel_arg args[] = {ARG(b->x),         ARG(b->residual),     ARG(b->gamma),
-                         ARG(b->beta),      ARG(b->running_mean), ARG(b->running_var),
-                         ARG(b->save_mean), ARG(b->save_invstd),  ARG(rows),
-                         ARG(c),            ARG(l),               ARG(eps),
-                         ARG(momentum),     ARG(flags),           ARG(b->y)};
-    size_t local = (size_t)prog->work_group_size;
-    size_t global = ceil_div(g->c, lanes * (size_t)ctx->params.vector_width) * local;
-    return chain_launch(ctx, chain, prog,
-                        program_kernel_index(FAMILY_NORM, "bn_forward_rows_tile"), args,
-                        ARRAY_SIZE(args), 1, &global, &local);
-}
-
-static clnorm_status enqueue_fused_forward(clnorm_context *ctx, launch_chain *chain,
-                                           const program_entry *prog, const bn_geometry *g,
-                                           const clnorm_bn_config *config,
-                                           const clnorm_bn_buffers *b, size_t tile)
+/* The training forward in one launch: `kernel` is bn_forward_fused (work-groups of one, `split`
+ * channels per work-item), bn_forward_channel (`split` work-items per channel) or
+ * bn_forward_rows_tile (`split` channel vectors per row), on `global` work-items. */
+static clnorm_status enqueue_one_launch_forward(clnorm_context *ctx, launch_chain *chain,
+                                                const program_entry *prog, const bn_geometry *g,
+                                                const clnorm_bn_config *config,
+                                                const clnorm_bn_buffers *b, const char *kernel,
+                                                size_t split, size_t global)
 {
     cl_ulong n = g->n, c = g->c, spatial = g->spatial;
-    cl_uint t = (cl_uint)tile;
+    cl_uint t = (cl_uint)split;
     float eps = (float)config->eps, momentum = (float)config->momentum;
     cl_int flags = config->activation == CLNORM_ACTIVATION_RELU ? FLAG_RELU : 0;
     kernel_arg args[] = {ARG(b->x),           ARG(b->residual),    ARG(b->gamma),
@@ -580,9 +540,9 @@ static clnorm_status enqueue_fused_forward(clnorm_context *ctx, launch_chain *ch
                          ARG(c),              ARG(spatial),        ARG(t),
                          ARG(eps),            ARG(momentum),       ARG(flags),
                          ARG(b->y)};
-    size_t local = 1, global = ceil_div(g->c, tile);
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_forward_fused"),
-                        args, ARRAY_SIZE(args), 1, &global, &local);
+    size_t local = (size_t)prog->work_group_size;
+    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, kernel), args,
+                        ARRAY_SIZE(args), 1, &global, &local);
 }
 
 static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *shape,
@@ -606,15 +566,19 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
             ? bn_register_width(ctx, prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
             : 0;
     /* ... or all rows of a tile of channels in the registers of a work-group (channels-last) */
-    const size_t lanes = rows_tile_lanes(ctx, prog, &g);
+    const size_t lanes = rows_tile_lanes(ctx, prog, &g), wg = (size_t)prog->work_group_size;
     size_t tile = width || lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
     if (width || lanes || tile) {
         if (width)
-            TRY(enqueue_channel_forward(ctx, &chain, prog, &g, config, b, width));
+            TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b, "bn_forward_channel",
+                                           width, ceil_div(g.c, wg / width) * wg));
         else if (lanes)
-            TRY(enqueue_rows_tile_forward(ctx, &chain, prog, &g, config, b, lanes));
+            TRY(enqueue_one_launch_forward(
+                ctx, &chain, prog, &g, config, b, "bn_forward_rows_tile", lanes,
+                ceil_div(g.c, lanes * (size_t)ctx->params.vector_width) * wg));
         else
-            TRY(enqueue_fused_forward(ctx, &chain, prog, &g, config, b, tile));
+            TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b, "bn_forward_fused",
+                                           tile, ceil_div(g.c, tile)));
         chain_end(ctx, &chain, event, true);
         return CLNORM_OK;
     }

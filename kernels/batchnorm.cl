@@ -1564,10 +1564,12 @@ __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
                      __global const float *gamma, __global const float *beta,
                      __global float *running_mean, __global float *running_var,
-                     __global float *save_mean, __global float *save_invstd, ulong M, ulong C,
-                     uint lanes, float eps, float momentum, int flags, __global DATA_T *y)
+                     __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
+                     ulong HW, uint lanes, float eps, float momentum, int flags,
+                     __global DATA_T *y)
 {
     __local FLOATV l_sum[WG_SIZE];
+    const ulong M = N * HW;
     const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
     const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
     const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
