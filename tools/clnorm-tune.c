@@ -662,9 +662,23 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
     return r->ok && !r->stopped_early ? r->ratio : INFINITY;
 }
 
+/* Whether parameter p can change anything at the current values: the register kernels'
+ * register_units serve only work-groups of many (each candidate is a program build). */
+static int parameter_matters(const tuner *t, const search *s, size_t p)
+{
+    if (strcmp(t->names[p], "register_units"))
+        return 1;
+    for (size_t q = 0; q < t->params; q++)
+        if (!strcmp(t->names[q], "work_group_size"))
+            return s->current[q] > 1;
+    return 1;
+}
+
 /* One coordinate: the best value of parameter p with the others fixed. Returns 1 when it moved. */
 static int tune_parameter(tuner *t, search *s, size_t p)
 {
+    if (!parameter_matters(t, s, p))
+        return 0;
     long values[MAX_CANDIDATES];
     int exhaustive = 0;
     size_t n = candidates_for(t, p, values, &exhaustive);
