@@ -634,12 +634,19 @@ static const char *layout_name(const op_spec *op, int layout)
     return !op->has_layouts ? "-" : layout ? "NHWC" : "NCHW";
 }
 
-/* The work-group size the library builds with (the parameter, within the device's limit). */
+/* The work-group size the library builds with (the parameter, within the device's limit, a power
+ * of two). */
 static size_t effective_work_group(const bench *b)
 {
     long wg = 1;
     clnorm_get_param(b->ctx, "work_group_size", &wg);
-    return (size_t)wg < b->info.max_work_group_size ? (size_t)wg : b->info.max_work_group_size;
+    size_t limit = (size_t)wg < b->info.max_work_group_size ? (size_t)wg
+                                                            : b->info.max_work_group_size;
+    /* a power of two, as host/program.c builds it (a kernel's own lower limit is not seen) */
+    size_t pow2 = 1;
+    while (pow2 * 2 <= limit)
+        pow2 *= 2;
+    return pow2;
 }
 
 /* The tensor passes the implementation makes for this row: op->passes, except where the

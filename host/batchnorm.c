@@ -499,9 +499,9 @@ size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, s
     if (wg == 1 || per_item == 0 || units > wg * per_item)
         return 0;
     size_t width = 1;
-    while (width < wg && width * 4 < units)
+    while (width < wg && (width * 4 < units || width * per_item < units))
         width *= 2;
-    return units > width * per_item ? 0 : width;
+    return width;
 }
 
 /* Channel vectors per row of bn_forward_rows_tile (channels-last training forward in one launch

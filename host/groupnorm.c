@@ -300,9 +300,10 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     if (running_mean)
         TRY(workspace_reserve(ctx, WS_SETS, 3 * per_row, &instance_sets));
     const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
-    /* layer and RMS norm: a row in the registers of a run of work-items (GPUs) */
+    /* layer and RMS norm: a row in the registers of a run of work-items (GPUs; it writes no
+     * running statistics' sets) */
     const size_t width =
-        plain_rows(pb)
+        plain_rows(pb) && !running_mean
             ? bn_register_width(ctx, prog, ceil_div(pb->c, (size_t)ctx->params.vector_width))
             : 0;
     const size_t tile = width ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
@@ -633,6 +634,11 @@ static clnorm_status instance_forward(clnorm_context *ctx, gn_problem *pb,
     if ((!running_mean) != (!running_var))
         return set_error(ctx, CLNORM_INVALID_ARGUMENT,
                          "running_mean and running_var must both be given or both be NULL");
+    /* as PyTorch's F.instance_norm: one value per instance has no statistics */
+    if (use_input_stats && pb->spatial == 1)
+        return set_error(ctx, CLNORM_INVALID_SHAPE,
+                         "instancenorm: expected more than 1 spatial element when normalizing by "
+                         "the instance statistics, got a spatial size of 1");
     TRY(check_buffer(ctx, running_mean, "running_mean", pb->c * sizeof(float), use_input_stats));
     TRY(check_buffer(ctx, running_var, "running_var", pb->c * sizeof(float), use_input_stats));
     if (!use_input_stats) {

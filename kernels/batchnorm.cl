@@ -290,8 +290,10 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
 }
 
 /* Sums f(v) over `planes` runs of `len` values (run n at base + n * stride) of pivoted values
- * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center)^2 * scale (cached_sum_squares:
- * scale = 1 / P gives m2n directly, and deviations up to 2^64 / sqrt(P) do not overflow). Four
+ * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center) * scale * (v - center)
+ * (cached_sum_squares: scale = 1 / P gives m2n directly, and a term does not overflow where the
+ * plain square would, deviations past 2^64, while the sum stays within about twice the largest
+ * square). Four
  * accumulators in four variables (an array or a flag here and PoCL keeps them in memory), so
  * the adds are independent; missing lanes of a run's last vector add nothing. */
 #define TERM_VALUE(v, center, scale) (v)

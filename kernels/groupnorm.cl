@@ -479,9 +479,10 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
  * rows per work-group), ROW_UNITS vectors each: vector u of member m is the row's u * width + m,
  * so that neighbouring work-items read neighbouring vectors. The statistics are cached_stats'
  * (pivot k = the row's first value; the mean, then the squared deviations from it) with tree sums
- * over the run in place of running ones; the apply is gn_unit's arithmetic on the registers:
- * x [and the addend] are read once, y [and h] written once, where the general path reads x twice
- * over three launches. Work-groups: ceil(R / (WG_SIZE / width)). */
+ * over the run in place of running ones; the apply is gn_unit's arithmetic on the registers, y
+ * [and h] written after the run's last barrier (either may be x): x [and the addend] are read
+ * once, y [and h] written once, where the general path reads x twice over three launches.
+ * Work-groups: ceil(R / (WG_SIZE / width)). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
                 __global const float *weight, __global const float *bias,
@@ -501,10 +502,8 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
         v[u] = 0.0f;
         if (left > 0) {
             v[u] = load_lanes(x, o + p, left);
-            if (addend) {
+            if (addend)
                 v[u] += load_lanes(addend, o + p, left);
-                store_lanes(h, o + p, left, v[u]);
-            }
             acc += lane_select(v[u] - k, left);
         }
     }
@@ -532,6 +531,9 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
         if (left > 0) {
+            /* h (which may be x) only after the barriers: the run's pivot k is read from x */
+            if (addend)
+                store_lanes(h, o + p, left, v[u]);
             const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
             FLOATV out = (v[u] - center) * rs * wt;
             if (bias)

@@ -270,6 +270,38 @@ static float *read_back(clnorm_context *ctx, cl_mem m, size_t count)
     return v;
 }
 
+/* The forward again in place, as the API allows: h = x with a residual, else y = x. The same
+ * path on the same values: the same bits as y and h out of place. */
+static void check_in_place(clnorm_context *ctx, const fn_case *t, const clnorm_norm_buffers *b,
+                           const float *x, const float *y, const float *h, const char *label)
+{
+    const size_t total = total_of(t);
+    cl_mem d_io = test_buffer(ctx, total, x);
+    cl_mem d_y = b->residual ? test_buffer(ctx, total, NULL) : d_io;
+    clnorm_norm_buffers ib = *b;
+    ib.x = d_io;
+    ib.y = d_y;
+    if (b->residual)
+        ib.h = d_io;
+    clnorm_status st = run_forward(ctx, t, &ib);
+    cr_assert_eq(st, CLNORM_OK, "%s in place: %s", label, clnorm_last_error(ctx));
+    float *got_y = read_back(ctx, d_y, total), *got_h = h ? read_back(ctx, d_io, total) : NULL;
+    for (size_t i = 0; i < total; i++) {
+        cr_assert(memcmp(&got_y[i], &y[i], sizeof(float)) == 0,
+                  "%s in place: y[%zu] = %.9g, out of place %.9g", label, i, (double)got_y[i],
+                  (double)y[i]);
+        if (got_h)
+            cr_assert(memcmp(&got_h[i], &h[i], sizeof(float)) == 0,
+                      "%s in place: h[%zu] = %.9g, out of place %.9g", label, i,
+                      (double)got_h[i], (double)h[i]);
+    }
+    free(got_y);
+    free(got_h);
+    if (d_y != d_io)
+        clReleaseMemObject(d_y);
+    clReleaseMemObject(d_io);
+}
+
 static void run_case(const fn_case *t)
 {
     char label[200];
@@ -324,6 +356,7 @@ static void run_case(const fn_case *t)
         for (size_t r = 0; r < R; r++)
             cr_assert_eq(mean[r], (float)ref.mean[r], "%s: exact mean[%zu] = %.9g vs %.9g", label,
                          r, (double)mean[r], ref.mean[r]);
+    check_in_place(ctx, t, &b, x, y, h, label);
 
     /* backward from the forward's own statistics (and h) */
     clnorm_norm_grad_buffers g = {.x = res ? d_h : d_x,
@@ -581,6 +614,7 @@ Test(featurenorm, bad_input_is_refused_and_nothing_is_written)
     clnorm_norm_buffers short_x = {.x = small, .y = y};
     clnorm_norm_buffers residual_no_h = {.x = x, .y = y, .residual = x};
     clnorm_shape s = {2, 6, 1, {5, 0, 0}, CLNORM_CHANNELS_FIRST};
+    clnorm_shape one_value = {10, 6, 0, {0}, CLNORM_CHANNELS_FIRST};
     clnorm_shape bad_layout = s;
     bad_layout.layout = (clnorm_layout)3;
     cl_event ev = (cl_event)&s;
@@ -600,6 +634,8 @@ Test(featurenorm, bad_input_is_refused_and_nothing_is_written)
         {clnorm_groupnorm_forward(ctx, &s, 2, 1e-5, &ok, 1, NULL, &ev), CLNORM_INVALID_ARGUMENT},
         {clnorm_instancenorm_forward(ctx, &s, 1e-5, 2.0, 1, &ok, NULL, NULL, 0, NULL, &ev), CLNORM_INVALID_ARGUMENT},
         {clnorm_instancenorm_forward(ctx, &s, 1e-5, 0.1, 1, &ok, r, NULL, 0, NULL, &ev), CLNORM_INVALID_ARGUMENT},
+        /* one value per instance (as PyTorch: more than 1 spatial element) */
+        {clnorm_instancenorm_forward(ctx, &one_value, 1e-5, 0.1, 1, &ok, NULL, NULL, 0, NULL, &ev), CLNORM_INVALID_SHAPE},
     };
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
         cr_assert_eq(rows[i].got, rows[i].want, "row %zu: %s, want %s", i,

@@ -79,8 +79,9 @@ CLNORM_API clnorm_status clnorm_groupnorm_backward(clnorm_context *ctx, const cl
 
 /* InstanceNorm. use_input_stats (training, or evaluation without running statistics): per
  * instance statistics (mean and rstd hold N * C), and when running_mean/running_var are given
- * they are updated with momentum. !use_input_stats: normalize with the running statistics, which
- * are then required (as batch norm in evaluation). */
+ * they are updated with momentum; a spatial size of 1 is CLNORM_INVALID_SHAPE, as in PyTorch.
+ * !use_input_stats: normalize with the running statistics, which are then required (as batch
+ * norm in evaluation). */
 CLNORM_API clnorm_status clnorm_instancenorm_forward(clnorm_context *ctx,
                                                      const clnorm_shape *shape, double eps,
                                                      double momentum, int use_input_stats,
