@@ -1509,6 +1509,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
                    __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
                    ulong HW, uint width, float eps, float momentum, int flags, __global DATA_T *y)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local float l_sum[WG_SIZE];
     const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
     const ulong c = get_group_id(0) * (WG_SIZE / width) + lid / width;
@@ -1552,6 +1553,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
             STORE(y, o, r);
         }
     }
+#endif
 }
 
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
@@ -1570,6 +1572,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
                      ulong HW, uint lanes, float eps, float momentum, int flags,
                      __global DATA_T *y)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local FLOATV l_sum[WG_SIZE];
     const ulong M = N * HW;
     const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
@@ -1619,6 +1622,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
             store_lanes(y, r * C + c0, left, out);
         }
     }
+#endif
 }
 
 /* Backward of channels-first in one launch, as bn_forward_fused: each work-item takes the sums of

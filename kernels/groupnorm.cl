@@ -489,6 +489,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
                 __global float *mean_out, __global float *rstd, __global DATA_T *y,
                 __global DATA_T *h, ulong R, ulong D, uint width, float eps, int flags)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local float l_sum[WG_SIZE];
     const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
     const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
@@ -541,6 +542,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
             store_lanes(y, o + p, left, out);
         }
     }
+#endif
 }
 
 /* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
