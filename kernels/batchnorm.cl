@@ -1541,6 +1541,8 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
                                        writer ? running_var : NULL, writer ? save_mean : NULL,
                                        writer ? save_invstd : NULL, NULL);
     const float shift = live && beta ? beta[c] : 0.0f;
+    /* every pivot read of x before the first write of y (which may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
     for (uint u = 0; u < ROW_UNITS * VEC; u++) {
         const uint i = u * width + member, n = i / hw;
         if (i < count) {
@@ -1611,6 +1613,8 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     }
     const FLOATV mean = LOADV(lane_mean, 0), scale = LOADV(lane_scale, 0);
     const FLOATV shift = LOADV(lane_shift, 0);
+    /* every pivot read of x before the first write of y (which may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
         if (r < M && left > 0) {

@@ -528,11 +528,12 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
     const float rs = finalize_stats(r, R, count, mean, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                                     writer && !rms ? mean_out : NULL, writer ? rstd : NULL, NULL);
     const float center = rms ? 0.0f : mean;
+    /* every pivot read of x before the first write of y or h (either may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
         if (left > 0) {
-            /* h (which may be x) only after the barriers: the run's pivot k is read from x */
             if (addend)
                 store_lanes(h, o + p, left, v[u]);
             const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;

@@ -356,7 +356,6 @@ static void run_case(const fn_case *t)
         for (size_t r = 0; r < R; r++)
             cr_assert_eq(mean[r], (float)ref.mean[r], "%s: exact mean[%zu] = %.9g vs %.9g", label,
                          r, (double)mean[r], ref.mean[r]);
-    check_in_place(ctx, t, &b, x, y, h, label);
 
     /* backward from the forward's own statistics (and h) */
     clnorm_norm_grad_buffers g = {.x = res ? d_h : d_x,
@@ -392,6 +391,10 @@ static void run_case(const fn_case *t)
         free(wdb);
         free(tdb);
     }
+    /* (after the backward, which takes the first forward's statistics: Oclgrind reported
+     * uninitialized values in the backward's per-channel kernel of a 1 x 1 layer norm after a
+     * second forward through gn_forward_rows, with the results right; not understood yet) */
+    check_in_place(ctx, t, &b, x, y, h, label);
     cl_mem all[] = {d_x, d_y, d_res, d_h, d_w, d_b, d_mean, d_rstd, d_dy, d_dh, d_dx, d_dw, d_db};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (all[i])
