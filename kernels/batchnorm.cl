@@ -67,36 +67,27 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
     barrier(CLK_LOCAL_MEM_FENCE);
 }
 
-/* The sum of v over each run of `width` work-items (a power of two, aligned) by a fixed tree,
- * given to every work-item of the run (`lead`: the run's first). Every work-item reaches every
- * barrier; the first one frees l from its previous use. */
-float run_sum(float v, __local float *l, uint lid, uint member, uint lead, uint width)
-{
-    barrier(CLK_LOCAL_MEM_FENCE);
-    l[lid] = v;
-    for (uint stride = width / 2; stride > 0; stride /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (member < stride)
-            l[lid] += l[lid + stride];
+/* The sum of v over the work-items of a work-group whose local ids differ only in bits lo..hi/2
+ * (powers of two, lo < hi <= WG_SIZE), by a fixed tree, given to each of them: runs of `width`
+ * neighbours (lo 1, hi width), or every `lanes`-th work-item (lo lanes, hi WG_SIZE). Every
+ * work-item reaches every barrier; the first one frees l from its previous use. For T = float
+ * (tree_sum) or a vector of lanes summed lane by lane (tree_sum_lanes). */
+#define DEFINE_TREE_SUM(name, T)                                                                   \
+    T name(T v, __local T *l, uint lid, uint lo, uint hi)                                          \
+    {                                                                                              \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        l[lid] = v;                                                                                \
+        for (uint stride = hi / 2; stride >= lo; stride /= 2) {                                    \
+            barrier(CLK_LOCAL_MEM_FENCE);                                                          \
+            if ((lid & (hi - 1)) < stride)                                                         \
+                l[lid] += l[lid + stride];                                                         \
+        }                                                                                          \
+        barrier(CLK_LOCAL_MEM_FENCE);                                                              \
+        return l[(lid & ~(hi - 1)) | (lid & (lo - 1))];                                            \
     }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return l[lead];
-}
 
-/* The sums of v over the work-items of a work-group that share lid % lanes (lanes a power of two
- * <= WG_SIZE), lane by lane, by a fixed tree; every work-item reaches every barrier. */
-FLOATV run_sum_lanes(FLOATV v, __local FLOATV *l, uint lid, uint lanes)
-{
-    barrier(CLK_LOCAL_MEM_FENCE);
-    l[lid] = v;
-    for (uint stride = WG_SIZE / 2; stride >= lanes; stride /= 2) {
-        barrier(CLK_LOCAL_MEM_FENCE);
-        if (lid < stride)
-            l[lid] += l[lid + stride];
-    }
-    barrier(CLK_LOCAL_MEM_FENCE);
-    return l[lid % lanes];
-}
+DEFINE_TREE_SUM(tree_sum, float)
+DEFINE_TREE_SUM(tree_sum_lanes, FLOATV)
 
 /* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read
  * as 0 (channels past C, values past a plane's end). */
@@ -1511,7 +1502,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local float l_sum[WG_SIZE];
-    const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
+    const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong c = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = c < C;
     /* (at most width * ROW_UNITS * VEC values: 32-bit positions) */
@@ -1524,7 +1515,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
         acc += i < count ? v[u] - k : 0.0f;
     }
     const float total = (float)(N * HW);
-    const float mean_k = run_sum(acc, l_sum, lid, member, lead, width) / total;
+    const float mean_k = tree_sum(acc, l_sum, lid, 1, width) / total;
     /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
     const float inv_p = 1.0f / pow2_floor(total);
     acc = 0.0f;
@@ -1532,7 +1523,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
         const float d = (v[u] - k) - mean_k;
         acc += u * width + member < count ? d * inv_p * d : 0.0f;
     }
-    const float m2n = run_sum(acc, l_sum, lid, member, lead, width);
+    const float m2n = tree_sum(acc, l_sum, lid, 1, width);
     /* every member finalizes alike; the run's first writes the channel's statistics */
     const int writer = live && member == 0;
     const float mean = mean_k + k;
@@ -1588,14 +1579,14 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
         acc += r < M ? v[u] - k : (FLOATV)0.0f;
     }
     const float total = (float)M;
-    const FLOATV mean_k = run_sum_lanes(acc, l_sum, lid, lanes) / total;
+    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE) / total;
     const float inv_p = 1.0f / pow2_floor(total);
     acc = 0.0f;
     for (uint u = 0; u < ROW_UNITS; u++) {
         const FLOATV d = (v[u] - k) - mean_k;
         acc += (ulong)u * L + lane < M ? d * inv_p * d : (FLOATV)0.0f;
     }
-    const FLOATV m2n = run_sum_lanes(acc, l_sum, lid, lanes);
+    const FLOATV m2n = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE);
     /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
     const int writer = lane == 0;
     float lane_mean[VEC], lane_m2n[VEC], lane_scale[VEC], lane_shift[VEC];

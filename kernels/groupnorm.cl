@@ -491,7 +491,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local float l_sum[WG_SIZE];
-    const uint lid = get_local_id(0), member = lid & (width - 1), lead = lid - member;
+    const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = r < R, rms = flags & CHF_RMS;
     const ulong o = live ? r * D : 0;
@@ -509,7 +509,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
         }
     }
     const float count = (float)D;
-    const float mean_k = run_sum(HSUM(acc), l_sum, lid, member, lead, width) / count;
+    const float mean_k = tree_sum(HSUM(acc), l_sum, lid, 1, width) / count;
     /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
     const float inv_p = 1.0f / pow2_floor(count);
     acc = 0.0f;
@@ -521,7 +521,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
             acc += d * inv_p * d;
         }
     }
-    const float m2n = run_sum(HSUM(acc), l_sum, lid, member, lead, width);
+    const float m2n = tree_sum(HSUM(acc), l_sum, lid, 1, width);
     /* every member finalizes alike; the run's first writes the row's statistics */
     const int writer = live && member == 0;
     const float mean = mean_k + k;
