@@ -1,6 +1,6 @@
 /* Shared by every program: storage type macros and Welford/Chan helpers.
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
- * load), -DITEMS (vectors per work-item step), -DCHANNEL_TILE (channels per channels-last group),
+ * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE (channels per channels-last group),
  * -DROW_UNITS (vectors a work-item of the register kernels holds), and the tiles of params.c. */
 
 #define CAT_(a, b) a##b
@@ -31,6 +31,10 @@
 #ifndef STREAM_STOREV
 #define STREAM_STOREV(p, i, v) STOREV((p) + (i), 0, (v))
 #endif
+
+/* Units of a strided elementwise pass (GPUs) whose operands a work-item loads before it stores
+ * any result: all ITEMS of them, up to 8 (each holds a few vectors in registers). */
+#define GATHER (ITEMS < 8 ? ITEMS : 8)
 
 /* For the small helpers of per-vector loops: PoCL's LLVM otherwise leaves some of them as calls
  * with a stack frame per vector, costing more than the vector's loads. */
