@@ -1,7 +1,8 @@
 /* Shared by every program: storage type macros and Welford/Chan helpers.
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
- * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE (channels per channels-last group),
- * -DROW_UNITS (vectors a work-item of the register kernels holds), and the tiles of params.c. */
+ * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
+ * (channels per channels-last group), -DROW_UNITS (vectors a work-item of the register kernels
+ * holds), and the tiles of params.c. */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
