@@ -59,6 +59,12 @@ def main():
                 continue
             with open(path) as f:
                 results[params] = json.load(f)
+            # each set's ratios as soon as it is done: a sweep cut short by a deadline (a GPU
+            # call) still shows the sets it finished
+            for r in results[params]['rows']:
+                if 'ab_ratio' in r:
+                    print('  %-40s %.2f' % (' '.join((r['op'], r['layout'], r['shape'])),
+                                            r['ab_ratio']), flush=True)
     if not results:
         sys.exit('every run failed')
     first = next(iter(results.values()))
