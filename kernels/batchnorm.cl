@@ -1052,8 +1052,9 @@ typedef struct unit_walk {
 
 unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
 {
-    /* 32-bit divisions where the units allow (all but tensors of 16 G values and more): a 64-bit
-     * one is a long software routine on GPUs, and this start takes six */
+    /* 32-bit divisions where the unit and the grid size fit (a grid below 2^31 work-items:
+     * tensors below 2^31 x ITEMS x VEC values, 32 G at 4 and 4): a 64-bit division is a long
+     * software routine on GPUs, and this start takes four */
     if (u + du <= UINT_MAX && ups <= UINT_MAX && C <= UINT_MAX) {
         const uint u32 = (uint)u, du32 = (uint)du, ups32 = (uint)ups, C32 = (uint)C;
         unit_walk w = {u32 / ups32, u32 % ups32, (u32 / ups32) % C32, du32 / ups32,
@@ -1229,8 +1230,9 @@ ALWAYS_INLINE void unit_load(__global const DATA_T *in1, __global const DATA_T *
         u->res = load_lanes(residual, o, left);
 }
 
-/* out = [a*in1'] + b [+ e*(in2 - center)] [+ residual], then ReLU when asked; in1' (the masked
- * in1) also goes to out2 when given, from the operands unit_load loaded at o. */
+/* out = [a*in1'] [+ b] [+ e*(in2 - center)] [+ residual] (b unless FLAG_NO_SHIFT), then ReLU
+ * when asked; in1' (the masked in1) also goes to out2 when given; from the operands unit_load
+ * loaded at o. */
 ALWAYS_INLINE void unit_store(const unit_operands *u, __global DATA_T *out, __global DATA_T *out2,
                               ulong o, long left, FLOATV a, FLOATV b, FLOATV e, FLOATV center,
                               int flags)
@@ -1455,7 +1457,7 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     }
     /* Strided by the grid (GPUs): neighbouring work-items on neighbouring units, each taking
      * up to `chunk` (at most ITEMS) units, GATHER at a time: all their operands are loaded
-     * before any result is stored. As far as the compiler knows, out may alias an input, so a
+     * before any of their results is stored. As far as the compiler knows, out may alias an input, so a
      * load after a store waits for it, and a unit at a time would keep one unit's loads in
      * flight per work-item. */
     const ulong first = get_global_id(0);
