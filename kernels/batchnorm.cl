@@ -1472,12 +1472,12 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         long left[GATHER];
         int live[GATHER];
         for (int k = 0; k < GATHER; k++) {
-            live[k] = k0 + k < chunk && u < units;
+            live[k] = k0 + k < chunk && u < units; /* (once not, for the rest of the batch) */
+            if (!live[k])
+                continue;
             a[k] = b[k] = e[k] = center[k] = (FLOATV)0.0f;
             at[k] = w.seg * seg_len + w.pos * VEC;
             left[k] = (long)(seg_len - w.pos * VEC); /* values from here to the segment end */
-            if (!live[k])
-                continue;
             if (lane_channels) {
                 row_coefs(&src, w.pos * VEC, left[k], flags, &a[k], &b[k], &e[k], &center[k]);
             } else {

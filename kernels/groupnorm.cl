@@ -233,6 +233,12 @@ void gn_unit_store(const gn_operands *u, int centered, int has_addend, int has_a
     store_result(out, o, left, d, store_flags);
 }
 
+/* Whether gn_unit_store adds a last term: the bias (forward) or dh_in (backward). */
+int gn_adds(int mode, __global const float *bias, __global const DATA_T *extra)
+{
+    return mode == GN_FORWARD ? bias != NULL : extra != NULL;
+}
+
 /* One unit of gn_apply: loaded, formed and stored. */
 ALWAYS_INLINE
 void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
@@ -242,8 +248,8 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
 {
     gn_operands u;
     gn_unit_load(x, addend, dy, extra, weight, bias, lanes, mode, o, left, c, c0, &u);
-    gn_unit_store(&u, centered, addend != NULL, mode == GN_FORWARD ? bias != NULL : extra != NULL,
-                  out, out2, mode, o, left, s, stream);
+    gn_unit_store(&u, centered, addend != NULL, gn_adds(mode, bias, extra), out, out2, mode, o,
+                  left, s, stream);
 }
 
 /* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
@@ -349,7 +355,7 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         return;
     }
     /* strided by the grid (GPUs), GATHER units loaded before any is stored (bn_elementwise) */
-    const int has_add = mode == GN_FORWARD ? bias != NULL : extra != NULL;
+    const int has_add = gn_adds(mode, bias, extra);
     unit_walk w = walk_start(first, step, ups, C);
     ulong u = first;
     for (ulong k0 = 0; k0 < chunk && u < units; k0 += GATHER) {
@@ -359,14 +365,13 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         long left[GATHER];
         int live[GATHER];
         for (int k = 0; k < GATHER; k++) {
-            const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
-            const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
-            live[k] = k0 + k < chunk && u < units;
-            at[k] = w.seg * seg_len + c0;
-            left[k] = (long)(seg_len - c0);
-            s[k][0] = s[k][1] = s[k][2] = s[k][3] = (FLOATV)0.0f;
+            live[k] = k0 + k < chunk && u < units; /* (once not, for the rest of the batch) */
             if (!live[k])
                 continue;
+            const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
+            const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
+            at[k] = w.seg * seg_len + c0;
+            left[k] = (long)(seg_len - c0);
             gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes,
                         left[k], s[k]);
             gn_unit_load(x, addend, dy, extra, weight, bias, lanes, mode, at[k], left[k], w.c, c0,
