@@ -32,6 +32,16 @@ DEFAULT_SETS = [
 ]
 
 
+def key(row):
+    """A row's identity: the family too (layer and RMS norm rows share op, layout and shape)."""
+    return (row.get('family'), row['op'], row['variant'], row['layout'], row['shape'])
+
+
+def label(row):
+    return ' '.join((row.get('family') or '', row['op'], row['variant'], row['layout'],
+                     row['shape'])).strip()
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--bench', default='build-bench/bench/clnorm-bench')
@@ -63,25 +73,23 @@ def main():
             # call) still shows the sets it finished
             for r in results[params]['rows']:
                 if 'ab_ratio' in r:
-                    print('  %-40s %.2f' % (' '.join((r['op'], r['layout'], r['shape'])),
-                                            r['ab_ratio']), flush=True)
+                    print('  %-48s %.2f' % (label(r), r['ab_ratio']), flush=True)
     if not results:
         sys.exit('every run failed')
     first = next(iter(results.values()))
     print('\nbuilt-in params: %s; copy %.1f GB/s' % (first['params'], first['copy']['GBps']))
-    keys = [(r['op'], r['variant'], r['layout'], r['shape']) for r in first['rows']]
+    keys = [key(r) for r in first['rows']]
     cols = list(results)
     print('\noverride time / built-in time, measured alternately in one process (< 1: faster)')
-    print('%-40s %8s' % ('row', 'base ms') + ''.join(' %8s' % c.split('=')[0][:8] for c in cols))
-    print(' ' * 49 + ''.join(' %8s' % c.split('=')[-1] for c in cols))
+    print('%-48s %8s' % ('row', 'base ms') + ''.join(' %8s' % c.split('=')[0][:8] for c in cols))
+    print(' ' * 57 + ''.join(' %8s' % c.split('=')[-1] for c in cols))
     for k in keys:
-        b = next(r for r in first['rows'] if (r['op'], r['variant'], r['layout'], r['shape']) == k)
+        b = next(r for r in first['rows'] if key(r) == k)
         if 'ms' not in b:
             continue
-        line = '%-40s %8.3f' % (' '.join((k[0], k[2], k[3])), b['ms'])
+        line = '%-48s %8.3f' % (label(b), b['ms'])
         for c in cols:
-            r = next((r for r in results[c]['rows']
-                      if (r['op'], r['variant'], r['layout'], r['shape']) == k), None)
+            r = next((r for r in results[c]['rows'] if key(r) == k), None)
             line += ' %8s' % ('%.2f' % r['ab_ratio'] if r and 'ab_ratio' in r else 'err')
         print(line)
     if args.json:

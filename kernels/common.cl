@@ -2,7 +2,7 @@
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
  * (channels per channels-last group), -DROW_UNITS (vectors a work-item of the register kernels
- * holds), -DGATHER_UNITS (see GATHER), and the tiles of params.c. */
+ * holds), and the tiles of params.c. */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -32,11 +32,6 @@
 #ifndef STREAM_STOREV
 #define STREAM_STOREV(p, i, v) STOREV((p) + (i), 0, (v))
 #endif
-
-/* Units of a strided elementwise pass (GPUs) whose operands a work-item loads before it stores
- * any result: the gather_units parameter (1..8), at most the ITEMS the work-item takes. Each
- * holds up to 8 vectors in registers (channels-last rows of the backward). */
-#define GATHER (ITEMS < GATHER_UNITS ? ITEMS : GATHER_UNITS)
 
 /* For the small helpers of per-vector loops: PoCL's LLVM otherwise leaves some of them as calls
  * with a stack frame per vector, costing more than the vector's loads. */

@@ -179,77 +179,32 @@ void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulo
 #undef GROUP_STAT
 }
 
-/* The operands of one unit of gn_apply at element o, channel c0 (channels-last; the plane's
- * channel c for channels-first): the weight, x (plus the addend, forward), and forward the bias,
- * backward dy and dh_in. gn_unit_store forms and stores the result; two steps, so that a
- * work-item can load all of its units before it stores any (gn_apply's strided path). */
-typedef struct gn_operands {
-    FLOATV wt, v, dy, add;
-} gn_operands;
-
-/* (into *u, not returned: unit_load says why) */
-ALWAYS_INLINE
-void gn_unit_load(__global const DATA_T *x, __global const DATA_T *addend,
-                  __global const DATA_T *dy, __global const DATA_T *extra,
-                  __global const float *weight, __global const float *bias, int lanes, int mode,
-                  ulong o, long left, ulong c, ulong c0, gn_operands *u)
-{
-    u->wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
-    u->v = load_lanes(x, o, left);
-    u->dy = u->add = (FLOATV)0.0f;
-    if (mode == GN_FORWARD) {
-        if (addend)
-            u->v += load_lanes(addend, o, left);
-        if (bias)
-            u->add = lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
-        return;
-    }
-    u->dy = load_lanes(dy, o, left);
-    if (extra)
-        u->add = load_lanes(extra, o, left);
-}
-
-/* Forward: out = (v [- mean]) * rstd * weight [+ bias], and h = v to out2 with an addend;
- * backward: out = a * weight * dy + b + e * (v - center) [+ dh_in]; with the group values s of
- * gn_stats_at. */
-ALWAYS_INLINE
-void gn_unit_store(const gn_operands *u, int centered, int has_addend, int has_add,
-                   __global DATA_T *out, __global DATA_T *out2, int mode, ulong o, long left,
-                   const FLOATV *s, int stream)
-{
-    const int store_flags = stream ? FLAG_STREAM : 0;
-    if (mode == GN_FORWARD) {
-        if (has_addend)
-            store_lanes(out2, o, left, u->v);
-        FLOATV y = (centered ? u->v - s[0] : u->v) * s[1] * u->wt;
-        if (has_add)
-            y += u->add;
-        store_result(out, o, left, y, store_flags);
-        return;
-    }
-    FLOATV d = s[0] * u->wt * u->dy + s[1] + s[2] * (u->v - s[3]);
-    if (has_add)
-        d += u->add;
-    store_result(out, o, left, d, store_flags);
-}
-
-/* Whether gn_unit_store adds a last term: the bias (forward) or dh_in (backward). */
-int gn_adds(int mode, __global const float *bias, __global const DATA_T *extra)
-{
-    return mode == GN_FORWARD ? bias != NULL : extra != NULL;
-}
-
-/* One unit of gn_apply: loaded, formed and stored. */
+/* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
+ * channels-first), with the group values s of gn_stats_at. */
 ALWAYS_INLINE
 void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
              int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s, int stream)
 {
-    gn_operands u;
-    gn_unit_load(x, addend, dy, extra, weight, bias, lanes, mode, o, left, c, c0, &u);
-    gn_unit_store(&u, centered, addend != NULL, gn_adds(mode, bias, extra), out, out2, mode, o,
-                  left, s, stream);
+    const int store_flags = stream ? FLAG_STREAM : 0;
+    const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
+    FLOATV v = load_lanes(x, o, left);
+    if (mode == GN_FORWARD) {
+        if (addend) {
+            v += load_lanes(addend, o, left);
+            store_lanes(out2, o, left, v);
+        }
+        FLOATV y = (centered ? v - s[0] : v) * s[1] * wt;
+        if (bias)
+            y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
+        store_result(out, o, left, y, store_flags);
+        return;
+    }
+    FLOATV d = s[0] * wt * load_lanes(dy, o, left) + s[1] + s[2] * (v - s[3]);
+    if (extra)
+        d += load_lanes(extra, o, left);
+    store_result(out, o, left, d, store_flags);
 }
 
 /* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
@@ -354,35 +309,16 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         }
         return;
     }
-    /* strided by the grid (GPUs), GATHER units loaded before any is stored (bn_elementwise) */
-    const int has_add = gn_adds(mode, bias, extra);
+    /* strided by the grid (GPUs) */
     unit_walk w = walk_start(first, step, ups, C);
-    ulong u = first;
-    for (ulong k0 = 0; k0 < chunk && u < units; k0 += GATHER) {
-        gn_operands ops[GATHER];
-        FLOATV s[GATHER][4];
-        ulong at[GATHER];
-        long left[GATHER];
-        int live[GATHER];
-        for (int k = 0; k < GATHER; k++) {
-            live[k] = k0 + k < chunk && u < units; /* (once not, for the rest of the batch) */
-            if (!live[k])
-                continue;
-            const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
-            const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
-            at[k] = w.seg * seg_len + c0;
-            left[k] = (long)(seg_len - c0);
-            gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes,
-                        left[k], s[k]);
-            gn_unit_load(x, addend, dy, extra, weight, bias, lanes, mode, at[k], left[k], w.c, c0,
-                         &ops[k]);
-            u += step;
-            walk_advance(&w);
-        }
-        for (int k = 0; k < GATHER; k++)
-            if (live[k])
-                gn_unit_store(&ops[k], stat_a != NULL, addend != NULL, has_add, out, out2, mode,
-                              at[k], left[k], s[k], 0);
+    for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
+        const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
+        const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
+        const long left = (long)(seg_len - c0);
+        FLOATV s[4];
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, s);
+        gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
+                w.seg * seg_len + c0, left, w.c, c0, s, 0);
     }
 }
 

@@ -112,7 +112,7 @@ oclgrind_clean() {
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
-    for params in "work_group_size=16,vector_width=4,items_per_thread=2,gather_units=2,block_vectors=1,item_tile=1,channel_tile=4,plane_tile=1" \
+    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=1,item_tile=1,channel_tile=4,plane_tile=1" \
         "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
@@ -226,14 +226,14 @@ run_tests() {
     # work-groups of one with many partials per channel (the stage-2 tree merge).
     step "GPU-shaped parameters, POCL_MAX_WORK_GROUP_SIZE=64" \
         env POCL_MAX_WORK_GROUP_SIZE=64 \
-        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,gather_units=4,channel_tile=16 \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16 \
         meson test -C build --print-errorlogs
     # the same without the one-launch register kernels (small rows and channels then take the
-    # general GPU path: statistics, per-channel merge, apply), and with the strided elementwise
-    # passes loading 3 units at a time out of 5 (a whole batch, then a part of one)
+    # general GPU path: statistics, per-channel merge, apply), with 5 units per work-item in the
+    # strided elementwise passes
     step "GPU-shaped parameters, register_units=0: the kernel tests" \
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
-        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=5,gather_units=3,channel_tile=16,register_units=0 \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=5,channel_tile=16,register_units=0 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
         env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
