@@ -1492,6 +1492,32 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     }
 }
 
+/* Element o of value i = u * width + member of channel c (planes of hw values, C apart), stepped
+ * by width per u (bn_forward_channel): one division at the start instead of one per value, which
+ * on a GPU is a long instruction sequence. p: the value's position in its plane. */
+typedef struct channel_walk {
+    ulong o, jump, wrap;
+    uint p, dp, hw;
+} channel_walk;
+
+channel_walk channel_walk_start(uint member, uint width, uint hw, ulong c, ulong C)
+{
+    const uint n = member / hw, dn = width / hw;
+    channel_walk w = {(n * C + c) * hw + (member - n * hw), (ulong)dn * C * hw + (width - dn * hw),
+                      C * hw - hw, member - n * hw, width - dn * hw, hw};
+    return w;
+}
+
+void channel_walk_next(channel_walk *w)
+{
+    w->o += w->jump;
+    w->p += w->dp;
+    if (w->p >= w->hw) { /* into the next plane: C * hw - hw further on */
+        w->p -= w->hw;
+        w->o += w->wrap;
+    }
+}
+
 /* Training forward of channels-first in one launch for work-groups of many (GPUs), where a
  * channel's N planes of HW values fit in the registers of `width` work-items (a power of two <=
  * WG_SIZE; WG_SIZE / width channels per work-group), ROW_UNITS * VEC values each: value u of
@@ -1518,9 +1544,10 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     const uint count = live ? (uint)(N * HW) : 0, hw = (uint)HW;
     const float k = live ? LOAD(x, c * HW) : 0.0f;
     float v[ROW_UNITS * VEC], acc = 0.0f;
-    for (uint u = 0; u < ROW_UNITS * VEC; u++) {
-        const uint i = u * width + member, n = i / hw;
-        v[u] = i < count ? LOAD(x, (n * C + c) * HW + (i - n * hw)) : 0.0f;
+    channel_walk w = channel_walk_start(member, width, hw, c, C);
+    for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
+        const uint i = u * width + member;
+        v[u] = i < count ? LOAD(x, w.o) : 0.0f;
         acc += i < count ? v[u] - k : 0.0f;
     }
     const float total = (float)(N * HW);
@@ -1543,16 +1570,15 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     const float shift = live && beta ? beta[c] : 0.0f;
     /* every pivot read of x before the first write of y (which may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
-    for (uint u = 0; u < ROW_UNITS * VEC; u++) {
-        const uint i = u * width + member, n = i / hw;
-        if (i < count) {
-            const ulong o = (n * C + c) * HW + (i - n * hw);
+    w = channel_walk_start(member, width, hw, c, C);
+    for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
+        if (u * width + member < count) {
             float r = shift + scale * (v[u] - mean);
             if (residual)
-                r += LOAD(residual, o);
+                r += LOAD(residual, w.o);
             if (flags & FLAG_RELU)
                 r = r < 0.0f ? 0.0f : r;
-            STORE(y, o, r);
+            STORE(y, w.o, r);
         }
     }
 #endif
