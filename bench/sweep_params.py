@@ -73,7 +73,7 @@ def main():
             # call) still shows the sets it finished
             for r in results[params]['rows']:
                 if 'ab_ratio' in r:
-                    print('  %-48s %.2f' % (label(r), r['ab_ratio']), flush=True)
+                    print('  %-60s %.2f' % (label(r), r['ab_ratio']), flush=True)
     if not results:
         sys.exit('every run failed')
     first = next(iter(results.values()))
@@ -81,13 +81,15 @@ def main():
     keys = [key(r) for r in first['rows']]
     cols = list(results)
     print('\noverride time / built-in time, measured alternately in one process (< 1: faster)')
-    print('%-48s %8s' % ('row', 'base ms') + ''.join(' %8s' % c.split('=')[0][:8] for c in cols))
-    print(' ' * 57 + ''.join(' %8s' % c.split('=')[-1] for c in cols))
+    width = max(len(label(r)) for r in first['rows'])
+    print('%-*s %8s' % (width, 'row', 'base ms') +
+          ''.join(' %8s' % c.split('=')[0][:8] for c in cols))
+    print(' ' * (width + 9) + ''.join(' %8s' % c.split('=')[-1] for c in cols))
     for k in keys:
         b = next(r for r in first['rows'] if key(r) == k)
         if 'ms' not in b:
             continue
-        line = '%-48s %8.3f' % (label(b), b['ms'])
+        line = '%-*s %8.3f' % (width, label(b), b['ms'])
         for c in cols:
             r = next((r for r in results[c]['rows'] if key(r) == k), None)
             line += ' %8s' % ('%.2f' % r['ab_ratio'] if r and 'ab_ratio' in r else 'err')

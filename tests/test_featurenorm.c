@@ -391,12 +391,15 @@ static void run_case(const fn_case *t)
         free(wdb);
         free(tdb);
     }
-    /* (after the backward: with it before, Oclgrind reported uninitialized values stored by the
-     * backward's per-channel kernel of a 1 x 1 layer norm on work-groups of 16, from the sums of
-     * its stage 1. It goes away when the in-place check keeps its buffer until the end instead of
-     * releasing it before the backward. With every workspace filled with NaN when created, this
-     * file passes on PoCL with the check before the backward, on work-groups of 16, 64 and one:
-     * no unwritten workspace value reaches a result. Not understood yet.) */
+    /* (after the backward: with it before, Oclgrind 21.10 reported uninitialized values stored
+     * by the backward's per-channel kernel of a 1 x 1 layer norm on work-groups of 16, from the
+     * sums of its stage 1. The report follows a buffer the library never sees: with the in-place
+     * forward left out, creating and releasing a 4-byte buffer before the backward is enough;
+     * none when that buffer is kept, or when a buffer of 64 bytes or more is released after it,
+     * or one of 4 bytes created after it and kept. So it comes from Oclgrind handing the freed
+     * 4-byte allocation to the library's next one. With every workspace filled with NaN when
+     * created, this file passes on PoCL with the check before the backward, on work-groups of
+     * 16, 64 and one: no unwritten workspace value reaches a result.) */
     check_in_place(ctx, t, &b, x, y, h, label);
     cl_mem all[] = {d_x, d_y, d_res, d_h, d_w, d_b, d_mean, d_rstd, d_dy, d_dh, d_dx, d_dw, d_db};
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
