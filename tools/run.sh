@@ -235,6 +235,12 @@ run_tests() {
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=5,channel_tile=16,register_units=0 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
+    # the register kernels at the NVIDIA row's 8 vectors per work-item (the step above has the
+    # 16 of PoCL's row): rows and channels past 64 x 8 vectors take the general path
+    step "GPU-shaped parameters, register_units=8: the kernel tests" \
+        env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8 \
+        bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
         env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
         meson test -C build --print-errorlogs
