@@ -1052,16 +1052,9 @@ typedef struct unit_walk {
 
 unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
 {
-    /* 32-bit divisions where the unit and the grid size fit (a grid below 2^31 work-items:
-     * tensors below 2^31 x ITEMS x VEC values, 32 G at 4 and 4): a 64-bit division is a long
-     * software routine on GPUs, and this start takes four */
-    if (u + du <= UINT_MAX && ups <= UINT_MAX && C <= UINT_MAX) {
-        const uint u32 = (uint)u, du32 = (uint)du, ups32 = (uint)ups, C32 = (uint)C;
-        unit_walk w = {u32 / ups32, u32 % ups32, (u32 / ups32) % C32, du32 / ups32,
-                       du32 % ups32, (du32 / ups32) % C32, ups, C};
-        return w;
-    }
-    unit_walk w = {u / ups, u % ups, (u / ups) % C, du / ups, du % ups, (du / ups) % C, ups, C};
+    const ulong seg = quotient(u, ups), dseg = quotient(du, ups);
+    unit_walk w = {seg, u - seg * ups, seg - quotient(seg, C) * C, dseg, du - dseg * ups,
+                   dseg - quotient(dseg, C) * C, ups, C};
     return w;
 }
 
@@ -1413,14 +1406,16 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     flags = with_operands(flags, in1, in2, residual, mask, out2);
     if (!vector_aligned(out))
         flags &= ~FLAG_STREAM;
-    if (step == 1) {
-        /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
-        const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
-                                                   : get_global_id(0);
-        elementwise_span(in1, in2, residual, mask, &src, out, out2, segments, seg_len, C, walk,
-                         item * item_stride, chunk, flags);
-        return;
-    }
+    /* One path per build (the host takes contiguous runs exactly for work-groups of one, step
+     * 1): a GPU allocates registers for a kernel's largest path, and the CPU path's would cost
+     * it occupancy (AMD gfx90a, LLVM 15: 90 VGPRs with both paths, 49 with the strided one). */
+#if WG_SIZE == 1
+    /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
+    const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
+                                               : get_global_id(0);
+    elementwise_span(in1, in2, residual, mask, &src, out, out2, segments, seg_len, C, walk,
+                     item * item_stride, chunk, flags);
+#else
     /* strided by the grid (GPUs): neighbouring work-items on neighbouring units */
     const ulong first = get_global_id(0);
     const int lane_channels = walk == WALK_ROWS;
@@ -1440,6 +1435,7 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC, left,
                          v.a, v.b, v.e, v.center, flags);
     }
+#endif
 }
 
 /* bn_elementwise's arithmetic over `planes` runs of `len` values (run n at base + n * stride):
@@ -1545,6 +1541,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     const float k = live ? LOAD(x, c * HW) : 0.0f;
     float v[ROW_UNITS * VEC], acc = 0.0f;
     channel_walk w = channel_walk_start(member, width, hw, c, C);
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
         const uint i = u * width + member;
         v[u] = i < count ? LOAD(x, w.o) : 0.0f;
@@ -1555,6 +1552,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
     const float inv_p = 1.0f / pow2_floor(total);
     acc = 0.0f;
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++) {
         const float d = (v[u] - k) - mean_k;
         acc += u * width + member < count ? d * inv_p * d : 0.0f;
@@ -1571,6 +1569,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     /* every pivot read of x before the first write of y (which may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
     w = channel_walk_start(member, width, hw, c, C);
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
         if (u * width + member < count) {
             float r = shift + scale * (v[u] - mean);
@@ -1608,6 +1607,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
     const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
     FLOATV v[ROW_UNITS], acc = 0.0f;
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
         v[u] = r < M && left > 0 ? load_lanes(x, r * C + c0, left) : (FLOATV)0.0f;
@@ -1617,6 +1617,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     const FLOATV mean_k = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE) / total;
     const float inv_p = 1.0f / pow2_floor(total);
     acc = 0.0f;
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const FLOATV d = (v[u] - k) - mean_k;
         acc += (ulong)u * L + lane < M ? d * inv_p * d : (FLOATV)0.0f;
@@ -1641,6 +1642,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     const FLOATV shift = LOADV(lane_shift, 0);
     /* every pivot read of x before the first write of y (which may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
         if (r < M && left > 0) {

@@ -2,7 +2,9 @@
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
  * (channels per channels-last group), -DROW_UNITS (vectors a work-item of the register kernels
- * holds), and the tiles of params.c. */
+ * holds), and the tiles of params.c. The register kernels unroll their loops over those vectors
+ * (#pragma unroll): looped, clang's PTX kept the array on the stack (tools/kernel-resources.py
+ * reports what LLVM's GPU back ends allocate). */
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -62,6 +64,13 @@
 #elif VEC == 8
 #define HSUM(v) (dot((v).lo, (float4)(1.0f)) + dot((v).hi, (float4)(1.0f)))
 #endif
+
+/* a / b, by a 32-bit division where both fit: a 64-bit one is a long software routine on GPUs
+ * (per unit of a strided pass, it costs more than the unit's loads). */
+ulong quotient(ulong a, ulong b)
+{
+    return (a | b) <= UINT_MAX ? (ulong)((uint)a / (uint)b) : a / b;
+}
 
 /* Statistics of a set of values: count, mean, and m2n = M2 / P, where M2 is the sum of squared
  * deviations from the mean and P the largest power of two <= count. Scaling by a power of two is

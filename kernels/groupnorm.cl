@@ -161,21 +161,30 @@ FLOATV group_stat(__global const float *p, ulong r_first, ulong c0, ulong g0, ul
     return group_lanes(p, r_first, c0, Cg, left);
 }
 
-/* The per-group values a unit at channel c0 = g0 * Cg + rem needs: forward (mean, rstd),
- * backward the (a, b, e, center) coefficients; lane by lane as group_stat gives them. */
+/* The per-group values of a unit: forward (v0, v1) = (mean, rstd), backward (v0..v3) = the
+ * (a, b, e, center) coefficients. Named fields, not an array: merged code paths indexed an array
+ * at run time, which kept it in memory (NVPTX: 64 bytes of stack per work-item). */
+typedef struct unit_values {
+    FLOATV v0, v1, v2, v3;
+} unit_values;
+
+/* The per-group values a unit at channel c0 = g0 * Cg + rem needs, lane by lane as group_stat
+ * gives them. */
 ALWAYS_INLINE
 void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulong R, int mode,
                  ulong r_first, ulong c0, ulong g0, ulong rem, ulong Cg, int lanes, long left,
-                 FLOATV *s)
+                 unit_values *s)
 {
 #define GROUP_STAT(p) group_stat((p), r_first, c0, g0, rem, Cg, lanes, left)
     if (mode == GN_FORWARD) {
-        s[0] = stat_a ? GROUP_STAT(stat_a) : 0.0f;
-        s[1] = GROUP_STAT(stat_b);
+        s->v0 = stat_a ? GROUP_STAT(stat_a) : 0.0f;
+        s->v1 = GROUP_STAT(stat_b);
         return;
     }
-    for (uint k = 0; k < 4; k++)
-        s[k] = GROUP_STAT(stat_a + k * R);
+    s->v0 = GROUP_STAT(stat_a);
+    s->v1 = GROUP_STAT(stat_a + R);
+    s->v2 = GROUP_STAT(stat_a + 2 * R);
+    s->v3 = GROUP_STAT(stat_a + 3 * R);
 #undef GROUP_STAT
 }
 
@@ -185,7 +194,7 @@ ALWAYS_INLINE
 void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
-             int mode, ulong o, long left, ulong c, ulong c0, const FLOATV *s, int stream)
+             int mode, ulong o, long left, ulong c, ulong c0, const unit_values *s, int stream)
 {
     const int store_flags = stream ? FLAG_STREAM : 0;
     const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
@@ -195,13 +204,13 @@ void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global c
             v += load_lanes(addend, o, left);
             store_lanes(out2, o, left, v);
         }
-        FLOATV y = (centered ? v - s[0] : v) * s[1] * wt;
+        FLOATV y = (centered ? v - s->v0 : v) * s->v1 * wt;
         if (bias)
             y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
         store_result(out, o, left, y, store_flags);
         return;
     }
-    FLOATV d = s[0] * wt * load_lanes(dy, o, left) + s[1] + s[2] * (v - s[3]);
+    FLOATV d = s->v0 * wt * load_lanes(dy, o, left) + s->v1 + s->v2 * (v - s->v3);
     if (extra)
         d += load_lanes(extra, o, left);
     store_result(out, o, left, d, store_flags);
@@ -219,15 +228,15 @@ void gn_run(__global const DATA_T *x, __global const DATA_T *addend, __global co
             ulong Cg, int lanes, int mode, ulong seg, ulong seg_len, ulong c, ulong r_first,
             ulong pos, ulong stop, int whole, int fixed, ulong g0, ulong rem, int stream)
 {
-    FLOATV s[4];
+    unit_values s;
     if (fixed) /* one group: the values of group r_first, on every lane */
-        gn_stats_at(stat_a, stat_b, R, mode, r_first, 0, 0, 0, 1, 0, 1, s);
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, 0, 0, 0, 1, 0, 1, &s);
     for (; pos < stop; pos++) {
         const long left = whole ? VEC : (long)(seg_len - pos * VEC);
         if (!fixed)
-            gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, left, s);
+            gn_stats_at(stat_a, stat_b, R, mode, r_first, pos * VEC, g0, rem, Cg, lanes, left, &s);
         gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
-                seg * seg_len + pos * VEC, left, c, pos * VEC, s, stream);
+                seg * seg_len + pos * VEC, left, c, pos * VEC, &s, stream);
         if (lanes && Cg > 1) /* (per-channel values need no group) */
             for (rem += VEC; rem >= Cg; rem -= Cg)
                 g0++;
@@ -278,48 +287,49 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong seg_len = lanes ? C : HW, ups = (seg_len + VEC - 1) / VEC;
     const ulong units = total / seg_len * ups;
     const ulong first = get_global_id(0) * item_stride;
-    if (step == 1) {
-        /* a contiguous run (CPUs): segment by segment */
-        const int fixed = !lanes || G == 1; /* one group per segment */
-        const ulong u_end = first + chunk < units ? first + chunk : units;
-        for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
-            const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
-            const ulong r_first = lanes ? seg / HW * G : seg / Cg, c = seg % C;
-            const ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
-            if (lanes && !fixed && mode == GN_FORWARD && Cg % VEC == 0 && pos == 0 &&
-                stop == ups) {
-                gn_forward_row(x, addend, stat_a, stat_b, weight, bias, out, out2, seg * seg_len,
-                               r_first, G, Cg);
-                u += ups;
-                continue;
-            }
-            /* whole vectors, then the segment's partial one */
-            const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
-            gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,
-                   mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, fixed, g0,
-                   rem, 0);
-            if ((pos > whole ? pos : whole) < stop) {
-                const ulong p = pos > whole ? pos : whole, pg = lanes ? p * VEC / Cg : 0;
-                gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
-                       lanes, mode, seg, seg_len, c, r_first, p, stop, 0, fixed, pg,
-                       lanes ? p * VEC - pg * Cg : 0, 0);
-            }
-            u += stop - pos;
-            pos = 0;
+    /* one path per build, as in bn_elementwise */
+#if WG_SIZE == 1
+    /* a contiguous run (CPUs): segment by segment */
+    const int fixed = !lanes || G == 1; /* one group per segment */
+    const ulong u_end = first + chunk < units ? first + chunk : units;
+    for (ulong u = first, seg = first / ups, pos = first - seg * ups; u < u_end; seg++) {
+        const ulong stop = ups - pos < u_end - u ? ups : pos + (u_end - u);
+        const ulong r_first = lanes ? seg / HW * G : seg / Cg, c = seg % C;
+        const ulong g0 = lanes ? pos * VEC / Cg : 0, rem = lanes ? pos * VEC - g0 * Cg : 0;
+        if (lanes && !fixed && mode == GN_FORWARD && Cg % VEC == 0 && pos == 0 &&
+            stop == ups) {
+            gn_forward_row(x, addend, stat_a, stat_b, weight, bias, out, out2, seg * seg_len,
+                           r_first, G, Cg);
+            u += ups;
+            continue;
         }
-        return;
+        /* whole vectors, then the segment's partial one */
+        const ulong whole = seg_len / VEC < stop ? seg_len / VEC : stop;
+        gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg, lanes,
+               mode, seg, seg_len, c, r_first, pos, pos < whole ? whole : pos, 1, fixed, g0,
+               rem, 0);
+        if ((pos > whole ? pos : whole) < stop) {
+            const ulong p = pos > whole ? pos : whole, pg = lanes ? p * VEC / Cg : 0;
+            gn_run(x, addend, dy, extra, stat_a, stat_b, weight, bias, out, out2, R, Cg,
+                   lanes, mode, seg, seg_len, c, r_first, p, stop, 0, fixed, pg,
+                   lanes ? p * VEC - pg * Cg : 0, 0);
+        }
+        u += stop - pos;
+        pos = 0;
     }
+#else
     /* strided by the grid (GPUs) */
     unit_walk w = walk_start(first, step, ups, C);
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
-        const ulong c0 = w.pos * VEC, g0 = lanes ? c0 / Cg : 0;
-        const ulong r_first = lanes ? w.seg / HW * G : w.seg / Cg;
+        const ulong c0 = w.pos * VEC, g0 = lanes ? quotient(c0, Cg) : 0;
+        const ulong r_first = lanes ? quotient(w.seg, HW) * G : quotient(w.seg, Cg);
         const long left = (long)(seg_len - c0);
-        FLOATV s[4];
-        gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, s);
+        unit_values s;
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, &s);
         gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
-                w.seg * seg_len + c0, left, w.c, c0, s, 0);
+                w.seg * seg_len + c0, left, w.c, c0, &s, 0);
     }
+#endif
 }
 
 /* InstanceNorm's running statistics: the mean over the batch of the per-instance mean and
@@ -367,14 +377,14 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
                                       int next, float k, int stream)
 {
     const ulong whole = D / VEC * VEC;
-    const FLOATV st[2] = {m, rs}; /* gn_unit's forward values (m = 0 for RMS: v - 0 = v) */
+    const unit_values st = {m, rs, 0.0f, 0.0f}; /* gn_unit's forward values (m = 0 for RMS) */
     FLOATV s0 = 0.0f, s1 = 0.0f;
     ulong j = 0;
     for (; j + 2 * VEC <= whole; j += 2 * VEC) {
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, st,
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, &st,
                 stream);
         gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j + VEC, VEC, 0,
-                j + VEC, st, stream);
+                j + VEC, &st, stream);
         if (next) {
             s0 += pivoted(x, addend, o + D + j, VEC, k);
             s1 += pivoted(x, addend, o + D + j + VEC, VEC, k);
@@ -382,7 +392,7 @@ ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const D
     }
     for (; j < D; j += VEC) {
         const long left = (long)(D - j) < VEC ? (long)(D - j) : VEC;
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, st,
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, &st,
                 stream);
         if (next)
             s1 += pivoted(x, addend, o + D + j, left, k);
@@ -497,6 +507,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
     const ulong o = live ? r * D : 0;
     const float k = live ? LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f) : 0.0f;
     FLOATV v[ROW_UNITS], acc = 0.0f;
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
@@ -513,6 +524,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
     /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
     const float inv_p = 1.0f / pow2_floor(count);
     acc = 0.0f;
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
@@ -530,6 +542,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
     const float center = rms ? 0.0f : mean;
     /* every pivot read of x before the first write of y or h (either may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
+#pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = live && p < D ? (long)(D - p) : 0;
@@ -743,21 +756,21 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
                 set[2 * C + c] += sgx * rs;
             }
         }
-        FLOATV s[4];
+        unit_values s;
         float a, b, e;
         grad_coefficients(r, (float)D, sum1, sum2, 1.0f, rs, flags, NULL, NULL, &a, &b, &e);
-        s[0] = a;
-        s[1] = b;
-        s[2] = e;
-        s[3] = mu;
+        s.v0 = a;
+        s.v1 = b;
+        s.v2 = e;
+        s.v3 = mu;
         for (ulong j = 0; j < segs; j++) {
             const ulong o = r * D + j * seg_len, c = c_first + j;
             for (ulong p = 0; p < whole; p += VEC)
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p,
-                        VEC, c, c_first + p, s, stream);
+                        VEC, c, c_first + p, &s, stream);
             if (whole < seg_len)
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD,
-                        o + whole, (long)(seg_len - whole), c, c_first + whole, s, stream);
+                        o + whole, (long)(seg_len - whole), c, c_first + whole, &s, stream);
         }
     }
     /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */

@@ -9,7 +9,7 @@ root=$PWD
 
 packages=(build-essential meson ninja-build pkg-config python3 ocl-icd-opencl-dev opencl-headers
           pocl-opencl-icd clinfo oclgrind libclblast-dev libcriterion-dev zlib1g-dev
-          dataset-fashion-mnist python3-matplotlib clang libclang-rt-14-dev)
+          dataset-fashion-mnist python3-matplotlib clang libclang-rt-14-dev clang-15 libclc-15)
 
 install_packages() {
     local missing=()
@@ -250,6 +250,9 @@ run_tests() {
         env CLNORM_PARAMS=vector_width=1,block_vectors=3 \
         CLNORM_CACHE_DIR=build/tests/program-cache \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
+    # the kernels through LLVM's AMD GPU back end and clang's PTX (tools/kernel-resources.py):
+    # no kernel that GPUs launch keeps data in scratch or on the stack beyond its budget
+    step "static GPU resources (amdgcn, nvptx64)" python3 tools/kernel-resources.py --check
     step "AddressSanitizer + UBSan" sanitized_tests
     step "fault injection (allocation and OpenCL failures), under ASan + UBSan" fault_injection
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
