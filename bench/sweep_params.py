@@ -11,7 +11,9 @@ processes on the 2-core CI machine swung by +-30% for identical parameters.
                                   [--set "name=v,..."]... [-- more clnorm-bench options]
 (set CLNORM_PARAMS to change the parameters the overrides are compared with)
 
-Without --set, a default sweep over each parameter (one at a time) is run.
+Without --set, a default sweep over each parameter (one at a time) is run. A set "kernels=DIR"
+compares kernel sources instead: DIR's (an earlier commit's kernels/, through CLNORM_KERNEL_DIR)
+against the library's own, in separate processes (see kernel_ab).
 """
 import argparse
 import json
@@ -42,6 +44,39 @@ def label(row):
                      row['shape'])).strip()
 
 
+def kernel_ab(base, kernel_dir, tmp, i, rounds=2):
+    """"kernels=DIR": the built-in parameters with the kernel sources of DIR (CLNORM_KERNEL_DIR,
+    e.g. an earlier commit's kernels/) against the library's own, in separate processes taken
+    in turn (a kernel source cannot change within one), each row's best median of `rounds`;
+    ab_ratio = DIR's time / the built-in kernels' time."""
+    best = {}
+    for r in range(rounds):
+        for which, env in (('dir', dict(os.environ, CLNORM_KERNEL_DIR=kernel_dir)),
+                           ('own', {k: v for k, v in os.environ.items()
+                                    if k != 'CLNORM_KERNEL_DIR'})):
+            path = os.path.join(tmp, '%d-%s-%d.json' % (i, which, r))
+            print('== kernels=%s: %s kernels, round %d' % (kernel_dir, which, r + 1), flush=True)
+            proc = subprocess.run(base + ['--json', path], stdout=subprocess.PIPE, text=True,
+                                  env=env)
+            if not os.path.exists(path):
+                print(proc.stdout)
+                print('clnorm-bench failed (status %d)' % proc.returncode)
+                return None
+            with open(path) as f:
+                run = json.load(f)
+            for row in run['rows']:
+                if 'ms' in row:
+                    k = (which, key(row))
+                    best[k] = min(best.get(k, row['ms']), row['ms'])
+            if which == 'own':
+                own = run
+    for row in own['rows']:
+        if 'ms' in row and ('dir', key(row)) in best:
+            row['ms'] = best[('own', key(row))]
+            row['ab_ratio'] = best[('dir', key(row))] / row['ms']
+    return own
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split('\n')[0])
     ap.add_argument('--bench', default='build-bench/bench/clnorm-bench')
@@ -59,16 +94,23 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         for i, params in enumerate(sets):
             path = os.path.join(tmp, '%d.json' % i)
-            cmd = [args.bench, '--no-latency', '--runs', args.runs, '--shapes', args.shapes,
-                   '--ops', args.ops, '--ab', params, '--json', path] + extra
-            print('== --ab %s' % params, flush=True)
-            proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
-            if not os.path.exists(path):
-                print(proc.stdout)
-                print('clnorm-bench failed (status %d)' % proc.returncode)
-                continue
-            with open(path) as f:
-                results[params] = json.load(f)
+            base = [args.bench, '--no-latency', '--runs', args.runs, '--shapes', args.shapes,
+                    '--ops', args.ops] + extra
+            if params.startswith('kernels='):
+                results[params] = kernel_ab(base, params.split('=', 1)[1], tmp, i)
+                if not results[params]:
+                    del results[params]
+                    continue
+            else:
+                print('== --ab %s' % params, flush=True)
+                proc = subprocess.run(base + ['--ab', params, '--json', path],
+                                      stdout=subprocess.PIPE, text=True)
+                if not os.path.exists(path):
+                    print(proc.stdout)
+                    print('clnorm-bench failed (status %d)' % proc.returncode)
+                    continue
+                with open(path) as f:
+                    results[params] = json.load(f)
             # each set's ratios as soon as it is done: a sweep cut short by a deadline (a GPU
             # call) still shows the sets it finished
             for r in results[params]['rows']:
@@ -80,7 +122,8 @@ def main():
     print('\nbuilt-in params: %s; copy %.1f GB/s' % (first['params'], first['copy']['GBps']))
     keys = [key(r) for r in first['rows']]
     cols = list(results)
-    print('\noverride time / built-in time, measured alternately in one process (< 1: faster)')
+    print('\noverride time / built-in time, measured alternately in one process (kernels=DIR: in '
+          'separate processes, in turn; < 1: faster)')
     width = max(len(label(r)) for r in first['rows'])
     print('%-*s %8s' % (width, 'row', 'base ms') +
           ''.join(' %8s' % c.split('=')[0][:8] for c in cols))
