@@ -23,7 +23,9 @@
     X(item_tile, "channel vectors one work-item reduces in channels-last (1..16)")               \
     X(plane_tile, "channels one work-item reduces in channels-first, for small planes (1..64)")   \
     X(register_units, "vectors a work-item holds in registers in the one-launch kernels for "      \
-                      "work-groups of many (0: off, 1..32)")
+                      "work-groups of many (0: off, 1..32)")                                       \
+    X(gather_units, "vectors of a strided elementwise pass (work-groups of many) a work-item "     \
+                    "loads before it stores any (1: one at a time, 1..8)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

@@ -24,7 +24,7 @@ typedef struct param_row {
 
 static const param_row param_rows[] = {
     /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops. */
-    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16}},
+    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1}},
     /* NVIDIA: work-groups of 128 took 0.83-1.00x the time of 256 on all 18 batch-norm rows of an
      * in-process A/B on an H200 (bench/results/nvidia-h200-2026-11-27-sweep.txt). Register
      * kernels of 8 vectors per work-item, against 16, took 0.51-0.75x the time on 13 of 26
@@ -33,14 +33,17 @@ static const param_row param_rows[] = {
      * residual) and 1.07-1.35x on 6, where a row or channel no longer fits (N8 C512 28x28, layer
      * and RMS norm 4096x8192) or takes fewer lanes (N8 C1024/C2048 channels-last); geometric
      * mean 0.84x (-run3-sweep-register.txt; not profiled: fewer registers per work-item?). */
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8}},
+    /* gather_units 1 on every row: round 21's gathered strided passes (their operands in registers,
+     * tools/kernel-resources.py) have not run on a device; round 19's (on the stack) took 2.7-3.8x
+     * the time of one unit after another on an H200. */
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
      * VGPRs and spills 16 more (one wave per SIMD), at 8 it takes 143 (3 waves). */
-    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8}},
-    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16}},
-    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16}},
-    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16}},
+    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8, 1}},
+    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1}},
+    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1}},
+    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1}},
 };
 
 static const char *const param_names[] = {
@@ -92,6 +95,8 @@ static bool value_allowed(int index, long value)
         return value >= 1 && value <= 64;
     if (index == params_index("register_units"))
         return value >= 0 && value <= 32;
+    if (index == params_index("gather_units"))
+        return value >= 1 && value <= 8;
     return value >= 1 && value <= 65536;
 }
 

@@ -2,9 +2,12 @@
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
  * (channels per channels-last group), -DROW_UNITS (vectors a work-item of the register kernels
- * holds), and the tiles of params.c. The register kernels unroll their loops over those vectors
- * (#pragma unroll): looped, clang's PTX kept the array on the stack (tools/kernel-resources.py
- * reports what LLVM's GPU back ends allocate). */
+ * holds), -DGATHER_UNITS (see GATHER) and the tiles of params.c. The register kernels unroll
+ * their loops over those vectors (#pragma unroll): looped, clang's PTX kept the array on the
+ * stack (tools/kernel-resources.py reports what LLVM's GPU back ends allocate). */
+
+/* Units of a strided elementwise pass (GPUs) a work-item loads before it stores any */
+#define GATHER (ITEMS < GATHER_UNITS ? ITEMS : GATHER_UNITS)
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)

@@ -566,7 +566,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     if (!strcmp(name, "work_group_size"))
         USE_LIST_(wg);
     else if (!strcmp(name, "vector_width") || !strcmp(name, "block_vectors") ||
-             !strcmp(name, "items_per_thread"))
+             !strcmp(name, "items_per_thread") || !strcmp(name, "gather_units"))
         USE_LIST_(pow2_8);
     else if (!strcmp(name, "partials_per_channel"))
         USE_LIST_(partials);
@@ -663,10 +663,11 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 }
 
 /* Whether parameter p can change anything at the current values: the register kernels'
- * register_units serve only work-groups of many (each candidate is a program build). */
+ * register_units and the strided passes' gather_units serve only work-groups of many (each
+ * candidate is a program build). */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
-    if (strcmp(t->names[p], "register_units"))
+    if (strcmp(t->names[p], "register_units") && strcmp(t->names[p], "gather_units"))
         return 1;
     for (size_t q = 0; q < t->params; q++)
         if (!strcmp(t->names[q], "work_group_size"))
