@@ -5,7 +5,10 @@
 #
 #   here:  bash tools/gpu-session.sh prepare
 #          builds build-gpu/ (release: the library, the tests, clnorm-bench, clnorm-info; no
-#          examples, ~4 MB) and packs .gpu/ (the runtime libraries that machine lacks)
+#          examples, ~4 MB) and packs .gpu/ (the runtime libraries that machine lacks); with
+#          BASELINE_REV=<commit>, also that commit's kernels/ into build-gpu/baseline-kernels/,
+#          for a sweep set "kernels=build-gpu/baseline-kernels" (bench/sweep_params.py: those
+#          kernel sources against the build's own)
 #   there: the device tool's `run` with carry ["build-gpu", ".gpu"], timeout_s 600:
 #          bash tools/gpu-session.sh run
 #
@@ -40,6 +43,12 @@ prepare() {
     ninja -C "$build" >/dev/null
     # the commit the bench records: the GPU machine's copy of the tree may carry a stale .git
     git describe --always --dirty --abbrev=12 --exclude='*' >"$build/commit.txt"
+    if [ -n "${BASELINE_REV:-}" ]; then
+        rm -rf "$build/baseline-kernels" && mkdir -p "$build/baseline-kernels"
+        for f in $(git ls-tree --name-only "$BASELINE_REV" kernels/ | grep '\.cl$'); do
+            git show "$BASELINE_REV:$f" >"$build/baseline-kernels/$(basename "$f")"
+        done
+    fi
     bash ../shared/gpu/pack.sh "$build"
     echo "gpu-session: carry [\"$build\", \".gpu\"] and run: bash tools/gpu-session.sh run"
 }
