@@ -440,6 +440,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
              __global const float *row_rstd, ulong M, ulong C, ulong mean_cg, uint lanes, uint S,
              uint per_sample, int mode, __global float *sets, __global float *pivots)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
     __local float l_cnt[WG_SIZE];
     __local FLOATV l_mean[WG_SIZE], l_m2n[WG_SIZE];
     const uint lid = get_local_id(0);
@@ -530,6 +531,7 @@ bn_reduce_cl(__global const DATA_T *x, __global const DATA_T *dy, __global const
                     pivots[c0 + i] = LOAD(x, c0 + i); /* row 0 */
         }
     }
+#endif
 }
 
 /* One vector's gradient sums at o (`left` values): sum dy' and sum dy' * (x - mu), dy' = dy
@@ -784,6 +786,7 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
                              __global float *sets, __global float *pivots,
                              __global float *row_sets)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong s = get_global_id(0);
     if (s >= S)
         return;
@@ -817,6 +820,7 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
     reduce_rows_partial(x, dy, mask, masked_dy, mean_in, row_mean, row_rstd, row_weight, M, C,
                         mean_cg, options, set, held, pivots, row_sets, s, r_begin, r_end,
                         mean_first);
+#endif
 }
 
 /* 1/sqrt(var + eps) of channel c from a variance, or the invstd itself (1 without either) */
@@ -1524,6 +1528,7 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                ulong C, ulong HW, uint tile, float eps, float momentum, int flags,
                                __global DATA_T *y)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong c_first = get_global_id(0) * tile;
     const uint here = tile_count(c_first, C, tile);
     for (uint t = 0; t < here; t++) {
@@ -1538,6 +1543,7 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         plane_apply(NULL, x, residual, NULL, y, NULL, c * HW, C * HW, N, HW, 0.0f,
                     beta ? beta[c] : 0.0f, scale, batch_mean, flags);
     }
+#endif
 }
 
 /* Element o of value i = u * width + member of channel c (planes of hw values, C apart), stepped
@@ -1720,6 +1726,7 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
                                 __global float *dbeta, ulong N, ulong C, ulong HW, uint tile,
                                 __global DATA_T *dx, __global DATA_T *dresidual)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong c_first = get_global_id(0) * tile;
     const uint here = tile_count(c_first, C, tile);
     const bool frozen = flags & CHF_FROZEN;
@@ -1738,4 +1745,5 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
         plane_apply(dy, frozen ? NULL : x, NULL, mask, dx, dresidual, c * HW, C * HW, N, HW, a, b,
                     e, mu, 0);
     }
+#endif
 }

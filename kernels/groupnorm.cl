@@ -448,6 +448,7 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                ulong R, ulong C, ulong HW, ulong G, uint tile, float eps,
                                int flags)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong D = C / G * HW, Cg = C / G;
     const ulong r_first = get_global_id(0) * tile;
     const uint here = tile_count(r_first, R, tile);
@@ -482,6 +483,7 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                            seg, HW, seg % C, r, whole, ups, 1, stream);
         }
     }
+#endif
 }
 
 /* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
@@ -676,6 +678,7 @@ __kernel void gn_forward_sample(__global const DATA_T *x, __global const DATA_T 
                                 ulong N, ulong C, ulong HW, ulong G, float eps,
                                 __global float *scratch)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong n = get_global_id(0);
     if (n >= N)
         return;
@@ -686,6 +689,7 @@ __kernel void gn_forward_sample(__global const DATA_T *x, __global const DATA_T 
     else
         sample_forward(x, NULL, weight, bias, mean_out, rstd, out_sets, y, NULL, n, N, C, HW, G,
                        eps, scratch);
+#endif
 }
 
 /* Pass 1 of gn_backward_fused for one unit at element o of `left` values: sum w * dy and
@@ -719,6 +723,7 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
                                 ulong R, ulong C, ulong HW, ulong G, uint tile, int flags,
                                 __global DATA_T *dx, __global float *col_sets)
 {
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong Cg = C / G, D = Cg * HW, item = get_global_id(0), r_first = item * tile;
     const uint here = tile_count(r_first, R, tile);
     const int lanes = HW == 1; /* a row of channels, else Cg planes of one channel each */
@@ -776,4 +781,5 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */
     for (ulong c0 = 0; lanes && set && c0 < C; c0 += VEC)
         store_lanes(set, c0, (long)(C - c0), (FLOATV)(float)here);
+#endif
 }
