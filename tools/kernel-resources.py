@@ -40,6 +40,18 @@ GPU_KERNELS = {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise",
 BUDGET = {"bn_channel": 2048}
 NVPTX_PARTIAL_STORE = 16
 
+# A kernel that must show a stack on both targets (an array indexed at run time): if the report
+# shows none, the reading of the compiler's output is broken and every check would pass.
+PROBE = """
+__kernel void resources_probe(__global float *p, uint i)
+{
+    float a[64];
+    for (uint j = 0; j < 64; j++)
+        a[j] = p[j];
+    p[0] = a[i & 63];
+}
+"""
+
 
 def param_names():
     text = open(os.path.join(ROOT, "host", "internal.h")).read()
@@ -110,6 +122,16 @@ def nvptx_report(ptx):
     return out
 
 
+def unread(vendor, target, stack):
+    """Problems of the reading itself: a GPU kernel missing from the report, or the probe's stack
+    not seen."""
+    out = ["%s %s: no report for %s" % (vendor, target, k) for k in sorted(GPU_KERNELS - set(stack))]
+    if not stack.get("resources_probe"):
+        out.append("%s %s: the probe's stack array was not seen (output format changed?)" %
+                   (vendor, target))
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--check", action="store_true", help="fail on scratch beyond the budgets")
@@ -125,6 +147,7 @@ def main():
     with open(source, "w") as f:
         for name in SOURCES:
             f.write(open(os.path.join(ROOT, "kernels", name + ".cl")).read() + "\n")
+        f.write(PROBE)
 
     problems = []
     for vendor, p in rows.items():
@@ -136,7 +159,10 @@ def main():
                 "amdgcn--amdhsa.bc", options, source, source + ".s"))
             print("   amdgcn %s (LLVM's allocation): kernel, VGPRs (+AGPRs), scratch bytes, "
                   "waves per SIMD" % args.amd_cpu)
+            problems += unread(vendor, "amdgcn", {k: v[2] for k, v in report.items()})
             for k in sorted(report, key=lambda k: (k not in GPU_KERNELS, k)):
+                if k == "resources_probe":
+                    continue
                 vgpr, agpr, scratch, waves = report[k]
                 tag = "" if k in GPU_KERNELS else "  (work-groups of one only)"
                 print("   %-22s %4d%-5s %6d %3d%s" % (k, vgpr, "+%d" % agpr if agpr else "",
@@ -150,7 +176,10 @@ def main():
                                              source + ".ptx"))
             print("   nvptx64 (clang's PTX, a proxy for NVIDIA's compiler): kernel, local-memory "
                   "stack bytes per work-item")
+            problems += unread(vendor, "nvptx64", report)
             for k in sorted(report, key=lambda k: (k not in GPU_KERNELS, k)):
+                if k == "resources_probe":
+                    continue
                 tag = "" if k in GPU_KERNELS else "  (work-groups of one only)"
                 print("   %-22s %6d%s" % (k, report[k], tag))
                 if k in GPU_KERNELS and report[k] > BUDGET.get(k, NVPTX_PARTIAL_STORE):
