@@ -1429,28 +1429,6 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
 }
 #undef CHUNK_CASE
 
-/* The coefficients of the strided pass's unit at walk position w (from coef or the given
- * statistics; per lane along channels-last rows); returns the values from the unit to its
- * segment's end. */
-ALWAYS_INLINE long strided_coefs(const coef_source *src, const unit_walk *w, ulong seg_len,
-                                 int walk, int flags, FLOATV *a, FLOATV *b, FLOATV *e,
-                                 FLOATV *center)
-{
-    const long left = (long)(seg_len - w->pos * VEC);
-    *a = *b = *e = *center = (FLOATV)0.0f;
-    if (walk == WALK_ROWS) {
-        row_coefs(src, w->pos * VEC, left, flags, a, b, e, center);
-        return left;
-    }
-    channel_coef v;
-    channel_coefs(src, w->c, &v);
-    *a = v.a;
-    *b = v.b;
-    *e = v.e;
-    *center = v.center;
-    return left;
-}
-
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global const float *stat_mean,
@@ -1474,25 +1452,15 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     elementwise_span(in1, in2, residual, mask, &src, out, out2, segments, seg_len, C, walk,
                      item * item_stride, chunk, flags);
 #else
-    /* Strided by the grid (GPUs): neighbouring work-items on neighbouring units. With GATHER > 1,
-     * GATHER of a work-item's units at a time, all their operands loaded before any result is
-     * stored: as far as the compiler knows, out may alias an input, so a unit's loads wait for
-     * the previous unit's store (one unit in flight per work-item). Fixed trip counts, unrolled,
-     * so that the operands stay in registers (round 19's loops kept them on the stack: 544 bytes
-     * per work-item in clang's PTX, and took 2.7-3.8x the time on an H200); the walk is taken
-     * twice, for the loads and for the stores. GATHER 1 keeps the unit-by-unit loop, whose
-     * registers the split would raise (gfx90a: 48 -> 54 VGPRs). */
+    /* Strided by the grid (GPUs): neighbouring work-items on neighbouring units, GATHER of a
+     * work-item's units at a time, all their operands loaded before any result is stored: as far
+     * as the compiler knows, out may alias an input, so a unit's loads would wait for the
+     * previous unit's store (one unit in flight per work-item). Fixed trip counts, unrolled, so
+     * that the operands stay in registers (round 19's loops kept them on the stack: 544 bytes
+     * per work-item in clang's PTX, and took 2.7-3.8x the time on an H200). The walk is taken
+     * twice, for the loads and for the stores. */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     unit_walk w = walk_start(get_global_id(0), step, ups, C);
-#if GATHER == 1
-    for (ulong k = 0, u = get_global_id(0); k < chunk && u < units; k++, u += step,
-               walk_advance(&w)) {
-        FLOATV a, b, e, center;
-        const long left = strided_coefs(&src, &w, seg_len, walk, flags, &a, &b, &e, &center);
-        elementwise_unit(in1, in2, residual, mask, out, out2, w.seg * seg_len + w.pos * VEC, left,
-                         a, b, e, center, flags);
-    }
-#else
     for (ulong k0 = 0, u0 = get_global_id(0); k0 < chunk && u0 < units;
          k0 += GATHER, u0 += GATHER * step) {
         unit_operands ops[GATHER];
@@ -1507,13 +1475,22 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         for (uint k = 0; k < GATHER; k++, walk_advance(&w)) {
             if (k0 + k >= chunk || u0 + k * step >= units)
                 continue;
-            FLOATV a, b, e, center;
-            const long left = strided_coefs(&src, &w, seg_len, walk, flags, &a, &b, &e, &center);
+            const long left = (long)(seg_len - w.pos * VEC); /* values to the segment's end */
+            FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
+            if (walk == WALK_ROWS) {
+                row_coefs(&src, w.pos * VEC, left, flags, &a, &b, &e, &center);
+            } else {
+                channel_coef v;
+                channel_coefs(&src, w.c, &v);
+                a = v.a;
+                b = v.b;
+                e = v.e;
+                center = v.center;
+            }
             unit_store(&ops[k], out, out2, w.seg * seg_len + w.pos * VEC, left, a, b, e, center,
                        flags);
         }
     }
-#endif
 #endif
 }
 

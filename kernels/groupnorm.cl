@@ -188,66 +188,32 @@ void gn_stats_at(__global const float *stat_a, __global const float *stat_b, ulo
 #undef GROUP_STAT
 }
 
-/* The tensor operands of one unit of gn_apply at element o: forward v = x [+ addend]; backward
- * v = x, g = dy, ex = extra (dh_in). Loaded apart from the rest (gn_unit_store) so that a
- * work-item of a GPU can load several units before it stores any, as bn_elementwise does. */
-typedef struct gn_operands {
-    FLOATV v, g, ex;
-} gn_operands;
-
-ALWAYS_INLINE void gn_unit_load(__global const DATA_T *x, __global const DATA_T *addend,
-                                __global const DATA_T *dy, __global const DATA_T *extra, int mode,
-                                ulong o, long left, gn_operands *u)
-{
-    u->v = load_lanes(x, o, left);
-    u->g = u->ex = (FLOATV)0.0f;
-    if (mode == GN_FORWARD) {
-        if (addend)
-            u->v += load_lanes(addend, o, left);
-        return;
-    }
-    u->g = load_lanes(dy, o, left);
-    if (extra)
-        u->ex = load_lanes(extra, o, left);
-}
-
-/* The rest of one unit at element o, channel c0 (channels-last; the plane's channel c for
- * channels-first), with the group values s of gn_stats_at: forward y [and h = x + addend],
- * backward dx. */
-ALWAYS_INLINE
-void gn_unit_store(const gn_operands *u, int has_addend, int has_extra, int centered,
-                   __global const float *weight, __global const float *bias, __global DATA_T *out,
-                   __global DATA_T *out2, int lanes, int mode, ulong o, long left, ulong c,
-                   ulong c0, const unit_values *s, int stream)
-{
-    const int store_flags = stream ? FLAG_STREAM : 0;
-    const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
-    if (mode == GN_FORWARD) {
-        if (has_addend)
-            store_lanes(out2, o, left, u->v);
-        FLOATV y = (centered ? u->v - s->v0 : u->v) * s->v1 * wt;
-        if (bias)
-            y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
-        store_result(out, o, left, y, store_flags);
-        return;
-    }
-    FLOATV d = s->v0 * wt * u->g + s->v1 + s->v2 * (u->v - s->v3);
-    if (has_extra)
-        d += u->ex;
-    store_result(out, o, left, d, store_flags);
-}
-
-/* One unit of gn_apply: loaded, formed and stored. */
+/* One unit of gn_apply at element o, channel c0 (channels-last; the plane's channel c for
+ * channels-first), with the group values s of gn_stats_at. */
 ALWAYS_INLINE
 void gn_unit(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *extra, int centered, __global const float *weight,
              __global const float *bias, __global DATA_T *out, __global DATA_T *out2, int lanes,
              int mode, ulong o, long left, ulong c, ulong c0, const unit_values *s, int stream)
 {
-    gn_operands u;
-    gn_unit_load(x, addend, dy, extra, mode, o, left, &u);
-    gn_unit_store(&u, addend != NULL, extra != NULL, centered, weight, bias, out, out2, lanes, mode,
-                  o, left, c, c0, s, stream);
+    const int store_flags = stream ? FLAG_STREAM : 0;
+    const FLOATV wt = !weight ? (FLOATV)1.0f : lanes ? load_lanes(weight, c0, left) : weight[c];
+    FLOATV v = load_lanes(x, o, left);
+    if (mode == GN_FORWARD) {
+        if (addend) {
+            v += load_lanes(addend, o, left);
+            store_lanes(out2, o, left, v);
+        }
+        FLOATV y = (centered ? v - s->v0 : v) * s->v1 * wt;
+        if (bias)
+            y += lanes ? load_lanes(bias, c0, left) : (FLOATV)bias[c];
+        store_result(out, o, left, y, store_flags);
+        return;
+    }
+    FLOATV d = s->v0 * wt * load_lanes(dy, o, left) + s->v1 + s->v2 * (v - s->v3);
+    if (extra)
+        d += load_lanes(extra, o, left);
+    store_result(out, o, left, d, store_flags);
 }
 
 /* Units [pos, stop) of segment seg (gn_apply's contiguous path); along a row the group of each
@@ -303,21 +269,6 @@ ALWAYS_INLINE void gn_forward_row(__global const DATA_T *x, __global const DATA_
     }
 }
 
-/* The group values of gn_apply's strided unit at walk position w, and its first channel (or
- * position in the plane) *c0; returns the values from the unit to its segment's end. */
-ALWAYS_INLINE long strided_group_values(const unit_walk *w, __global const float *stat_a,
-                                        __global const float *stat_b, ulong R, int mode, ulong Cg,
-                                        ulong HW, ulong G, int lanes, ulong seg_len, ulong *c0,
-                                        unit_values *s)
-{
-    *c0 = w->pos * VEC;
-    const ulong g0 = lanes ? quotient(*c0, Cg) : 0;
-    const ulong r_first = lanes ? quotient(w->seg, HW) * G : quotient(w->seg, Cg);
-    const long left = (long)(seg_len - *c0);
-    gn_stats_at(stat_a, stat_b, R, mode, r_first, *c0, g0, *c0 - g0 * Cg, Cg, lanes, left, s);
-    return left;
-}
-
 /* The elementwise pass of both directions. Forward: `stat_a` = mean (NULL for RMS), `stat_b` =
  * rstd; with an addend, x + addend is also written to out2 (the fused residual's h). Backward:
  * `stat_a` = the (a | b | e | center) coefficients of bn_channel's CH_GRAD, R each; `extra` =
@@ -367,41 +318,17 @@ __kernel void gn_apply(__global const DATA_T *x, __global const DATA_T *addend,
         pos = 0;
     }
 #else
-    /* strided by the grid (GPUs); GATHER units at a time as in bn_elementwise (gfx90a: GATHER 1
-     * as a split load and store took 88 VGPRs, the unit-by-unit loop 73) */
+    /* strided by the grid (GPUs) */
     unit_walk w = walk_start(first, step, ups, C);
-#if GATHER == 1
     for (ulong k = 0, u = first; k < chunk && u < units; k++, u += step, walk_advance(&w)) {
+        const ulong c0 = w.pos * VEC, g0 = lanes ? quotient(c0, Cg) : 0;
+        const ulong r_first = lanes ? quotient(w.seg, HW) * G : quotient(w.seg, Cg);
+        const long left = (long)(seg_len - c0);
         unit_values s;
-        ulong c0;
-        const long left = strided_group_values(&w, stat_a, stat_b, R, mode, Cg, HW, G, lanes,
-                                               seg_len, &c0, &s);
+        gn_stats_at(stat_a, stat_b, R, mode, r_first, c0, g0, c0 - g0 * Cg, Cg, lanes, left, &s);
         gn_unit(x, addend, dy, extra, stat_a != NULL, weight, bias, out, out2, lanes, mode,
                 w.seg * seg_len + c0, left, w.c, c0, &s, 0);
     }
-#else
-    for (ulong k0 = 0, u0 = first; k0 < chunk && u0 < units; k0 += GATHER, u0 += GATHER * step) {
-        gn_operands ops[GATHER];
-        const unit_walk w0 = w;
-#pragma unroll
-        for (uint k = 0; k < GATHER; k++, walk_advance(&w))
-            if (k0 + k < chunk && u0 + k * step < units)
-                gn_unit_load(x, addend, dy, extra, mode, w.seg * seg_len + w.pos * VEC,
-                             (long)(seg_len - w.pos * VEC), &ops[k]);
-        w = w0;
-#pragma unroll
-        for (uint k = 0; k < GATHER; k++, walk_advance(&w)) {
-            if (k0 + k >= chunk || u0 + k * step >= units)
-                continue;
-            unit_values s;
-            ulong c0;
-            const long left = strided_group_values(&w, stat_a, stat_b, R, mode, Cg, HW, G, lanes,
-                                                   seg_len, &c0, &s);
-            gn_unit_store(&ops[k], addend != NULL, extra != NULL, stat_a != NULL, weight, bias, out,
-                          out2, lanes, mode, w.seg * seg_len + c0, left, w.c, c0, &s, 0);
-        }
-    }
-#endif
 #endif
 }
 
