@@ -1444,7 +1444,7 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         flags &= ~FLAG_STREAM;
     /* One path per build (the host takes contiguous runs exactly for work-groups of one, step
      * 1): a GPU allocates registers for a kernel's largest path, and the CPU path's would cost
-     * it occupancy (AMD gfx90a, LLVM 15: 90 VGPRs with both paths, 49 with the strided one). */
+     * it occupancy (AMD gfx90a, LLVM 15: 90 VGPRs with both paths, 54 with the strided one). */
 #if WG_SIZE == 1
     /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
     const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
