@@ -12,7 +12,8 @@ table (host/params.c), through LLVM's own GPU back ends with libclc's builtins:
                 there too. Register counts of PTX are virtual and not reported.
 Intel has no LLVM back end here and is not checked.
 
-With --check, fails when a kernel that GPUs launch keeps data in scratch / local memory beyond
+With --check, fails when a kernel (every one of host/program.c's norm family; those only
+work-groups of one launch are empty in a GPU build) keeps data in scratch / local memory beyond
 its budget: none, except bn_channel's merge stack (stage 2: a few partials per channel), and on
 nvptx the 16-byte spill of store_lanes' partial vector (a segment's last one only).
 
@@ -30,12 +31,6 @@ import tempfile
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CLANG = os.environ.get("CLANG", "clang-15")
 LIBCLC = os.environ.get("LIBCLC_DIR", "/usr/lib/clc")
-SOURCES = ["common", "batchnorm", "groupnorm"]
-
-# Kernels launched with work-groups of many (GPUs); the others run with work-groups of one.
-GPU_KERNELS = {"bn_reduce_cf", "bn_reduce_cl", "bn_channel", "bn_elementwise",
-               "bn_forward_channel", "bn_forward_rows_tile", "gn_stats", "gn_combine", "gn_apply",
-               "in_running", "gn_forward_rows"}
 # bytes of scratch / local memory allowed per work-item, by kernel and target
 BUDGET = {"bn_channel": 2048}
 NVPTX_PARTIAL_STORE = 16
@@ -51,6 +46,14 @@ __kernel void resources_probe(__global float *p, uint i)
     p[0] = a[i & 63];
 }
 """
+
+
+def norm_program():
+    """(sources, kernels) of the norm family in host/program.c's families table. Every kernel is
+    checked: those only work-groups of one launch are empty in a GPU build (#if WG_SIZE == 1)."""
+    text = open(os.path.join(ROOT, "host", "program.c")).read()
+    m = re.search(r'\[FAMILY_NORM\]\s*=\s*\{"norm",\s*\{([^}]*)\},\s*\{([^}]*)\}', text)
+    return re.findall(r'"(\w+)"', m.group(1)), set(re.findall(r'"(\w+)"', m.group(2)))
 
 
 def param_names():
@@ -122,10 +125,10 @@ def nvptx_report(ptx):
     return out
 
 
-def unread(vendor, target, stack):
-    """Problems of the reading itself: a GPU kernel missing from the report, or the probe's stack
-    not seen."""
-    out = ["%s %s: no report for %s" % (vendor, target, k) for k in sorted(GPU_KERNELS - set(stack))]
+def unread(vendor, target, stack, kernels):
+    """Problems of the reading itself: a kernel missing from the report, or the probe's stack not
+    seen."""
+    out = ["%s %s: no report for %s" % (vendor, target, k) for k in sorted(kernels - set(stack))]
     if not stack.get("resources_probe"):
         out.append("%s %s: the probe's stack array was not seen (output format changed?)" %
                    (vendor, target))
@@ -145,7 +148,8 @@ def main():
         p.update({k: int(v) for k, v in overrides.items()})
     source = os.path.join(tempfile.mkdtemp(prefix="clnorm-resources-"), "norm.cl")
     with open(source, "w") as f:
-        for name in SOURCES:
+        sources, kernels = norm_program()
+        for name in sources:
             f.write(open(os.path.join(ROOT, "kernels", name + ".cl")).read() + "\n")
         f.write(PROBE)
 
@@ -159,15 +163,12 @@ def main():
                 "amdgcn--amdhsa.bc", options, source, source + ".s"))
             print("   amdgcn %s (LLVM's allocation): kernel, VGPRs (+AGPRs), scratch bytes, "
                   "waves per SIMD" % args.amd_cpu)
-            problems += unread(vendor, "amdgcn", {k: v[2] for k, v in report.items()})
-            for k in sorted(report, key=lambda k: (k not in GPU_KERNELS, k)):
-                if k == "resources_probe":
-                    continue
+            problems += unread(vendor, "amdgcn", {k: v[2] for k, v in report.items()}, kernels)
+            for k in sorted(kernels & set(report)):
                 vgpr, agpr, scratch, waves = report[k]
-                tag = "" if k in GPU_KERNELS else "  (work-groups of one only)"
-                print("   %-22s %4d%-5s %6d %3d%s" % (k, vgpr, "+%d" % agpr if agpr else "",
-                                                       scratch, waves, tag))
-                if k in GPU_KERNELS and (scratch > BUDGET.get(k, 0) or agpr):
+                print("   %-22s %4d%-5s %6d %3d" % (k, vgpr, "+%d" % agpr if agpr else "",
+                                                     scratch, waves))
+                if scratch > BUDGET.get(k, 0) or agpr:
                     problems.append("%s amdgcn: %s keeps %d bytes in scratch%s" % (
                         vendor, k, scratch, " and spills to %d AGPRs" % agpr if agpr else ""))
         elif vendor == "NVIDIA":
@@ -176,13 +177,10 @@ def main():
                                              source + ".ptx"))
             print("   nvptx64 (clang's PTX, a proxy for NVIDIA's compiler): kernel, local-memory "
                   "stack bytes per work-item")
-            problems += unread(vendor, "nvptx64", report)
-            for k in sorted(report, key=lambda k: (k not in GPU_KERNELS, k)):
-                if k == "resources_probe":
-                    continue
-                tag = "" if k in GPU_KERNELS else "  (work-groups of one only)"
-                print("   %-22s %6d%s" % (k, report[k], tag))
-                if k in GPU_KERNELS and report[k] > BUDGET.get(k, NVPTX_PARTIAL_STORE):
+            problems += unread(vendor, "nvptx64", report, kernels)
+            for k in sorted(kernels & set(report)):
+                print("   %-22s %6d" % (k, report[k]))
+                if report[k] > BUDGET.get(k, NVPTX_PARTIAL_STORE):
                     problems.append("%s nvptx64: %s keeps %d bytes on the stack" %
                                     (vendor, k, report[k]))
         else:
