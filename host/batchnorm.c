@@ -1,6 +1,7 @@
 /* Batch normalization operations: validate -> plan -> enqueue stage 1 (bn_reduce_*),
  * stage 2 (bn_channel) and the elementwise pass (bn_elementwise). */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "batchnorm_internal.h"
@@ -504,6 +505,16 @@ size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, s
     return width;
 }
 
+/* (batchnorm_internal.h) */
+int bn_register_kernel(const clnorm_context *ctx, const char *name, size_t width, size_t units)
+{
+    const size_t short_units = (size_t)short_register_units(&ctx->params);
+    char short_name[64];
+    snprintf(short_name, sizeof short_name, "%s_short", name);
+    return program_kernel_index(FAMILY_NORM,
+                                units <= width * short_units ? short_name : name);
+}
+
 /* Channel vectors per row of bn_forward_rows_tile (channels-last training forward in one launch
  * on work-groups of many), where all rows fit in the registers of the work-group's row lanes
  * (register_units each): the most, up to 8 (rows of 128 bytes in float4), that still fit and
@@ -521,13 +532,13 @@ static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *pr
     return 0;
 }
 
-/* The training forward in one launch: `kernel` is bn_forward_fused (work-groups of one, `split`
- * channels per work-item), bn_forward_channel (`split` work-items per channel) or
- * bn_forward_rows_tile (`split` channel vectors per row), on `global` work-items. */
+/* The training forward in one launch: `kernel` (the index) is bn_forward_fused (work-groups of
+ * one, `split` channels per work-item), a build of bn_forward_channel (`split` work-items per
+ * channel) or bn_forward_rows_tile (`split` channel vectors per row), on `global` work-items. */
 static clnorm_status enqueue_one_launch_forward(clnorm_context *ctx, launch_chain *chain,
                                                 const program_entry *prog, const bn_geometry *g,
                                                 const clnorm_bn_config *config,
-                                                const clnorm_bn_buffers *b, const char *kernel,
+                                                const clnorm_bn_buffers *b, int kernel,
                                                 size_t split, size_t global)
 {
     cl_ulong n = g->n, c = g->c, spatial = g->spatial;
@@ -541,8 +552,7 @@ static clnorm_status enqueue_one_launch_forward(clnorm_context *ctx, launch_chai
                          ARG(eps),            ARG(momentum),       ARG(flags),
                          ARG(b->y)};
     size_t local = (size_t)prog->work_group_size;
-    return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, kernel), args,
-                        ARRAY_SIZE(args), 1, &global, &local);
+    return chain_launch(ctx, chain, prog, kernel, args, ARRAY_SIZE(args), 1, &global, &local);
 }
 
 static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *shape,
@@ -561,23 +571,26 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
         return zero_and_signal(ctx, NULL, NULL, 0, num_wait, wait, event);
     TRY(program_get(ctx, FAMILY_NORM, &prog));
     /* a channel in the registers of a run of work-items (GPUs: small planes) */
+    const size_t channel_vectors = ceil_div(g.rows, (size_t)ctx->params.vector_width);
     const size_t width =
-        g.layout == CLNORM_CHANNELS_FIRST
-            ? bn_register_width(ctx, prog, ceil_div(g.rows, (size_t)ctx->params.vector_width))
-            : 0;
+        g.layout == CLNORM_CHANNELS_FIRST ? bn_register_width(ctx, prog, channel_vectors) : 0;
     /* ... or all rows of a tile of channels in the registers of a work-group (channels-last) */
     const size_t lanes = rows_tile_lanes(ctx, prog, &g), wg = (size_t)prog->work_group_size;
     size_t tile = width || lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
     if (width || lanes || tile) {
         if (width)
-            TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b, "bn_forward_channel",
-                                           width, ceil_div(g.c, wg / width) * wg));
+            TRY(enqueue_one_launch_forward(
+                ctx, &chain, prog, &g, config, b,
+                bn_register_kernel(ctx, "bn_forward_channel", width, channel_vectors), width,
+                ceil_div(g.c, wg / width) * wg));
         else if (lanes)
             TRY(enqueue_one_launch_forward(
-                ctx, &chain, prog, &g, config, b, "bn_forward_rows_tile", lanes,
+                ctx, &chain, prog, &g, config, b,
+                program_kernel_index(FAMILY_NORM, "bn_forward_rows_tile"), lanes,
                 ceil_div(g.c, lanes * (size_t)ctx->params.vector_width) * wg));
         else
-            TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b, "bn_forward_fused",
+            TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b,
+                                           program_kernel_index(FAMILY_NORM, "bn_forward_fused"),
                                            tile, ceil_div(g.c, tile)));
         chain_end(ctx, &chain, event, true);
         return CLNORM_OK;

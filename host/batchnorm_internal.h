@@ -104,6 +104,10 @@ size_t bn_fused_tile(const clnorm_context *ctx, const program_entry *prog, const
  * trees), at most a work-group. 0 where they do not serve: work-groups of one, register_units 0,
  * or too many units. */
 size_t bn_register_width(const clnorm_context *ctx, const program_entry *prog, size_t units);
+/* The build of register kernel `name` (REGISTER_KERNELS in common.cl) for a run of `width`
+ * work-items holding `units` vectors: its short build where that holds them (fewer registers), else
+ * the long one. */
+int bn_register_kernel(const clnorm_context *ctx, const char *name, size_t width, size_t units);
 
 /* The bytes a one-launch kernel's work-item may keep for its re-reads in the device's cache:
  * a quarter of a compute unit's share (1 MiB per unit where the device does not report its

@@ -302,10 +302,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     const bn_geometry group_rows = rows_geometry(pb, CLNORM_CHANNELS_FIRST);
     /* layer and RMS norm: a row in the registers of a run of work-items (GPUs; it writes no
      * running statistics' sets) */
+    const size_t row_vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
     const size_t width =
-        plain_rows(pb) && !running_mean
-            ? bn_register_width(ctx, prog, ceil_div(pb->c, (size_t)ctx->params.vector_width))
-            : 0;
+        plain_rows(pb) && !running_mean ? bn_register_width(ctx, prog, row_vectors) : 0;
     const size_t tile = width ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
     const bool by_sample = !width && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
     if (width) {
@@ -320,8 +319,9 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                              ARG(flags)};
         size_t local = (size_t)prog->work_group_size;
         size_t global = ceil_div(pb->rows, local / width) * local;
-        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_forward_rows"),
-                         args, ARRAY_SIZE(args), 1, &global, &local));
+        TRY(chain_launch(ctx, &chain, prog,
+                         bn_register_kernel(ctx, "gn_forward_rows", width, row_vectors), args,
+                         ARRAY_SIZE(args), 1, &global, &local));
     } else if (tile) {
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;

@@ -25,7 +25,9 @@
     X(register_units, "vectors a work-item holds in registers in the one-launch kernels for "      \
                       "work-groups of many (0: off, 1..32)")                                       \
     X(gather_units, "vectors of a strided elementwise pass (work-groups of many) a work-item "     \
-                    "loads before it stores any (1: one at a time, 1..8)")
+                    "loads before it stores any (1: one at a time, 1..8)")                         \
+    X(register_short_units, "vectors a work-item holds in the register kernels' short build, for " \
+                            "runs that need no more (0: no short build; below register_units)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;
@@ -69,6 +71,9 @@ long *params_field(device_params *p, int index);
  * that a block holds an even number of values (vector_width 1), so that data in pairs (field
  * notes §4) give every block the same mean. */
 long stats_block_vectors(const device_params *p);
+/* Vectors per work-item of the register kernels' short build (-DSHORT_UNITS): register_short_units
+ * where it is below register_units, else 0 (no short build). */
+long short_register_units(const device_params *p);
 
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
 typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_NORM, FAMILY_COUNT } kernel_family;

@@ -24,7 +24,7 @@ typedef struct param_row {
 
 static const param_row param_rows[] = {
     /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops. */
-    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1}},
+    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0}},
     /* NVIDIA: work-groups of 128 took 0.83-1.00x the time of 256 on all 18 batch-norm rows of an
      * in-process A/B on an H200 (bench/results/nvidia-h200-2026-11-27-sweep.txt). Register
      * kernels of 8 vectors per work-item, against 16, took 0.51-0.75x the time on 13 of 26
@@ -36,14 +36,14 @@ static const param_row param_rows[] = {
     /* gather_units 1 on every row: round 21's gathered strided passes (their operands in registers,
      * tools/kernel-resources.py) have not run on a device; round 19's (on the stack) took 2.7-3.8x
      * the time of one unit after another on an H200. */
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1}},
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
      * VGPRs and spills 16 more (one wave per SIMD), at 8 it takes 143 (3 waves). */
-    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8, 1}},
-    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1}},
-    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1}},
-    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1}},
+    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8, 1, 0}},
+    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0}},
+    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0}},
+    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0}},
 };
 
 static const char *const param_names[] = {
@@ -97,6 +97,8 @@ static bool value_allowed(int index, long value)
         return value >= 0 && value <= 32;
     if (index == params_index("gather_units"))
         return value >= 1 && value <= 8;
+    if (index == params_index("register_short_units"))
+        return value >= 0 && value <= 32;
     return value >= 1 && value <= 65536;
 }
 
@@ -104,6 +106,11 @@ long stats_block_vectors(const device_params *p)
 {
     /* vector_width is 1 or a power of two: only 1 can give blocks of an odd number of values */
     return p->vector_width == 1 && p->block_vectors % 2 ? p->block_vectors + 1 : p->block_vectors;
+}
+
+long short_register_units(const device_params *p)
+{
+    return p->register_short_units < p->register_units ? p->register_short_units : 0;
 }
 
 clnorm_status params_set(clnorm_context *ctx, device_params *p, const char *name, long value)

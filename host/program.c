@@ -21,7 +21,8 @@ static const family_desc families[FAMILY_COUNT] = {
                       "bn_channel", "bn_elementwise", "gn_stats",
                       "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_sample",
                       "gn_backward_fused",
-                      "gn_forward_rows", "bn_forward_channel", "bn_forward_rows_tile",
+                      "gn_forward_rows", "gn_forward_rows_short", "bn_forward_channel",
+                      "bn_forward_channel_short", "bn_forward_rows_tile",
                       "in_running"}},
 };
 
@@ -115,10 +116,10 @@ static void format_options(const clnorm_context *ctx, long wg, char *out, size_t
      * them (OpenCL's default allows 2.5 ulp: NVIDIA's variances of exact data were 1 ulp off). */
     snprintf(out, size,
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
-             "-DITEM_TILE=%ld -DPLANE_TILE=%ld -DROW_UNITS=%ld -DGATHER_UNITS=%ld%s",
+             "-DITEM_TILE=%ld -DPLANE_TILE=%ld -DROW_UNITS=%ld -DSHORT_UNITS=%ld -DGATHER_UNITS=%ld%s",
              wg, p->vector_width, p->items_per_thread, p->channel_tile, stats_block_vectors(p),
              p->item_tile, p->plane_tile, p->register_units > 0 ? p->register_units : 1,
-             p->gather_units,
+             short_register_units(p), p->gather_units,
              ctx->dev.correct_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
 }
 

@@ -1574,36 +1574,35 @@ void channel_walk_next(channel_walk *w)
 
 /* Training forward of channels-first in one launch for work-groups of many (GPUs), where a
  * channel's N planes of HW values fit in the registers of `width` work-items (a power of two <=
- * WG_SIZE; WG_SIZE / width channels per work-group), ROW_UNITS * VEC values each: value u of
- * member m is the channel's u * width + m (plane by plane, so that neighbouring work-items read
+ * WG_SIZE; WG_SIZE / width channels per work-group), `units` * VEC values each (REGISTER_KERNELS'
+ * builds): value u of member m is the channel's u * width + m (plane by plane, so that neighbouring work-items read
  * neighbouring values). The statistics are bn_forward_fused's (cached_stats: pivot k = the
  * channel's first value; the mean, then the squared deviations from it) with tree sums over the
  * run; finalized as bn_channel does (the run's first writes the saved and running statistics);
  * then y = act(beta + scale * (x - mean) [+ residual]) from the registers: x is read once and y
  * written once in one launch, where the general path takes three (small planes such as 7x7 and
  * 14x14: the launches cost more than the data). Work-groups: ceil(C / (WG_SIZE / width)). */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
-                   __global const float *gamma, __global const float *beta,
-                   __global float *running_mean, __global float *running_var,
-                   __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
-                   ulong HW, uint width, float eps, float momentum, int flags, __global DATA_T *y)
+ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
+                                   __global const float *gamma, __global const float *beta,
+                                   __global float *running_mean, __global float *running_var,
+                                   __global float *save_mean, __global float *save_invstd,
+                                   ulong N, ulong C, ulong HW, uint width, float eps,
+                                   float momentum, int flags, __global DATA_T *y,
+                                   __local float *l_sum, const uint units)
 {
-#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    __local float l_sum[WG_SIZE];
     const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong c = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = c < C;
-    /* (at most width * ROW_UNITS * VEC values: 32-bit positions) */
+    /* (at most width * units * VEC values: 32-bit positions) */
     const uint count = live ? (uint)(N * HW) : 0, hw = (uint)HW;
     const float k = live ? LOAD(x, c * HW) : 0.0f;
     float v[ROW_UNITS * VEC], acc = 0.0f;
     channel_walk w = channel_walk_start(member, width, hw, c, C);
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
-        const uint i = u * width + member;
-        v[u] = i < count ? LOAD(x, w.o) : 0.0f;
-        acc += i < count ? v[u] - k : 0.0f;
+        const int held = u < units * VEC && u * width + member < count;
+        v[u] = held ? LOAD(x, w.o) : 0.0f;
+        acc += held ? v[u] - k : 0.0f;
     }
     const float total = (float)(N * HW);
     const float mean_k = tree_sum(acc, l_sum, lid, 1, width) / total;
@@ -1613,7 +1612,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++) {
         const float d = (v[u] - k) - mean_k;
-        acc += u * width + member < count ? d * inv_p * d : 0.0f;
+        acc += u < units * VEC && u * width + member < count ? d * inv_p * d : 0.0f;
     }
     const float m2n = tree_sum(acc, l_sum, lid, 1, width);
     /* every member finalizes alike; the run's first writes the channel's statistics */
@@ -1629,7 +1628,7 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
     w = channel_walk_start(member, width, hw, c, C);
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS * VEC; u++, channel_walk_next(&w)) {
-        if (u * width + member < count) {
+        if (u < units * VEC && u * width + member < count) {
             float r = shift + scale * (v[u] - mean);
             if (residual)
                 r += LOAD(residual, w.o);
@@ -1638,8 +1637,22 @@ bn_forward_channel(__global const DATA_T *x, __global const DATA_T *residual,
             STORE(y, w.o, r);
         }
     }
-#endif
 }
+
+#define BN_FORWARD_CHANNEL(name, units)                                                            \
+    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
+        __global const DATA_T *x, __global const DATA_T *residual, __global const float *gamma,  \
+        __global const float *beta, __global float *running_mean, __global float *running_var,   \
+        __global float *save_mean, __global float *save_invstd, ulong N, ulong C, ulong HW,      \
+        uint width, float eps, float momentum, int flags, __global DATA_T *y)                    \
+    {                                                                                            \
+        __local float l_sum[WG_SIZE];                                                            \
+        if (REGISTER_BUILT(units))                                                               \
+            forward_channel(x, residual, gamma, beta, running_mean, running_var, save_mean,      \
+                            save_invstd, N, C, HW, width, eps, momentum, flags, y, l_sum,        \
+                            units);                                                              \
+    }
+REGISTER_KERNELS(BN_FORWARD_CHANNEL, bn_forward_channel)
 
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
  * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item

@@ -1,10 +1,22 @@
 /* Shared by every program: storage type macros and Welford/Chan helpers.
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
- * (channels per channels-last group), -DROW_UNITS (vectors a work-item of the register kernels
- * holds), -DGATHER_UNITS (see GATHER) and the tiles of params.c. The register kernels unroll
- * their loops over those vectors (#pragma unroll): looped, clang's PTX kept the array on the
- * stack (tools/kernel-resources.py reports what LLVM's GPU back ends allocate). */
+ * (channels per channels-last group), -DROW_UNITS and -DSHORT_UNITS (vectors a work-item of the
+ * register kernels holds, see REGISTER_KERNELS), -DGATHER_UNITS (see GATHER) and the tiles of
+ * params.c. The register kernels unroll their loops over those vectors (#pragma unroll): looped,
+ * clang's PTX kept the array on the stack (tools/kernel-resources.py reports what LLVM's GPU back
+ * ends allocate). */
+
+/* The register kernels (one launch, a run of work-items holding a row or channel in registers;
+ * work-groups of many only) in two builds from one body: NAME with ROW_UNITS vectors per
+ * work-item and NAME_short with SHORT_UNITS (0: empty), for runs that need no more. A GPU
+ * allocates registers for the most a kernel may hold, so a short run in the long build keeps
+ * fewer work-groups resident. DEFINE(name, units) defines one kernel. */
+#define REGISTER_KERNELS(DEFINE, name)                                                             \
+    DEFINE(name, ROW_UNITS)                                                                        \
+    DEFINE(name##_short, SHORT_UNITS)
+/* Whether a register kernel of `units` has a body in this build */
+#define REGISTER_BUILT(units) (WG_SIZE > 1 && (units) > 0)
 
 /* Units of a strided elementwise pass (GPUs) a work-item loads before it stores any */
 #define GATHER (ITEMS < GATHER_UNITS ? ITEMS : GATHER_UNITS)

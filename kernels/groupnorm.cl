@@ -488,21 +488,21 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
 
 /* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
  * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
- * rows per work-group), ROW_UNITS vectors each: vector u of member m is the row's u * width + m,
+ * rows per work-group), `units` vectors each (REGISTER_KERNELS' builds): vector u of member m is
+ * the row's u * width + m,
  * so that neighbouring work-items read neighbouring vectors. The statistics are cached_stats'
  * (pivot k = the row's first value; the mean, then the squared deviations from it) with tree sums
  * over the run in place of running ones; the apply is gn_unit's arithmetic on the registers, y
  * [and h] written after the run's last barrier (either may be x): x [and the addend] are read
  * once, y [and h] written once, where the general path reads x twice over three launches.
  * Work-groups: ceil(R / (WG_SIZE / width)). */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
-                __global const float *weight, __global const float *bias,
-                __global float *mean_out, __global float *rstd, __global DATA_T *y,
-                __global DATA_T *h, ulong R, ulong D, uint width, float eps, int flags)
+ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
+                                __global const float *weight, __global const float *bias,
+                                __global float *mean_out, __global float *rstd,
+                                __global DATA_T *y, __global DATA_T *h, ulong R, ulong D,
+                                uint width, float eps, int flags, __local float *l_sum,
+                                const uint units)
 {
-#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    __local float l_sum[WG_SIZE];
     const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = r < R, rms = flags & CHF_RMS;
@@ -512,7 +512,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = live && p < D ? (long)(D - p) : 0;
+        const long left = u < units && live && p < D ? (long)(D - p) : 0;
         v[u] = 0.0f;
         if (left > 0) {
             v[u] = load_lanes(x, o + p, left);
@@ -529,7 +529,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = live && p < D ? (long)(D - p) : 0;
+        const long left = u < units && live && p < D ? (long)(D - p) : 0;
         if (left > 0) {
             const FLOATV d = lane_select((v[u] - k) - mean_k, left);
             acc += d * inv_p * d;
@@ -547,7 +547,7 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = live && p < D ? (long)(D - p) : 0;
+        const long left = u < units && live && p < D ? (long)(D - p) : 0;
         if (left > 0) {
             if (addend)
                 store_lanes(h, o + p, left, v[u]);
@@ -558,8 +558,21 @@ gn_forward_rows(__global const DATA_T *x, __global const DATA_T *addend,
             store_lanes(y, o + p, left, out);
         }
     }
-#endif
 }
+
+#define GN_FORWARD_ROWS(name, units)                                                               \
+    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
+        __global const DATA_T *x, __global const DATA_T *addend, __global const float *weight,   \
+        __global const float *bias, __global float *mean_out, __global float *rstd,              \
+        __global DATA_T *y, __global DATA_T *h, ulong R, ulong D, uint width, float eps,         \
+        int flags)                                                                               \
+    {                                                                                            \
+        __local float l_sum[WG_SIZE];                                                            \
+        if (REGISTER_BUILT(units))                                                               \
+            forward_rows(x, addend, weight, bias, mean_out, rstd, y, h, R, D, width, eps, flags, \
+                         l_sum, units);                                                          \
+    }
+REGISTER_KERNELS(GN_FORWARD_ROWS, gn_forward_rows)
 
 /* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
  * pivot) with f(v) = v, or (v - center)^2 with `square`. */

@@ -489,6 +489,10 @@ static const bn_case shape_table[] = {
     {2, 64, 2, {56, 56}, 0, 0},
     {16, 64, 2, {56, 56}, 0, 0},
     {1, 1, 2, {251, 257}, 0, 0},
+    /* channels of 1568 and 3136 values: GPUs' register kernels, in their long build at
+     * work-groups of 64 (8 vectors per work-item) and 128 (CI and the NVIDIA row) */
+    {2, 3, 2, {28, 28}, 0, 0},
+    {4, 3, 2, {28, 28}, 0, 0},
     /* 3-d */
     {2, 3, 3, {5, 6, 7}, 0, 0},
     {3, 5, 3, {4, 4, 4}, 0, 0},

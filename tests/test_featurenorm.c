@@ -440,6 +440,9 @@ static const fn_case cases[] = {
     {LAYER, 5, 257, 1, 1, 0, 1e-5, 0, EXACT},
     {LAYER, 8, 33, 1, 1, 0, 1e-5, 1, RANDOM}, /* small, R >= 8: CPUs' one-launch paths */
     {LAYER, 256, 4096, 1, 1, 0, 1e-5, 1, RANDOM}, /* 4 MiB: CPUs' streaming stores */
+    /* GPUs' register kernels in their long build: work-groups of 64 (CI) and of 128 (NVIDIA) */
+    {LAYER, 3, 1800, 1, 1, 0, 1e-5, 1, RANDOM},
+    {RMS, 2, 3000, 1, 1, 0, 1e-5, 0, RANDOM},
     /* RMSNorm */
     {RMS, 1, 1, 1, 1, 0, CLNORM_RMS_DEFAULT_EPS, 0, RANDOM},
     {RMS, 3, 33, 1, 1, 0, 1e-6, 0, RANDOM},

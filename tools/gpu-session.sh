@@ -24,7 +24,8 @@
 # clnorm-bench options, e.g. --quick), BENCH_OPS (its --ops filter), BENCH_CAP_S (default 270),
 # TEST_CAP_S (seconds per test program, default 60), TESTS_CAP_S (all of them, default 150),
 # SWEEP_SETS (parameter sets for bench/sweep_params.py, ";"-separated; SWEEP_SHAPES, SWEEP_OPS:
-# its filters; output in sweep.txt), TUNE_ARGS (e.g. --quick), NO_TUNE.
+# its filters; output in sweep.txt), TUNE_ARGS (e.g. --quick), NO_TUNE, NO_BENCH, TESTS (the test
+# programs to run, without their test_ prefix; default all).
 # Rehearse the whole flow here on PoCL (no .gpu/ needed):
 #   GPU_SESSION_DEVICE=cpu BENCH_ARGS=--quick OUT=/tmp/gs bash tools/gpu-session.sh run
 set -uo pipefail
@@ -85,8 +86,8 @@ run_on_device() {
     # every test program on the device, each under its cap, all of them under tests_cap
     local tests_end=$(($(date +%s) + tests_cap))
     : >"$out/tests.log"
-    for t in foundation batchnorm batchnorm_api batchnorm_layer featurenorm featurenorm_layer \
-        reliability params bad_input; do
+    for t in ${TESTS:-foundation batchnorm batchnorm_api batchnorm_layer featurenorm \
+        featurenorm_layer reliability params bad_input}; do
         local rest=$((tests_end - $(date +%s)))
         [ "$rest" -gt "$cap" ] && rest=$cap
         if [ "$rest" -lt 5 ]; then
@@ -102,14 +103,16 @@ run_on_device() {
     done
 
     # the bench: clnorm-bench, then the PyTorch peer (CUDA) and torch_reference.py
-    local log=$out/bench-output.txt
-    # shellcheck disable=SC2086
-    PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
-        timeout "$(left "$bench_cap")" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} \
-        ${BENCH_OPS:+--ops "$BENCH_OPS"} >"$log" 2>&1
-    echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
-    grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
-    sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
+    if [ -z "${NO_BENCH:-}" ]; then
+        local log=$out/bench-output.txt
+        # shellcheck disable=SC2086
+        PAIRED=0 ROUNDS=1 CLNORM_BENCH=$build/bench/clnorm-bench RESULTS=$out \
+            timeout "$(left "$bench_cap")" bash bench/run.sh --device "$dev" ${BENCH_ARGS:-} \
+            ${BENCH_OPS:+--ops "$BENCH_OPS"} >"$log" 2>&1
+        echo "bench rc=$? ($(grep -c '' "$log") lines of output)" >>"$summary"
+        grep -E "^copy bandwidth" "$log" | head -2 >>"$summary"
+        sed -n '/^targets (issue 5)/,$p' "$log" >>"$summary"
+    fi
 
     # parameter overrides against the table, each A/B in one process (bench/sweep_params.py),
     # with the time that is left: SWEEP_SETS="name=v[,name=v];..."

@@ -85,6 +85,8 @@ def build_options(p):
             "-DBLOCK_VECS=%d" % block, "-DITEM_TILE=%d" % p["item_tile"],
             "-DPLANE_TILE=%d" % p["plane_tile"],
             "-DROW_UNITS=%d" % (p["register_units"] if p["register_units"] > 0 else 1),
+            "-DSHORT_UNITS=%d" % (p["register_short_units"]
+                                  if p["register_short_units"] < p["register_units"] else 0),
             "-DGATHER_UNITS=%d" % p["gather_units"],
             "-cl-fp32-correctly-rounded-divide-sqrt"]
 
