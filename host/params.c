@@ -32,10 +32,12 @@ static const param_row param_rows[] = {
      * then takes the general path; layer and RMS norm 16384x4096, 65536x1024, also with the
      * residual) and 1.07-1.35x on 6, where a row or channel no longer fits (N8 C512 28x28, layer
      * and RMS norm 4096x8192) or takes fewer lanes (N8 C1024/C2048 channels-last); geometric
-     * mean 0.84x (-run3-sweep-register.txt; not profiled: fewer registers per work-item?). */
-    /* gather_units 1 on every row: round 21's gathered strided passes (their operands in registers,
-     * tools/kernel-resources.py) have not run on a device; round 19's (on the stack) took 2.7-3.8x
-     * the time of one unit after another on an H200. */
+     * mean 0.84x (-run3-sweep-register.txt). The short build of 4 vectors (for runs that hold
+     * no more): without it, the rows it serves took 1.24-1.48x the time (layer/RMS norm
+     * 65536x1024 forward, channels-first N8 and N32 C2048 7x7 training forward;
+     * -run5-short-units.txt); a GPU allocates registers for the most a kernel may hold.
+     * gather_units 1: 4 took 1.06-1.47x the time of 1 on the N64 C64 112x112 rows, 2 0.91-1.12x
+     * with no direction (-run4-sweep.txt). */
     {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
