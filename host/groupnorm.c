@@ -474,6 +474,26 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
             TRY(bn_enqueue_stage1(ctx, &chain, prog, &columns, &in, &sets, &num_sets));
             TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, true, coef));
         }
+        /* dx: a row in the registers of a run of work-items (GPUs), in one launch */
+        const size_t row_vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
+        const size_t width = ctx->params.register_backward
+                                 ? bn_register_width(ctx, prog, row_vectors)
+                                 : 0;
+        if (width) {
+            cl_ulong rows = pb->rows, cols = pb->c;
+            cl_uint w = (cl_uint)width;
+            cl_int flags = pb->rms ? CHF_RMS : 0;
+            kernel_arg args[] = {ARG(b->x),    ARG(b->dy),     ARG(b->dh_in), ARG(b->mean),
+                                 ARG(b->rstd), ARG(b->weight), ARG(rows),     ARG(cols),
+                                 ARG(w),       ARG(flags),     ARG(b->dx)};
+            size_t local = (size_t)prog->work_group_size;
+            size_t global = ceil_div(pb->rows, local / width) * local;
+            TRY(chain_launch(ctx, &chain, prog,
+                             bn_register_kernel(ctx, "gn_backward_rows", width, row_vectors),
+                             args, ARRAY_SIZE(args), 1, &global, &local));
+            chain_end(ctx, &chain, event, true);
+            return CLNORM_OK;
+        }
         if (row_sets) {
             sets = row_sets;
             num_sets = 1;

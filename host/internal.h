@@ -27,7 +27,9 @@
     X(gather_units, "vectors of a strided elementwise pass (work-groups of many) a work-item "     \
                     "loads before it stores any (1: one at a time, 1..8)")                         \
     X(register_short_units, "vectors a work-item holds in the register kernels' short build, for " \
-                            "runs that need no more (0: no short build; below register_units)")
+                            "runs that need no more (0: no short build; below register_units)")   \
+    X(register_backward, "1: layer and RMS norm backward in one launch where a row fits the "       \
+                         "register kernels (work-groups of many); 0: the general path")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

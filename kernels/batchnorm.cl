@@ -71,7 +71,8 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
  * (powers of two, lo < hi <= WG_SIZE), by a fixed tree, given to each of them: runs of `width`
  * neighbours (lo 1, hi width), or every `lanes`-th work-item (lo lanes, hi WG_SIZE). Every
  * work-item reaches every barrier; the first one frees l from its previous use. For T = float
- * (tree_sum) or a vector of lanes summed lane by lane (tree_sum_lanes). */
+ * (tree_sum), two sums at once (tree_sum_pair) or a vector of lanes summed lane by lane
+ * (tree_sum_lanes). */
 #define DEFINE_TREE_SUM(name, T)                                                                   \
     T name(T v, __local T *l, uint lid, uint lo, uint hi)                                          \
     {                                                                                              \
@@ -87,6 +88,7 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
     }
 
 DEFINE_TREE_SUM(tree_sum, float)
+DEFINE_TREE_SUM(tree_sum_pair, float2)
 DEFINE_TREE_SUM(tree_sum_lanes, FLOATV)
 
 /* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read

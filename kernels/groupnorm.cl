@@ -574,6 +574,69 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
     }
 REGISTER_KERNELS(GN_FORWARD_ROWS, gn_forward_rows)
 
+/* Layer and RMS norm dx in one launch for work-groups of many (GPUs), where a row of D values
+ * fits in the registers of `width` work-items (`units` vectors each, laid out as in
+ * gn_forward_rows): a run holds its row's x - mean and dy, sums w * dy and w * dy * (x - mean) by a
+ * tree over the run, forms the coefficients (grad_coefficients, as bn_channel's CH_GRAD gives
+ * gn_apply), then writes dx = a * w * dy + b + e * (x - mean) [+ dh_in], gn_unit's arithmetic
+ * (dx may be x or dy: every read of the row is before the tree's barriers). x and dy are read
+ * once and dx written once, where the general path's row sums and apply make 5 passes over three
+ * launches. Work-groups: ceil(R / (WG_SIZE / width)). */
+ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T *dy,
+                                 __global const DATA_T *dh_in, __global const float *mean,
+                                 __global const float *rstd, __global const float *weight,
+                                 ulong R, ulong D, uint width, int flags, __global DATA_T *dx,
+                                 __local float2 *l_pair, const uint units)
+{
+    const uint lid = get_local_id(0), member = lid & (width - 1);
+    const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
+    const int live = r < R;
+    const ulong o = live ? r * D : 0;
+    const float mu = live && mean ? mean[r] : 0.0f, rs = live ? rstd[r] : 0.0f;
+    FLOATV xc[ROW_UNITS], g[ROW_UNITS], s1 = 0.0f, s2 = 0.0f;
+#pragma unroll
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong p = ((ulong)u * width + member) * VEC;
+        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        xc[u] = g[u] = 0.0f;
+        if (left > 0) {
+            xc[u] = lane_select(load_lanes(x, o + p, left) - mu, left);
+            g[u] = load_lanes(dy, o + p, left);
+            const FLOATV wg = weight ? load_lanes(weight, p, left) * g[u] : g[u];
+            s1 += wg;
+            s2 += wg * xc[u];
+        }
+    }
+    const float2 sums = tree_sum_pair((float2)(HSUM(s1), HSUM(s2)), l_pair, lid, 1, width);
+    float a, b, e;
+    grad_coefficients(r, (float)D, sums.x, sums.y, 1.0f, rs, flags, NULL, NULL, &a, &b, &e);
+#pragma unroll
+    for (uint u = 0; u < ROW_UNITS; u++) {
+        const ulong p = ((ulong)u * width + member) * VEC;
+        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        if (left > 0) {
+            const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
+            FLOATV d = a * wt * g[u] + b + e * xc[u];
+            if (dh_in)
+                d += load_lanes(dh_in, o + p, left);
+            store_lanes(dx, o + p, left, d);
+        }
+    }
+}
+
+#define GN_BACKWARD_ROWS(name, units)                                                              \
+    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
+        __global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *dh_in,       \
+        __global const float *mean, __global const float *rstd, __global const float *weight,    \
+        ulong R, ulong D, uint width, int flags, __global DATA_T *dx)                            \
+    {                                                                                            \
+        __local float2 l_pair[WG_SIZE];                                                          \
+        if (REGISTER_BUILT(units))                                                               \
+            backward_rows(x, dy, dh_in, mean, rstd, weight, R, D, width, flags, dx, l_pair,      \
+                          units);                                                                \
+    }
+REGISTER_KERNELS(GN_BACKWARD_ROWS, gn_backward_rows)
+
 /* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
  * pivot) with f(v) = v, or (v - center)^2 with `square`. */
 ALWAYS_INLINE FLOATV channel_term(__global const DATA_T *x, __global const DATA_T *addend,

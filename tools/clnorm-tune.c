@@ -663,12 +663,11 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 }
 
 /* Whether parameter p can change anything at the current values: the register kernels'
- * register_units and register_short_units and the strided passes' gather_units serve only
- * work-groups of many (each candidate is a program build). */
+ * parameters (register_units, register_short_units, register_backward) and the strided passes'
+ * gather_units serve only work-groups of many (each candidate is a program build). */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
-    if (strcmp(t->names[p], "register_units") && strcmp(t->names[p], "register_short_units") &&
-        strcmp(t->names[p], "gather_units"))
+    if (strncmp(t->names[p], "register_", 9) && strcmp(t->names[p], "gather_units"))
         return 1;
     for (size_t q = 0; q < t->params; q++)
         if (!strcmp(t->names[q], "work_group_size"))
