@@ -678,6 +678,13 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
                                   : 0;
         if (values && (values + (size_t)vec - 1) / (size_t)vec <= wg * units)
             return op->reads + op->writes;
+        /* layer and RMS norm backward with register_backward: dx in one launch from the
+         * registers (x, dy read, dx written) after the column sums' pass: no row sums' pass */
+        long backward = 0;
+        clnorm_get_param(b->ctx, "register_backward", &backward);
+        if (backward && !strcmp(op->shapes, "rows") && !strcmp(op->op, "backward") &&
+            (sc->dims[1] + (size_t)vec - 1) / (size_t)vec <= wg * units)
+            return op->passes - 2;
         if (!strcmp(op->family, "batchnorm") && layout == 1 &&
             !strcmp(op->op, "forward_training") &&
             sc->dims[0] * sc->dims[2] * sc->dims[3] <= wg * units)
