@@ -1592,6 +1592,7 @@ ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA
                                    float momentum, int flags, __global DATA_T *y,
                                    __local float *l_sum, const uint units)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch the register kernels: not compiled for them) */
     const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong c = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = c < C;
@@ -1639,6 +1640,7 @@ ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA
             STORE(y, w.o, r);
         }
     }
+#endif
 }
 
 #define BN_FORWARD_CHANNEL(name, units)                                                            \

@@ -503,6 +503,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
                                 uint width, float eps, int flags, __local float *l_sum,
                                 const uint units)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch the register kernels: not compiled for them) */
     const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = r < R, rms = flags & CHF_RMS;
@@ -558,6 +559,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
             store_lanes(y, o + p, left, out);
         }
     }
+#endif
 }
 
 #define GN_FORWARD_ROWS(name, units)                                                               \
@@ -588,6 +590,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
                                  ulong R, ulong D, uint width, int flags, __global DATA_T *dx,
                                  __local float2 *l_pair, const uint units)
 {
+#if WG_SIZE > 1 /* (work-groups of one never launch the register kernels: not compiled for them) */
     const uint lid = get_local_id(0), member = lid & (width - 1);
     const ulong r = get_group_id(0) * (WG_SIZE / width) + lid / width;
     const int live = r < R;
@@ -622,6 +625,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
             store_lanes(dx, o + p, left, d);
         }
     }
+#endif
 }
 
 #define GN_BACKWARD_ROWS(name, units)                                                              \
