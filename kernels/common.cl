@@ -15,8 +15,9 @@
 #define REGISTER_KERNELS(DEFINE, name)                                                             \
     DEFINE(name, ROW_UNITS)                                                                        \
     DEFINE(name##_short, SHORT_UNITS)
-/* Whether a register kernel of `units` has a body in this build */
-#define REGISTER_BUILT(units) (WG_SIZE > 1 && (units) > 0)
+/* Whether a register kernel's build of `units` has a body (SHORT_UNITS 0: no short build; in
+ * builds for work-groups of one, the bodies are empty anyway: #if WG_SIZE > 1) */
+#define REGISTER_BUILT(units) ((units) > 0)
 
 /* Units of a strided elementwise pass (GPUs) a work-item loads before it stores any */
 #define GATHER (ITEMS < GATHER_UNITS ? ITEMS : GATHER_UNITS)

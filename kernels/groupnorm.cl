@@ -486,6 +486,13 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
 #endif
 }
 
+/* The values from position p of a row of D that vector u of a register kernel's run holds: 0
+ * past the build's `units`, past the row, or for a run with no row (not live). */
+ALWAYS_INLINE long row_unit_left(uint u, uint units, int live, ulong p, ulong D)
+{
+    return u < units && live && p < D ? (long)(D - p) : 0;
+}
+
 /* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
  * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
  * rows per work-group), `units` vectors each (REGISTER_KERNELS' builds): vector u of member m is
@@ -513,7 +520,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        const long left = row_unit_left(u, units, live, p, D);
         v[u] = 0.0f;
         if (left > 0) {
             v[u] = load_lanes(x, o + p, left);
@@ -530,7 +537,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        const long left = row_unit_left(u, units, live, p, D);
         if (left > 0) {
             const FLOATV d = lane_select((v[u] - k) - mean_k, left);
             acc += d * inv_p * d;
@@ -548,7 +555,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        const long left = row_unit_left(u, units, live, p, D);
         if (left > 0) {
             if (addend)
                 store_lanes(h, o + p, left, v[u]);
@@ -600,7 +607,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        const long left = row_unit_left(u, units, live, p, D);
         xc[u] = g[u] = 0.0f;
         if (left > 0) {
             xc[u] = lane_select(load_lanes(x, o + p, left) - mu, left);
@@ -616,7 +623,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
-        const long left = u < units && live && p < D ? (long)(D - p) : 0;
+        const long left = row_unit_left(u, units, live, p, D);
         if (left > 0) {
             const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
             FLOATV d = a * wt * g[u] + b + e * xc[u];
