@@ -176,17 +176,18 @@ uint tile_count(ulong c_first, ulong C, uint tile)
 }
 
 /* Channels-first stage 1 of the `here` channels c_first.. over units [u_begin, u_end) (a unit is
- * piece q of plane n: blocks [q*B/pieces, (q+1)*B/pieces) of BLOCK_VECS vectors, so that every
- * statistics block starts at an even value and data in pairs stay exact), as work-item sl of the
+ * piece q of plane n: its vectors from q*B/pieces to (q+1)*B/pieces blocks of BLOCK_VECS vectors;
+ * every vector starts at an even value, so data in pairs stay exact), as work-item sl of the
  * `width` that share them: statistics of x [+ addend] - k[t] (count, mean, m2n), or the gradient
  * sums (count, g1 = sum dy', g2 = sum dy' * (x - mu[t]), lane by lane), with the pivots k[t] and
  * means mu[t] (mean_in[c / mean_div]) it sets first. */
-void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
-                    __global const DATA_T *dy, __global const DATA_T *mask,
-                    __global const float *plane_weight, __global const float *mean_in,
-                    ulong mean_div, ulong C, ulong HW, uint pieces, ulong u_begin, ulong u_end,
-                    ulong c_first, uint here, uint sl, uint width, int mode, float *k, float *mu,
-                    float *count, float *mean, float *m2n, FLOATV *g1, FLOATV *g2)
+ALWAYS_INLINE void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
+                                  __global const DATA_T *dy, __global const DATA_T *mask,
+                                  __global const float *plane_weight,
+                                  __global const float *mean_in, ulong mean_div, ulong C, ulong HW,
+                                  uint pieces, ulong u_begin, ulong u_end, ulong c_first,
+                                  uint here, uint sl, uint width, int mode, float *k, float *mu,
+                                  float *count, float *mean, float *m2n, FLOATV *g1, FLOATV *g2)
 {
     for (uint t = 0; t < PLANE_TILE; t++) {
         const ulong c = c_first + t;
@@ -208,21 +209,25 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
         const ulong b_begin = min(q * nblk / pieces * BLOCK_VECS, nvec);
         for (uint t = 0; t < here; t++) {
             const ulong base = (n * C + c_first + t) * HW;
-            /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean, m2n */
-            for (ulong b = b_begin + sl * BLOCK_VECS; mode == REDUCE_STATS && b < b_end;
-                 b += width * BLOCK_VECS) {
-                const uint nv = b_end - b < BLOCK_VECS ? (uint)(b_end - b) : BLOCK_VECS;
-                const long left = (long)(HW - b * VEC); /* values from block start to plane end */
-                const bool partial = left < (long)(nv * VEC);
+            /* statistics: blocks of up to BLOCK_VECS vectors, each an exact two-pass mean, m2n.
+             * A block's vectors are vs apart: the `width` work-items that share the plane take
+             * neighbouring vectors, so that each of a block's loads is one run across them (a
+             * GPU's coalesced load; contiguous blocks gave each load a stride of BLOCK_VECS
+             * vectors). Scalars (VEC 1) keep consecutive values, so that pairs of values stay in
+             * one block; vectors start at even values anyway. One work-item (CPUs): the same. */
+            const ulong vs = VEC == 1 ? 1 : width;
+            for (ulong b = b_begin + (VEC == 1 ? sl * BLOCK_VECS : sl);
+                 mode == REDUCE_STATS && b < b_end; b += width * BLOCK_VECS) {
+                const ulong last = b + (BLOCK_VECS - 1) * vs; /* the block's last vector */
                 FLOATV vals[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
-                if (nv == BLOCK_VECS && !partial) {
+                if (last < b_end && (last + 1) * VEC <= HW) {
                     /* a whole block: fixed trip counts, no lane masks */
                     __global const DATA_T *px = x + base + b * VEC;
 #pragma unroll
                     for (uint j = 0; j < BLOCK_VECS; j++) {
-                        vals[j] = LOADV(px, j);
+                        vals[j] = LOADV(px, j * vs);
                         if (addend)
-                            vals[j] += LOADV(addend + base + b * VEC, j);
+                            vals[j] += LOADV(addend + base + b * VEC, j * vs);
                         vals[j] -= k[t];
                         sum += vals[j];
                     }
@@ -236,22 +241,29 @@ void cf_reduce_tile(__global const DATA_T *x, __global const DATA_T *addend,
                                 HSUM(sq) / pow2_floor(bn));
                     continue;
                 }
+                /* the end of a piece or plane: vectors past b_end left out, the plane's partial
+                 * last vector by its lanes */
+                float bn = 0.0f;
+#pragma unroll
                 for (uint j = 0; j < BLOCK_VECS; j++) {
+                    const ulong v = b + j * vs;
+                    const long lanes = (long)HW - (long)(v * VEC);
                     vals[j] = 0.0f;
-                    if (j < nv) {
-                        const long lanes = left - (long)(j * VEC);
-                        vals[j] = load_lanes(x + base, (b + j) * VEC, lanes);
+                    if (v < b_end) {
+                        vals[j] = load_lanes(x + base, v * VEC, lanes);
                         if (addend)
-                            vals[j] += load_lanes(addend + base, (b + j) * VEC, lanes);
+                            vals[j] += load_lanes(addend + base, v * VEC, lanes);
                         vals[j] = lane_select(vals[j] - k[t], lanes);
                         sum += vals[j];
+                        bn += lanes < VEC ? (float)lanes : (float)VEC;
                     }
                 }
-                const float bn = partial ? (float)left : (float)(nv * VEC);
                 const float bmean = HSUM(sum) / bn;
+#pragma unroll
                 for (uint j = 0; j < BLOCK_VECS; j++) {
-                    FLOATV d = lane_select(vals[j] - bmean, left - (long)(j * VEC));
-                    if (j < nv)
+                    const ulong v = b + j * vs;
+                    FLOATV d = lane_select(vals[j] - bmean, (long)HW - (long)(v * VEC));
+                    if (v < b_end)
                         sq += d * d;
                 }
                 stats_merge(&count[t], &mean[t], &m2n[t], bn, bmean, HSUM(sq) / pow2_floor(bn));

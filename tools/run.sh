@@ -112,7 +112,7 @@ oclgrind_clean() {
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
-    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=1,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1" \
+    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1" \
         "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
@@ -254,9 +254,11 @@ run_tests() {
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the kernels through LLVM's AMD GPU back end and clang's PTX (tools/kernel-resources.py):
     # no kernel that GPUs launch keeps data in scratch or on the stack beyond its budget
-    # (also with the gathered strided passes, which the table does not use yet)
+    # (also with the gathered strided passes and blocks of 4 vectors, which the table does not
+    # use yet)
     step "static GPU resources (amdgcn, nvptx64)" bash -c 'python3 tools/kernel-resources.py \
-        --check && python3 tools/kernel-resources.py --check --params gather_units=4'
+        --check && python3 tools/kernel-resources.py --check --params gather_units=4 && \
+        python3 tools/kernel-resources.py --check --params block_vectors=4'
     step "AddressSanitizer + UBSan" sanitized_tests
     step "fault injection (allocation and OpenCL failures), under ASan + UBSan" fault_injection
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
