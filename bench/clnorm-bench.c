@@ -678,6 +678,13 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
                                   : 0;
         if (values && (values + (size_t)vec - 1) / (size_t)vec <= wg * units)
             return op->reads + op->writes;
+        /* gn_forward_rows_cached: layer and RMS norm forward past the register kernels, rows of
+         * at most cached_row_kib KiB read from memory once (the cache's re-reads not counted) */
+        long row_kib = 0;
+        clnorm_get_param(b->ctx, "cached_row_kib", &row_kib);
+        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "forward") &&
+            sc->dims[1] * sizeof(float) <= (size_t)row_kib * 1024)
+            return op->reads + op->writes;
         /* layer and RMS norm backward with register_backward: dx in one launch from the
          * registers (x, dy read, dx written) after the column sums' pass: no row sums' pass */
         long backward = 0;

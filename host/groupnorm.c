@@ -305,23 +305,30 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     const size_t row_vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
     const size_t width =
         plain_rows(pb) && !running_mean ? bn_register_width(ctx, prog, row_vectors) : 0;
-    const size_t tile = width ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
-    const bool by_sample = !width && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
-    if (width) {
+    /* ... or past them, a row per work-group re-read from the cache (GPUs: cached_row_kib) */
+    const bool cached = !width && plain_rows(pb) && !running_mean &&
+                        prog->work_group_size > 1 &&
+                        pb->c * sizeof(float) <= (size_t)ctx->params.cached_row_kib * 1024;
+    const size_t tile = width || cached ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
+    const bool by_sample =
+        !width && !cached && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
+    if (width || cached) {
         cl_ulong rows = pb->rows, cols = pb->c;
         cl_uint w = (cl_uint)width;
         float e = (float)eps;
         cl_int flags = pb->rms ? CHF_RMS : 0;
         cl_mem mean_out = pb->rms ? NULL : mean;
+        /* the register kernels take the run's width after cols; the cached one has none */
         kernel_arg args[] = {ARG(b->x),  ARG(b->residual), ARG(b->weight), ARG(b->bias),
                              ARG(mean_out), ARG(rstd),     ARG(b->y),      ARG(b->h),
-                             ARG(rows),  ARG(cols),        ARG(w),         ARG(e),
-                             ARG(flags)};
+                             ARG(rows),  ARG(cols),        ARG(e),         ARG(flags),
+                             ARG(w)};
         size_t local = (size_t)prog->work_group_size;
-        size_t global = ceil_div(pb->rows, local / width) * local;
+        size_t global = width ? ceil_div(pb->rows, local / width) * local : pb->rows * local;
         TRY(chain_launch(ctx, &chain, prog,
-                         bn_register_kernel(ctx, "gn_forward_rows", width, row_vectors), args,
-                         ARRAY_SIZE(args), 1, &global, &local));
+                         width ? bn_register_kernel(ctx, "gn_forward_rows", width, row_vectors)
+                               : program_kernel_index(FAMILY_NORM, "gn_forward_rows_cached"),
+                         args, ARRAY_SIZE(args) - (width ? 0 : 1), 1, &global, &local));
     } else if (tile) {
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;
@@ -373,7 +380,7 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                        .save_invstd = rstd,
                        .out_sets = instance_sets,
                        .coef = coef};
-    const bool one_launch = width || tile || by_sample;
+    const bool one_launch = width || cached || tile || by_sample;
     if (!one_launch)
         TRY(bn_enqueue_channel(ctx, &chain, prog, pb->rows, &ca));
     if (running_mean) {

@@ -493,6 +493,28 @@ ALWAYS_INLINE long row_unit_left(uint u, uint units, int live, ulong p, ulong D)
     return u < units && live && p < D ? (long)(D - p) : 0;
 }
 
+/* x [+ addend] at position p of the row at o (`left` values from p) */
+ALWAYS_INLINE FLOATV row_values(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
+                                ulong p, long left)
+{
+    FLOATV v = load_lanes(x, o + p, left);
+    if (addend)
+        v += load_lanes(addend, o + p, left);
+    return v;
+}
+
+/* y at position p of a row (`left` values from it) from v = x [+ addend] there: gn_unit's
+ * arithmetic, (v - center) * rs * weight + bias (the one-launch row kernels). */
+ALWAYS_INLINE FLOATV row_output(FLOATV v, float center, float rs, __global const float *weight,
+                                __global const float *bias, ulong p, long left)
+{
+    const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
+    FLOATV out = (v - center) * rs * wt;
+    if (bias)
+        out += load_lanes(bias, p, left);
+    return out;
+}
+
 /* Layer and RMS norm forward in one launch for work-groups of many (GPUs), where a row of D
  * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
  * rows per work-group), `units` vectors each (REGISTER_KERNELS' builds): vector u of member m is
@@ -523,9 +545,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
         const long left = row_unit_left(u, units, live, p, D);
         v[u] = 0.0f;
         if (left > 0) {
-            v[u] = load_lanes(x, o + p, left);
-            if (addend)
-                v[u] += load_lanes(addend, o + p, left);
+            v[u] = row_values(x, addend, o, p, left);
             acc += lane_select(v[u] - k, left);
         }
     }
@@ -559,11 +579,7 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
         if (left > 0) {
             if (addend)
                 store_lanes(h, o + p, left, v[u]);
-            const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
-            FLOATV out = (v[u] - center) * rs * wt;
-            if (bias)
-                out += load_lanes(bias, p, left);
-            store_lanes(y, o + p, left, out);
+            store_lanes(y, o + p, left, row_output(v[u], center, rs, weight, bias, p, left));
         }
     }
 #endif
@@ -573,8 +589,8 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
     __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
         __global const DATA_T *x, __global const DATA_T *addend, __global const float *weight,   \
         __global const float *bias, __global float *mean_out, __global float *rstd,              \
-        __global DATA_T *y, __global DATA_T *h, ulong R, ulong D, uint width, float eps,         \
-        int flags)                                                                               \
+        __global DATA_T *y, __global DATA_T *h, ulong R, ulong D, float eps, int flags,          \
+        uint width)                                                                              \
     {                                                                                            \
         __local float l_sum[WG_SIZE];                                                            \
         if (REGISTER_BUILT(units))                                                               \
@@ -582,6 +598,61 @@ ALWAYS_INLINE void forward_rows(__global const DATA_T *x, __global const DATA_T 
                          l_sum, units);                                                          \
     }
 REGISTER_KERNELS(GN_FORWARD_ROWS, gn_forward_rows)
+
+/* Layer and RMS norm forward in one launch for work-groups of many (GPUs), for rows past the
+ * register kernels: a work-group per row, work-item i taking its vectors i, i + WG_SIZE, ... in
+ * three runs: the statistics' two (the mean, then the squared deviations from it: forward_rows'
+ * arithmetic, with tree sums over the work-group) and the apply. The second and third read the
+ * row again, from the cache where the rows of the resident work-groups fit it (the host takes
+ * this kernel for rows up to the cached_row_kib parameter): x [and the addend] read from memory
+ * once, y [and h] written once, in one launch where the general path takes three and reads x
+ * twice. Each position is read and written by one work-item, and the writes follow a barrier
+ * after every read of the pivot, so y and h may be x. Work-groups: R. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
+                       __global const float *weight, __global const float *bias,
+                       __global float *mean_out, __global float *rstd, __global DATA_T *y,
+                       __global DATA_T *h, ulong R, ulong D, float eps, int flags)
+{
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
+    __local float l_sum[WG_SIZE];
+    const uint lid = get_local_id(0);
+    const ulong r = get_group_id(0), o = r * D, first = (ulong)lid * VEC, step = WG_SIZE * VEC;
+    const int rms = flags & CHF_RMS;
+    const float k = LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f);
+    FLOATV acc = 0.0f;
+#pragma unroll 4
+    for (ulong p = first; p < D; p += step)
+        acc += lane_select(row_values(x, addend, o, p, (long)(D - p)) - k, (long)(D - p));
+    const float count = (float)D;
+    const float mean_k = tree_sum(HSUM(acc), l_sum, lid, 1, WG_SIZE) / count;
+    /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
+    const float inv_p = 1.0f / pow2_floor(count);
+    acc = 0.0f;
+#pragma unroll 4
+    for (ulong p = first; p < D; p += step) {
+        const long left = (long)(D - p);
+        const FLOATV d = lane_select((row_values(x, addend, o, p, left) - k) - mean_k, left);
+        acc += d * inv_p * d;
+    }
+    const float m2n = tree_sum(HSUM(acc), l_sum, lid, 1, WG_SIZE);
+    const float mean = mean_k + k;
+    const float rs = finalize_stats(r, R, count, mean, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
+                                    lid == 0 && !rms ? mean_out : NULL, lid == 0 ? rstd : NULL,
+                                    NULL);
+    const float center = rms ? 0.0f : mean;
+    /* every pivot read of x before the first write of y or h (either may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
+#pragma unroll 4
+    for (ulong p = first; p < D; p += step) {
+        const long left = (long)(D - p);
+        const FLOATV v = row_values(x, addend, o, p, left);
+        if (addend)
+            store_lanes(h, o + p, left, v);
+        store_lanes(y, o + p, left, row_output(v, center, rs, weight, bias, p, left));
+    }
+#endif
+}
 
 /* Layer and RMS norm dx in one launch for work-groups of many (GPUs), where a row of D values
  * fits in the registers of `width` work-items (`units` vectors each, laid out as in
