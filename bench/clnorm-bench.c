@@ -692,6 +692,10 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
         if (backward && !strcmp(op->shapes, "rows") && !strcmp(op->op, "backward") &&
             (sc->dims[1] + (size_t)vec - 1) / (size_t)vec <= wg * units)
             return op->passes - 2;
+        /* ... or else from gn_backward_rows_cached, rows within cached_row_kib */
+        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "backward") &&
+            sc->dims[1] * sizeof(float) <= (size_t)row_kib * 1024)
+            return op->passes - 2;
         if (!strcmp(op->family, "batchnorm") && layout == 1 &&
             !strcmp(op->op, "forward_training") &&
             sc->dims[0] * sc->dims[2] * sc->dims[3] <= wg * units)

@@ -235,6 +235,15 @@ static bool plain_rows(const gn_problem *pb)
     return pb->groups == 1 && pb->spatial == 1;
 }
 
+/* Whether layer and RMS norm rows go to the cached row kernels (gn_forward_rows_cached,
+ * gn_backward_rows_cached): work-groups of many (GPUs), rows of at most cached_row_kib KiB per
+ * input, where the register kernels do not serve (the caller checks). */
+static bool cached_row(const clnorm_context *ctx, const program_entry *prog, const gn_problem *pb)
+{
+    return plain_rows(pb) && prog->work_group_size > 1 &&
+           pb->c * sizeof(float) <= (size_t)ctx->params.cached_row_kib * 1024;
+}
+
 static bn_geometry rows_geometry(const gn_problem *pb, clnorm_layout layout)
 {
     bn_geometry g = {.layout = layout, .total = pb->total, .bytes = pb->total * sizeof(float)};
@@ -305,10 +314,8 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
     const size_t row_vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
     const size_t width =
         plain_rows(pb) && !running_mean ? bn_register_width(ctx, prog, row_vectors) : 0;
-    /* ... or past them, a row per work-group re-read from the cache (GPUs: cached_row_kib) */
-    const bool cached = !width && plain_rows(pb) && !running_mean &&
-                        prog->work_group_size > 1 &&
-                        pb->c * sizeof(float) <= (size_t)ctx->params.cached_row_kib * 1024;
+    /* ... or past them, a row per work-group re-read from the cache */
+    const bool cached = !width && !running_mean && cached_row(ctx, prog, pb);
     const size_t tile = width || cached ? 0 : fused_tile(ctx, prog, pb, b->residual ? 2 : 1);
     const bool by_sample =
         !width && !cached && !tile && sample_fused(ctx, prog, pb, b->residual ? 2 : 1);
@@ -481,23 +488,26 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
             TRY(bn_enqueue_stage1(ctx, &chain, prog, &columns, &in, &sets, &num_sets));
             TRY(enqueue_param_finish(ctx, &chain, prog, pb, b, sets, num_sets, true, coef));
         }
-        /* dx: a row in the registers of a run of work-items (GPUs), in one launch */
+        /* dx in one launch (GPUs): a row in the registers of a run of work-items, or else a row
+         * per work-group, re-read from the cache */
         const size_t row_vectors = ceil_div(pb->c, (size_t)ctx->params.vector_width);
         const size_t width = ctx->params.register_backward
                                  ? bn_register_width(ctx, prog, row_vectors)
                                  : 0;
-        if (width) {
+        if (width || cached_row(ctx, prog, pb)) {
             cl_ulong rows = pb->rows, cols = pb->c;
             cl_uint w = (cl_uint)width;
             cl_int flags = pb->rms ? CHF_RMS : 0;
+            /* the register kernels take the run's width last; the cached one has none */
             kernel_arg args[] = {ARG(b->x),    ARG(b->dy),     ARG(b->dh_in), ARG(b->mean),
                                  ARG(b->rstd), ARG(b->weight), ARG(rows),     ARG(cols),
-                                 ARG(w),       ARG(flags),     ARG(b->dx)};
+                                 ARG(flags),   ARG(b->dx),     ARG(w)};
             size_t local = (size_t)prog->work_group_size;
-            size_t global = ceil_div(pb->rows, local / width) * local;
+            size_t global = width ? ceil_div(pb->rows, local / width) * local : pb->rows * local;
             TRY(chain_launch(ctx, &chain, prog,
-                             bn_register_kernel(ctx, "gn_backward_rows", width, row_vectors),
-                             args, ARRAY_SIZE(args), 1, &global, &local));
+                             width ? bn_register_kernel(ctx, "gn_backward_rows", width, row_vectors)
+                                   : program_kernel_index(FAMILY_NORM, "gn_backward_rows_cached"),
+                             args, ARRAY_SIZE(args) - (width ? 0 : 1), 1, &global, &local));
             chain_end(ctx, &chain, event, true);
             return CLNORM_OK;
         }

@@ -30,9 +30,9 @@
                             "runs that need no more (0: no short build; below register_units)")   \
     X(register_backward, "1: layer and RMS norm backward in one launch where a row fits the "       \
                          "register kernels (work-groups of many); 0: the general path")            \
-    X(cached_row_kib, "longest row (KiB per input) that layer and RMS norm forward past the "      \
-                      "register kernels take in one launch, re-reading it from the cache "        \
-                      "(work-groups of many; 0: the general path)")
+    X(cached_row_kib, "longest row (KiB per input) that layer and RMS norm take in one launch, "   \
+                      "re-reading it from the cache, where the register kernels do not serve "    \
+                      "(forward, backward's dx; work-groups of many; 0: the general path)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

@@ -710,7 +710,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
     __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
         __global const DATA_T *x, __global const DATA_T *dy, __global const DATA_T *dh_in,       \
         __global const float *mean, __global const float *rstd, __global const float *weight,    \
-        ulong R, ulong D, uint width, int flags, __global DATA_T *dx)                            \
+        ulong R, ulong D, int flags, __global DATA_T *dx, uint width)                            \
     {                                                                                            \
         __local float2 l_pair[WG_SIZE];                                                          \
         if (REGISTER_BUILT(units))                                                               \
@@ -718,6 +718,50 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
                           units);                                                                \
     }
 REGISTER_KERNELS(GN_BACKWARD_ROWS, gn_backward_rows)
+
+/* Layer and RMS norm dx in one launch for work-groups of many (GPUs) where the register kernels
+ * do not serve: a work-group per row, work-item i taking its vectors i, i + WG_SIZE, ... twice:
+ * the sums of w * dy and w * dy * (x - mean) (a tree of pairs over the work-group), then, from
+ * the coefficients, dx = a * w * dy + b + e * (x - mean) [+ dh_in] (backward_rows' arithmetic),
+ * reading x and dy again, from the cache where the rows of the resident work-groups fit it (the
+ * host takes it for rows up to cached_row_kib). The writes follow a barrier after every read
+ * of other positions, so dx may be x or dy. Work-groups: R. */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+gn_backward_rows_cached(__global const DATA_T *x, __global const DATA_T *dy,
+                        __global const DATA_T *dh_in, __global const float *mean,
+                        __global const float *rstd, __global const float *weight, ulong R,
+                        ulong D, int flags, __global DATA_T *dx)
+{
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
+    __local float2 l_pair[WG_SIZE];
+    const uint lid = get_local_id(0);
+    const ulong r = get_group_id(0), o = r * D, first = (ulong)lid * VEC, step = WG_SIZE * VEC;
+    const float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
+    FLOATV s1 = 0.0f, s2 = 0.0f;
+#pragma unroll 4
+    for (ulong p = first; p < D; p += step) {
+        const long left = (long)(D - p);
+        const FLOATV g = load_lanes(dy, o + p, left);
+        const FLOATV wg = weight ? load_lanes(weight, p, left) * g : g;
+        s1 += wg;
+        s2 += wg * lane_select(load_lanes(x, o + p, left) - mu, left);
+    }
+    const float2 sums = tree_sum_pair((float2)(HSUM(s1), HSUM(s2)), l_pair, lid, 1, WG_SIZE);
+    float a, b, e;
+    grad_coefficients(r, (float)D, sums.x, sums.y, 1.0f, rs, flags, NULL, NULL, &a, &b, &e);
+    barrier(CLK_GLOBAL_MEM_FENCE);
+#pragma unroll 4
+    for (ulong p = first; p < D; p += step) {
+        const long left = (long)(D - p);
+        const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
+        const FLOATV xc = lane_select(load_lanes(x, o + p, left) - mu, left);
+        FLOATV d = a * wt * load_lanes(dy, o + p, left) + b + e * xc;
+        if (dh_in)
+            d += load_lanes(dh_in, o + p, left);
+        store_lanes(dx, o + p, left, d);
+    }
+#endif
+}
 
 /* One vector of channel_row_sums at element o, channels c0.. (`left` of them): f(x [+ addend] -
  * pivot) with f(v) = v, or (v - center)^2 with `square`. */
