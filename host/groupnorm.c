@@ -236,12 +236,12 @@ static bool plain_rows(const gn_problem *pb)
 }
 
 /* Whether layer and RMS norm rows go to the cached row kernels (gn_forward_rows_cached,
- * gn_backward_rows_cached): work-groups of many (GPUs), rows of at most cached_row_kib KiB per
+ * gn_backward_rows_cached): work-groups of many (GPUs), rows of at most cached_kib KiB per
  * input, where the register kernels do not serve (the caller checks). */
 static bool cached_row(const clnorm_context *ctx, const program_entry *prog, const gn_problem *pb)
 {
     return plain_rows(pb) && prog->work_group_size > 1 &&
-           pb->c * sizeof(float) <= (size_t)ctx->params.cached_row_kib * 1024;
+           pb->c * sizeof(float) <= (size_t)ctx->params.cached_kib * 1024;
 }
 
 static bn_geometry rows_geometry(const gn_problem *pb, clnorm_layout layout)

@@ -30,9 +30,10 @@
                             "runs that need no more (0: no short build; below register_units)")   \
     X(register_backward, "1: layer and RMS norm backward in one launch where a row fits the "       \
                          "register kernels (work-groups of many); 0: the general path")            \
-    X(cached_row_kib, "longest row (KiB per input) that layer and RMS norm take in one launch, "   \
-                      "re-reading it from the cache, where the register kernels do not serve "    \
-                      "(forward, backward's dx; work-groups of many; 0: the general path)")
+    X(cached_kib, "most KiB per input a work-group of the cached one-launch kernels re-reads "   \
+                  "from the cache where the register kernels do not serve: a layer or RMS norm "   \
+                  "row (forward, backward's dx), a channels-last batch norm tile of channels "     \
+                  "over all rows (training forward); work-groups of many; 0: the general path")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;
@@ -83,7 +84,7 @@ long short_register_units(const device_params *p);
 /* ---- program cache (program.c, disk_cache.c) ------------------------------------------------ */
 typedef enum kernel_family { FAMILY_UTIL = 0, FAMILY_NORM, FAMILY_COUNT } kernel_family;
 
-#define MAX_KERNELS_PER_FAMILY 24
+#define MAX_KERNELS_PER_FAMILY 32
 
 typedef struct program_entry {
     kernel_family family;

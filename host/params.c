@@ -103,7 +103,7 @@ static bool value_allowed(int index, long value)
         return value >= 0 && value <= 32;
     if (index == params_index("register_backward"))
         return value == 0 || value == 1;
-    if (index == params_index("cached_row_kib"))
+    if (index == params_index("cached_kib"))
         return value >= 0 && value <= 1024;
     return value >= 1 && value <= 65536;
 }

@@ -1670,6 +1670,47 @@ ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA
     }
 REGISTER_KERNELS(BN_FORWARD_CHANNEL, bn_forward_channel)
 
+/* The statistics of VEC channels from c0 (`left` of them to C's end), lane-wise (count, mean,
+ * m2n), finalized as bn_channel does: each lane's scale (gamma * invstd) and shift (beta). Where
+ * `writer` is set, the saved and running statistics of those channels are written. */
+ALWAYS_INLINE void finalize_lanes(ulong c0, long left, ulong C, float count, FLOATV mean,
+                                  FLOATV m2n, float eps, float momentum, int writer,
+                                  __global const float *gamma, __global const float *beta,
+                                  __global float *running_mean, __global float *running_var,
+                                  __global float *save_mean, __global float *save_invstd,
+                                  FLOATV *scale, FLOATV *shift)
+{
+    float lane_mean[VEC], lane_m2n[VEC], lane_scale[VEC], lane_shift[VEC];
+    STOREV(lane_mean, 0, mean);
+    STOREV(lane_m2n, 0, m2n);
+    for (uint i = 0; i < VEC; i++) {
+        const ulong c = c0 + i;
+        const int live = (long)i < left;
+        lane_scale[i] = finalize_stats(c, C, count, lane_mean[i], lane_m2n[i], eps, momentum, 0,
+                                       live ? gamma : NULL, live && writer ? running_mean : NULL,
+                                       live && writer ? running_var : NULL,
+                                       live && writer ? save_mean : NULL,
+                                       live && writer ? save_invstd : NULL, NULL);
+        lane_shift[i] = live && beta ? beta[c] : 0.0f;
+    }
+    *scale = LOADV(lane_scale, 0);
+    *shift = LOADV(lane_shift, 0);
+}
+
+/* y = act(shift + scale * (v - mean) [+ residual]) for `left` lanes at o: the apply of the
+ * one-launch channels-last kernels, from the values they hold or read again. */
+ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *y, ulong o,
+                              long left, FLOATV v, FLOATV mean, FLOATV scale, FLOATV shift,
+                              int flags)
+{
+    FLOATV out = shift + scale * (v - mean);
+    if (residual)
+        out += load_lanes(residual, o, left);
+    if (flags & FLAG_RELU)
+        out = select(out, (FLOATV)0.0f, isless(out, (FLOATV)0.0f));
+    store_lanes(y, o, left, out);
+}
+
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
  * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item
  * (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l, l + L, l +
@@ -1711,36 +1752,70 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     }
     const FLOATV m2n = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE);
     /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
-    const int writer = lane == 0;
-    float lane_mean[VEC], lane_m2n[VEC], lane_scale[VEC], lane_shift[VEC];
-    STOREV(lane_mean, 0, mean_k + k);
-    STOREV(lane_m2n, 0, m2n);
-    for (uint i = 0; i < VEC; i++) {
-        const ulong c = c0 + i;
-        const int live = (long)i < left;
-        lane_scale[i] = finalize_stats(c, C, total, lane_mean[i], lane_m2n[i], eps, momentum, 0,
-                                       live ? gamma : NULL, live && writer ? running_mean : NULL,
-                                       live && writer ? running_var : NULL,
-                                       live && writer ? save_mean : NULL,
-                                       live && writer ? save_invstd : NULL, NULL);
-        lane_shift[i] = live && beta ? beta[c] : 0.0f;
-    }
-    const FLOATV mean = LOADV(lane_mean, 0), scale = LOADV(lane_scale, 0);
-    const FLOATV shift = LOADV(lane_shift, 0);
+    const FLOATV mean = mean_k + k;
+    FLOATV scale, shift;
+    finalize_lanes(c0, left, C, total, mean, m2n, eps, momentum, lane == 0, gamma, beta,
+                   running_mean, running_var, save_mean, save_invstd, &scale, &shift);
     /* every pivot read of x before the first write of y (which may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
-        if (r < M && left > 0) {
-            FLOATV out = shift + scale * (v[u] - mean);
-            if (residual)
-                out += load_lanes(residual, r * C + c0, left);
-            if (flags & FLAG_RELU)
-                out = select(out, (FLOATV)0.0f, isless(out, (FLOATV)0.0f));
-            store_lanes(y, r * C + c0, left, out);
-        }
+        if (r < M && left > 0)
+            rows_apply(residual, y, r * C + c0, left, v[u], mean, scale, shift, flags);
     }
+#endif
+}
+
+/* Training forward of channels-last in one launch for work-groups of many (GPUs), where the
+ * register kernel does not hold the rows: bn_forward_rows_tile's layout (work-item = row lane l,
+ * channel vector j; rows l, l + L, ...) and arithmetic, with x read three times (the mean, the
+ * squared deviations, the apply), the second and third from the cache where the tiles of the
+ * resident work-groups fit it (the host takes it for tiles up to the cached_kib parameter): x read
+ * from memory once and y written once in one launch, where the general path takes three (small
+ * planes such as 7x7 with large N: the launches cost more than the data). Every read of another
+ * work-item's positions is before a barrier that precedes the first write, so y may be x.
+ * Work-groups: ceil(C / (lanes * VEC)). */
+__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
+bn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *residual,
+                       __global const float *gamma, __global const float *beta,
+                       __global float *running_mean, __global float *running_var,
+                       __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
+                       ulong HW, uint lanes, float eps, float momentum, int flags,
+                       __global DATA_T *y)
+{
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
+    __local FLOATV l_sum[WG_SIZE];
+    const ulong M = N * HW;
+    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
+    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
+    const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
+    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+    FLOATV acc = 0.0f;
+#pragma unroll 4
+    for (ulong r = lane; left > 0 && r < M; r += L)
+        acc += load_lanes(x, r * C + c0, left) - k;
+    const float total = (float)M;
+    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE) / total;
+    const float inv_p = 1.0f / pow2_floor(total);
+    acc = 0.0f;
+#pragma unroll 4
+    for (ulong r = lane; left > 0 && r < M; r += L) {
+        const FLOATV d = (load_lanes(x, r * C + c0, left) - k) - mean_k;
+        acc += d * inv_p * d;
+    }
+    const FLOATV m2n = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE);
+    /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
+    const FLOATV mean = mean_k + k;
+    FLOATV scale, shift;
+    finalize_lanes(c0, left, C, total, mean, m2n, eps, momentum, lane == 0, gamma, beta,
+                   running_mean, running_var, save_mean, save_invstd, &scale, &shift);
+    /* every read of x (the pivots: others' positions) before the first write of y (may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
+#pragma unroll 4
+    for (ulong r = lane; left > 0 && r < M; r += L)
+        rows_apply(residual, y, r * C + c0, left, load_lanes(x, r * C + c0, left), mean, scale,
+                   shift, flags);
 #endif
 }
 

@@ -604,7 +604,7 @@ REGISTER_KERNELS(GN_FORWARD_ROWS, gn_forward_rows)
  * three runs: the statistics' two (the mean, then the squared deviations from it: forward_rows'
  * arithmetic, with tree sums over the work-group) and the apply. The second and third read the
  * row again, from the cache where the rows of the resident work-groups fit it (the host takes
- * this kernel for rows up to the cached_row_kib parameter): x [and the addend] read from memory
+ * this kernel for rows up to the cached_kib parameter): x [and the addend] read from memory
  * once, y [and h] written once, in one launch where the general path takes three and reads x
  * twice. Each position is read and written by one work-item, and the writes follow a barrier
  * after every read of the pivot, so y and h may be x. Work-groups: R. */
@@ -724,7 +724,7 @@ REGISTER_KERNELS(GN_BACKWARD_ROWS, gn_backward_rows)
  * the sums of w * dy and w * dy * (x - mean) (a tree of pairs over the work-group), then, from
  * the coefficients, dx = a * w * dy + b + e * (x - mean) [+ dh_in] (backward_rows' arithmetic),
  * reading x and dy again, from the cache where the rows of the resident work-groups fit it (the
- * host takes it for rows up to cached_row_kib). The writes follow a barrier after every read
+ * host takes it for rows up to cached_kib). The writes follow a barrier after every read
  * of other positions, so dx may be x or dy. Work-groups: R. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 gn_backward_rows_cached(__global const DATA_T *x, __global const DATA_T *dy,

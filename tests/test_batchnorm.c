@@ -493,6 +493,9 @@ static const bn_case shape_table[] = {
      * work-groups of 64 (8 vectors per work-item) and 128 (CI and the NVIDIA row) */
     {2, 3, 2, {28, 28}, 0, 0},
     {4, 3, 2, {28, 28}, 0, 0},
+    /* 361 channels-last rows: past the register kernel of work-groups of 16 (Oclgrind's small
+     * shapes), the cached one where cached_kib allows */
+    {1, 2, 2, {19, 19}, 0, 0},
     /* 3-d */
     {2, 3, 3, {5, 6, 7}, 0, 0},
     {3, 5, 3, {4, 4, 4}, 0, 0},

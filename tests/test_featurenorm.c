@@ -444,7 +444,7 @@ static const fn_case cases[] = {
     {LAYER, 3, 1800, 1, 1, 0, 1e-5, 1, RANDOM},
     {RMS, 2, 3000, 1, 1, 0, 1e-5, 0, RANDOM},
     /* past the register kernels of work-groups of 16 (Oclgrind's small shapes): the cached row
-     * kernel where cached_row_kib allows (CI's GPU-shaped runs also send the row of 3000 there) */
+     * kernel where cached_kib allows (CI's GPU-shaped runs also send the row of 3000 there) */
     {LAYER, 1, 1500, 1, 1, 0, 1e-5, 1, RANDOM},
     /* RMSNorm */
     {RMS, 1, 1, 1, 1, 0, CLNORM_RMS_DEFAULT_EPS, 0, RANDOM},

@@ -575,7 +575,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
         USE_LIST_(tiles);
     else if (!strcmp(name, "item_tile"))
         USE_LIST_(item_tile);
-    else if (!strcmp(name, "cached_row_kib"))
+    else if (!strcmp(name, "cached_kib"))
         USE_LIST_(row_kib);
 #undef USE_LIST_
     *exhaustive = !strcmp(name, "partials_per_channel");
@@ -667,12 +667,12 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 
 /* Whether parameter p can change anything at the current values: the register kernels'
  * parameters (register_units, register_short_units, register_backward), the strided passes'
- * gather_units and cached_row_kib serve only work-groups of many (each candidate is a program
+ * gather_units and cached_kib serve only work-groups of many (each candidate is a program
  * build). */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
     if (strncmp(t->names[p], "register_", 9) && strcmp(t->names[p], "gather_units") &&
-        strcmp(t->names[p], "cached_row_kib"))
+        strcmp(t->names[p], "cached_kib"))
         return 1;
     for (size_t q = 0; q < t->params; q++)
         if (!strcmp(t->names[q], "work_group_size"))

@@ -112,7 +112,7 @@ oclgrind_clean() {
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
-    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_row_kib=8" \
+    for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64" \
         "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
@@ -237,12 +237,12 @@ run_tests() {
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the register kernels at the NVIDIA row's 8 vectors per work-item (the step above has the
     # 16 of PoCL's row), with a short build of 4 and the one-launch layer/RMS norm dx: rows and
-    # channels past 64 x 8 vectors take the general path, or for layer and RMS norm forward rows
-    # up to 16 KiB the cached row kernel; the strided passes gathering all 4 of a work-item's
-    # units
+    # channels past 64 x 8 vectors take the cached one-launch kernels where a work-group's part
+    # is within 64 KiB (layer and RMS norm rows, channels-last batch norm's tiles), else the
+    # general path; the strided passes gathering all 4 of a work-item's units
     step "GPU-shaped parameters, register_units=8 (short 4, backward, cached rows), gather_units=4: the kernel tests" \
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
-        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_row_kib=16 \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
         env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
