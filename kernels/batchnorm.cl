@@ -1655,19 +1655,28 @@ ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA
 #endif
 }
 
-#define BN_FORWARD_CHANNEL(name, units)                                                            \
-    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(                     \
-        __global const DATA_T *x, __global const DATA_T *residual, __global const float *gamma,  \
+/* A one-launch training forward kernel (enqueue_one_launch_forward's arguments, also those of
+ * its body helpers; `split`: the work-items per channel, or the channel vectors per row), its
+ * body the statements given */
+#define BN_ONE_LAUNCH_PARAMS                                                                       \
+    __global const DATA_T *x, __global const DATA_T *residual, __global const float *gamma,      \
         __global const float *beta, __global float *running_mean, __global float *running_var,   \
         __global float *save_mean, __global float *save_invstd, ulong N, ulong C, ulong HW,      \
-        uint width, float eps, float momentum, int flags, __global DATA_T *y)                    \
+        uint split, float eps, float momentum, int flags, __global DATA_T *y
+#define BN_ONE_LAUNCH_KERNEL(name, ...)                                                            \
+    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(BN_ONE_LAUNCH_PARAMS) \
     {                                                                                            \
-        __local float l_sum[WG_SIZE];                                                            \
-        if (REGISTER_BUILT(units))                                                               \
-            forward_channel(x, residual, gamma, beta, running_mean, running_var, save_mean,      \
-                            save_invstd, N, C, HW, width, eps, momentum, flags, y, l_sum,        \
-                            units);                                                              \
+        __VA_ARGS__                                                                              \
     }
+/* the arguments of a body helper, after those of the kernel: its local memory */
+#define BN_ONE_LAUNCH_ARGS(local)                                                                  \
+    x, residual, gamma, beta, running_mean, running_var, save_mean, save_invstd, N, C, HW, split,  \
+        eps, momentum, flags, y, local
+
+#define BN_FORWARD_CHANNEL(name, units)                                                            \
+    BN_ONE_LAUNCH_KERNEL(name, __local float l_sum[WG_SIZE];                                     \
+                         if (REGISTER_BUILT(units))                                              \
+                             forward_channel(BN_ONE_LAUNCH_ARGS(l_sum), units);)
 REGISTER_KERNELS(BN_FORWARD_CHANNEL, bn_forward_channel)
 
 /* The statistics of VEC channels from c0 (`left` of them to C's end), lane-wise (count, mean,
@@ -1711,6 +1720,31 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
     store_lanes(y, o, left, out);
 }
 
+/* The place of a work-item of the one-launch channels-last kernels: row lane `lane` of L,
+ * channel vector j of the `lanes` (split) of its work-group, channels c0.. (`left` of them to C's end,
+ * <= 0: none), pivots k (row 0's values). */
+#define ROWS_TILE_ITEM                                                                             \
+    const ulong M = N * HW;                                                                        \
+    const uint lanes = split;                                                                      \
+    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;    \
+    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;                                          \
+    const long left = (long)C - (long)c0;                                                          \
+    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+
+/* Their statistics' end, from each row lane's sum acc of the scaled squared deviations: m2n by
+ * a tree over the row lanes, then scale and shift of the channels (every work-item finalizes its
+ * channels alike; those of row lane 0 write their statistics); then a barrier after every pivot
+ * read of x (others' positions), before the first write of y (which may be x). */
+#define ROWS_TILE_FINISH                                                                           \
+    finalize_lanes(c0, left, C, total, mean, tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE), eps, \
+                   momentum, lane == 0, gamma, beta, running_mean, running_var, save_mean,         \
+                   save_invstd, &scale, &shift);                                                   \
+    barrier(CLK_GLOBAL_MEM_FENCE);
+
+/* The kernel `name` of the one-launch channels-last training forward on body(...) */
+#define BN_FORWARD_ROWS(name, body)                                                                \
+    BN_ONE_LAUNCH_KERNEL(name, __local FLOATV l_sum[WG_SIZE]; body(BN_ONE_LAUNCH_ARGS(l_sum));)
+
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
  * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item
  * (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l, l + L, l +
@@ -1719,21 +1753,10 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
  * each channel's value in row 0; the mean, then the scaled squared deviations from it) with the
  * tree sums over the row lanes of each channel vector; then the apply from the registers: x read
  * once, y written once, one launch. Work-groups: ceil(C / (lanes * VEC)). */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
-                     __global const float *gamma, __global const float *beta,
-                     __global float *running_mean, __global float *running_var,
-                     __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
-                     ulong HW, uint lanes, float eps, float momentum, int flags,
-                     __global DATA_T *y)
+ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    __local FLOATV l_sum[WG_SIZE];
-    const ulong M = N * HW;
-    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
-    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
-    const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
-    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+    ROWS_TILE_ITEM
     FLOATV v[ROW_UNITS], acc = 0.0f;
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
@@ -1750,14 +1773,9 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
         const FLOATV d = (v[u] - k) - mean_k;
         acc += (ulong)u * L + lane < M ? d * inv_p * d : (FLOATV)0.0f;
     }
-    const FLOATV m2n = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE);
-    /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
     const FLOATV mean = mean_k + k;
     FLOATV scale, shift;
-    finalize_lanes(c0, left, C, total, mean, m2n, eps, momentum, lane == 0, gamma, beta,
-                   running_mean, running_var, save_mean, save_invstd, &scale, &shift);
-    /* every pivot read of x before the first write of y (which may be x) */
-    barrier(CLK_GLOBAL_MEM_FENCE);
+    ROWS_TILE_FINISH
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
@@ -1766,6 +1784,7 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
     }
 #endif
 }
+BN_FORWARD_ROWS(bn_forward_rows_tile, forward_rows_tile)
 
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where the
  * register kernel does not hold the rows: bn_forward_rows_tile's layout (work-item = row lane l,
@@ -1776,21 +1795,10 @@ bn_forward_rows_tile(__global const DATA_T *x, __global const DATA_T *residual,
  * planes such as 7x7 with large N: the launches cost more than the data). Every read of another
  * work-item's positions is before a barrier that precedes the first write, so y may be x.
  * Work-groups: ceil(C / (lanes * VEC)). */
-__kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
-bn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *residual,
-                       __global const float *gamma, __global const float *beta,
-                       __global float *running_mean, __global float *running_var,
-                       __global float *save_mean, __global float *save_invstd, ulong N, ulong C,
-                       ulong HW, uint lanes, float eps, float momentum, int flags,
-                       __global DATA_T *y)
+ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    __local FLOATV l_sum[WG_SIZE];
-    const ulong M = N * HW;
-    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
-    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
-    const long left = (long)C - (long)c0; /* channels from c0 to C's end (<= 0: none) */
-    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+    ROWS_TILE_ITEM
     FLOATV acc = 0.0f;
 #pragma unroll 4
     for (ulong r = lane; left > 0 && r < M; r += L)
@@ -1804,20 +1812,16 @@ bn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *residual
         const FLOATV d = (load_lanes(x, r * C + c0, left) - k) - mean_k;
         acc += d * inv_p * d;
     }
-    const FLOATV m2n = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE);
-    /* every work-item finalizes its channels alike; those of row lane 0 write their statistics */
     const FLOATV mean = mean_k + k;
     FLOATV scale, shift;
-    finalize_lanes(c0, left, C, total, mean, m2n, eps, momentum, lane == 0, gamma, beta,
-                   running_mean, running_var, save_mean, save_invstd, &scale, &shift);
-    /* every read of x (the pivots: others' positions) before the first write of y (may be x) */
-    barrier(CLK_GLOBAL_MEM_FENCE);
+    ROWS_TILE_FINISH
 #pragma unroll 4
     for (ulong r = lane; left > 0 && r < M; r += L)
         rows_apply(residual, y, r * C + c0, left, load_lanes(x, r * C + c0, left), mean, scale,
                    shift, flags);
 #endif
 }
+BN_FORWARD_ROWS(bn_forward_rows_cached, forward_rows_cached)
 
 /* Backward of channels-first in one launch, as bn_forward_fused: each work-item takes the sums of
  * its `tile` channels (bn_reduce_cf's, one partial), their coefficients (bn_channel's CH_GRAD),
