@@ -603,14 +603,14 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
                 ctx, &chain, prog, &g, config, b,
                 bn_register_kernel(ctx, "bn_forward_channel", width, channel_vectors), width,
                 ceil_div(g.c, wg / width) * wg));
-        else if (lanes || cached)
+        else if (lanes || cached) {
+            const size_t row_lanes = lanes ? lanes : cached;
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
                 program_kernel_index(FAMILY_NORM,
                                      lanes ? "bn_forward_rows_tile" : "bn_forward_rows_cached"),
-                lanes ? lanes : cached,
-                ceil_div(g.c, (lanes ? lanes : cached) * (size_t)ctx->params.vector_width) * wg));
-        else
+                row_lanes, ceil_div(g.c, row_lanes * (size_t)ctx->params.vector_width) * wg));
+        } else
             TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b,
                                            program_kernel_index(FAMILY_NORM, "bn_forward_fused"),
                                            tile, ceil_div(g.c, tile)));

@@ -1,6 +1,7 @@
 /* Layer, RMS, group and instance normalization: one engine for "group normalization of an
  * (N, C, HW) tensor" (see kernels/groupnorm.cl), and the public calls that map onto it. */
 #include <math.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "batchnorm_internal.h"
@@ -244,6 +245,24 @@ static bool cached_row(const clnorm_context *ctx, const program_entry *prog, con
            pb->c * sizeof(float) <= (size_t)ctx->params.cached_kib * 1024;
 }
 
+/* Launches a one-launch row kernel (layer and RMS norm, work-groups of many): the register
+ * kernel `name`'s build for runs of `width` work-items, whose last argument is that width, or
+ * with width 0 the cached one, `name`_cached, a row per work-group, without it. */
+static clnorm_status enqueue_row_kernel(clnorm_context *ctx, launch_chain *chain,
+                                        const program_entry *prog, const gn_problem *pb,
+                                        const char *name, size_t width, size_t row_vectors,
+                                        const kernel_arg *args, size_t nargs)
+{
+    char cached_name[64];
+    snprintf(cached_name, sizeof cached_name, "%s_cached", name);
+    size_t local = (size_t)prog->work_group_size;
+    size_t global = width ? ceil_div(pb->rows, local / width) * local : pb->rows * local;
+    return chain_launch(ctx, chain, prog,
+                        width ? bn_register_kernel(ctx, name, width, row_vectors)
+                              : program_kernel_index(FAMILY_NORM, cached_name),
+                        args, width ? nargs : nargs - 1, 1, &global, &local);
+}
+
 static bn_geometry rows_geometry(const gn_problem *pb, clnorm_layout layout)
 {
     bn_geometry g = {.layout = layout, .total = pb->total, .bytes = pb->total * sizeof(float)};
@@ -325,17 +344,12 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
         float e = (float)eps;
         cl_int flags = pb->rms ? CHF_RMS : 0;
         cl_mem mean_out = pb->rms ? NULL : mean;
-        /* the register kernels take the run's width after cols; the cached one has none */
         kernel_arg args[] = {ARG(b->x),  ARG(b->residual), ARG(b->weight), ARG(b->bias),
                              ARG(mean_out), ARG(rstd),     ARG(b->y),      ARG(b->h),
                              ARG(rows),  ARG(cols),        ARG(e),         ARG(flags),
                              ARG(w)};
-        size_t local = (size_t)prog->work_group_size;
-        size_t global = width ? ceil_div(pb->rows, local / width) * local : pb->rows * local;
-        TRY(chain_launch(ctx, &chain, prog,
-                         width ? bn_register_kernel(ctx, "gn_forward_rows", width, row_vectors)
-                               : program_kernel_index(FAMILY_NORM, "gn_forward_rows_cached"),
-                         args, ARRAY_SIZE(args) - (width ? 0 : 1), 1, &global, &local));
+        TRY(enqueue_row_kernel(ctx, &chain, prog, pb, "gn_forward_rows", width, row_vectors, args,
+                               ARRAY_SIZE(args)));
     } else if (tile) {
         cl_ulong rows = pb->rows, c = pb->c, hw = pb->spatial, groups = pb->groups;
         cl_uint t = (cl_uint)tile;
@@ -498,16 +512,11 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
             cl_ulong rows = pb->rows, cols = pb->c;
             cl_uint w = (cl_uint)width;
             cl_int flags = pb->rms ? CHF_RMS : 0;
-            /* the register kernels take the run's width last; the cached one has none */
             kernel_arg args[] = {ARG(b->x),    ARG(b->dy),     ARG(b->dh_in), ARG(b->mean),
                                  ARG(b->rstd), ARG(b->weight), ARG(rows),     ARG(cols),
                                  ARG(flags),   ARG(b->dx),     ARG(w)};
-            size_t local = (size_t)prog->work_group_size;
-            size_t global = width ? ceil_div(pb->rows, local / width) * local : pb->rows * local;
-            TRY(chain_launch(ctx, &chain, prog,
-                             width ? bn_register_kernel(ctx, "gn_backward_rows", width, row_vectors)
-                                   : program_kernel_index(FAMILY_NORM, "gn_backward_rows_cached"),
-                             args, ARRAY_SIZE(args) - (width ? 0 : 1), 1, &global, &local));
+            TRY(enqueue_row_kernel(ctx, &chain, prog, pb, "gn_backward_rows", width, row_vectors,
+                                   args, ARRAY_SIZE(args)));
             chain_end(ctx, &chain, event, true);
             return CLNORM_OK;
         }

@@ -559,7 +559,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     static const long partials[] = {0, 1, 2, 4, 8, 16, 32, 64};
     static const long tiles[] = {1, 2, 4, 8, 16, 32, 64};
     static const long item_tile[] = {1, 2, 4, 8, 16};
-    static const long row_kib[] = {0, 16, 32, 64, 128, 256};
+    static const long kib[] = {0, 16, 32, 64, 128, 256};
     static const long generic[] = {0, 1, 2, 4, 8, 16, 32};
     const long *list = generic;
     size_t n = sizeof generic / sizeof generic[0];
@@ -576,7 +576,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     else if (!strcmp(name, "item_tile"))
         USE_LIST_(item_tile);
     else if (!strcmp(name, "cached_kib"))
-        USE_LIST_(row_kib);
+        USE_LIST_(kib);
 #undef USE_LIST_
     *exhaustive = !strcmp(name, "partials_per_channel");
     /* the list, the table's value, each within the parameter's range for this device */
@@ -667,8 +667,7 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 
 /* Whether parameter p can change anything at the current values: the register kernels'
  * parameters (register_units, register_short_units, register_backward), the strided passes'
- * gather_units and cached_kib serve only work-groups of many (each candidate is a program
- * build). */
+ * gather_units and cached_kib serve only work-groups of many. */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
     if (strncmp(t->names[p], "register_", 9) && strcmp(t->names[p], "gather_units") &&
