@@ -913,17 +913,70 @@ ALWAYS_INLINE void bwd_sum_unit(__global const DATA_T *x, __global const DATA_T 
     }
 }
 
+/* One row's step of bwd_sum_rows: its vector of dy and x at column p, into the row's sums and
+ * the columns' sums c1, c2. */
+#define BWD_ROW_STEP(k, s1, s2)                                                                    \
+    {                                                                                              \
+        const FLOATV g = LOADV(dy + (r + k) * C + p, 0);                                           \
+        const FLOATV gx = g * (LOADV(x + (r + k) * C + p, 0) - mu[k]);                             \
+        s1 += w * g;                                                                               \
+        s2 += w * gx;                                                                              \
+        c1 += g;                                                                                   \
+        c2 += gx * rs[k];                                                                          \
+    }
+
+/* The sums' pass of n (2 or 4) rows of C channels from row r, with the per-channel sums of a set
+ * (as bwd_sum_unit's): each vector of the set and of the weight is loaded and stored once for the
+ * n rows, which add to it in row order, as they do one row at a time. Out: each row's sum of
+ * w * dy and of w * dy * (x - mu). */
+ALWAYS_INLINE void bwd_sum_rows(__global const DATA_T *x, __global const DATA_T *dy,
+                                __global const float *mean, __global const float *rstd,
+                                __global const float *weight, __global float *set, ulong C,
+                                ulong r, uint n, float *sum1, float *sum2)
+{
+    float mu[4], rs[4];
+    for (uint k = 0; k < 4; k++) {
+        mu[k] = mean && k < n ? mean[r + k] : 0.0f;
+        rs[k] = k < n ? rstd[r + k] : 0.0f;
+    }
+    const ulong whole = C / VEC * VEC;
+    FLOATV a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f, b0 = 0.0f, b1 = 0.0f, b2 = 0.0f, b3 = 0.0f;
+    for (ulong p = 0; p < whole; p += VEC) {
+        const FLOATV w = weight ? LOADV(weight + p, 0) : (FLOATV)1.0f;
+        FLOATV c1 = LOADV(set + C + p, 0), c2 = LOADV(set + 2 * C + p, 0);
+        BWD_ROW_STEP(0, a0, b0)
+        BWD_ROW_STEP(1, a1, b1)
+        if (n > 2) {
+            BWD_ROW_STEP(2, a2, b2)
+            BWD_ROW_STEP(3, a3, b3)
+        }
+        STOREV(set + C + p, 0, c1);
+        STOREV(set + 2 * C + p, 0, c2);
+    }
+    FLOATV s1[4] = {a0, a1, a2, a3}, s2[4] = {b0, b1, b2, b3};
+    for (uint k = 0; k < n; k++) {
+        if (whole < C) /* the row's partial vector */
+            bwd_sum_unit(x, dy, weight, set, C, 1, whole, (r + k) * C + whole, (long)(C - whole),
+                         mu[k], rs[k], &s1[k], &s2[k]);
+        sum1[k] = HSUM(s1[k]);
+        sum2[k] = HSUM(s2[k]);
+    }
+}
+
 /* The backward in one launch for work-groups of one (CPUs), where gn_forward_fused serves the
  * forward (a group is one contiguous row of D values that fits in cache): each work-item takes
  * its `tile` groups: the group's sums (x and dy from memory), its coefficients (bn_channel's
  * CH_GRAD), then dx [+ dh_in] (x and dy from cache): 3 passes instead of 5. With col_sets, each
  * work-item also writes its own set of per-channel sums, count | sum dy | sum dy * xhat (3C floats
- * at item * 3C), which bn_channel merges into dweight and dbias. Work-items: ceil(R / tile). */
+ * at item * 3C), which bn_channel merges into dweight and dbias; rows of channels then take
+ * their sums `rows_at_once` (1, 2 or 4) rows at a time, so that each vector of the set is loaded
+ * and stored once per group of rows. Work-items: ceil(R / tile). */
 __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T *dy,
                                 __global const DATA_T *dh_in, __global const float *mean,
                                 __global const float *rstd, __global const float *weight,
-                                ulong R, ulong C, ulong HW, ulong G, uint tile, int flags,
-                                __global DATA_T *dx, __global float *col_sets)
+                                ulong R, ulong C, ulong HW, ulong G, uint tile,
+                                uint rows_at_once, int flags, __global DATA_T *dx,
+                                __global float *col_sets)
 {
 #if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
     const ulong Cg = C / G, D = Cg * HW, item = get_global_id(0), r_first = item * tile;
@@ -936,11 +989,18 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* segments: the row, or the group's planes; whole vectors, then a segment's partial one */
     const ulong segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW, whole = seg_len / VEC * VEC;
     const int stream = streams(flags, dx, seg_len);
+    const uint at_once = lanes && set && rows_at_once > 1 ? min(rows_at_once, 4u) : 1;
+    float group_sum1[4], group_sum2[4]; /* the sums of the rows of a group */
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, c_first = (r % G) * Cg;
         const float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
-        float sum1 = 0.0f, sum2 = 0.0f; /* sum w * dy, sum w * dy * (x - mu) */
-        for (ulong j = 0; j < segs; j++) {
+        const uint k = t % at_once; /* the row's place in its group; the last rows: none */
+        const bool grouped = at_once > 1 && t - k + at_once <= here;
+        if (grouped && !k)
+            bwd_sum_rows(x, dy, mean, rstd, weight, set, C, r, at_once, group_sum1, group_sum2);
+        /* sum w * dy, sum w * dy * (x - mu) */
+        float sum1 = grouped ? group_sum1[k] : 0.0f, sum2 = grouped ? group_sum2[k] : 0.0f;
+        for (ulong j = 0; j < segs && !grouped; j++) {
             const ulong o = r * D + j * seg_len, c = c_first + j;
             FLOATV s1 = 0.0f, s2 = 0.0f;
             for (ulong p = 0; p < whole; p += VEC)

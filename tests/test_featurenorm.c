@@ -440,6 +440,10 @@ static const fn_case cases[] = {
     {LAYER, 5, 257, 1, 1, 0, 1e-5, 0, EXACT},
     {LAYER, 8, 33, 1, 1, 0, 1e-5, 1, RANDOM}, /* small, R >= 8: CPUs' one-launch paths */
     {LAYER, 256, 4096, 1, 1, 0, 1e-5, 1, RANDOM}, /* 4 MiB: CPUs' streaming stores */
+    /* CPUs' one-launch backward: the row sums 4 rows at a time (a partial vector; a last group
+     * short of 4 rows), 2 where 4 rows of 12000 would not stay in the cache */
+    {LAYER, 41, 1500, 1, 1, 0, 1e-5, 0, RANDOM},
+    {RMS, 24, 12000, 1, 1, 0, 1e-5, 0, RANDOM},
     /* GPUs' register kernels in their long build: work-groups of 64 (CI) and of 128 (NVIDIA) */
     {LAYER, 3, 1800, 1, 1, 0, 1e-5, 1, RANDOM},
     {RMS, 2, 3000, 1, 1, 0, 1e-5, 0, RANDOM},

@@ -124,6 +124,16 @@ oclgrind_clean() {
             }
             tail -n 1 "$log"
         done
+        # past the small shapes: the CPUs' backward that sums 4 rows at a time (41 rows of 1500)
+        echo "--- test_featurenorm, layernorm N41 C1500, under Oclgrind, CLNORM_PARAMS=\"$params\""
+        CLNORM_DEVICE=oclgrind CLNORM_TEST_ONLY="layernorm N41 C1500" CLNORM_CACHE_DIR=off \
+            CLNORM_PARAMS=$params \
+            oclgrind --build-options -cl-opt-disable --data-races --uninitialized --check-api \
+            ./build/tests/test_featurenorm --filter 'featurenorm/matches_float64' >>"$log" 2>&1 || {
+            cat "$log"
+            return 1
+        }
+        tail -n 1 "$log"
         # valid calls on sub-buffers inside canary parents (tests/test_bad_input.c)
         echo "--- test_bad_input (sub-buffers) under Oclgrind, CLNORM_PARAMS=\"$params\""
         CLNORM_DEVICE=oclgrind CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
