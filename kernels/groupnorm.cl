@@ -989,7 +989,8 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* segments: the row, or the group's planes; whole vectors, then a segment's partial one */
     const ulong segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW, whole = seg_len / VEC * VEC;
     const int stream = streams(flags, dx, seg_len);
-    const uint at_once = lanes && set && rows_at_once > 1 ? min(rows_at_once, 4u) : 1;
+    /* (bwd_sum_rows takes groups of 2 or 4) */
+    const uint at_once = !lanes || !set ? 1 : rows_at_once >= 4 ? 4 : rows_at_once >= 2 ? 2 : 1;
     float group_sum1[4], group_sum2[4]; /* the sums of the rows of a group */
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, c_first = (r % G) * Cg;
