@@ -468,10 +468,9 @@ static clnorm_status group_backward(clnorm_context *ctx, const gn_problem *pb,
          * 0.92x the time, of 16384 (2 rows) 0.97x; rows of 1024, whose sums stay in L1, 1.08x
          * with 4 rows, so they keep a row at a time. */
         const bool sums_leave_l1 = 3 * pb->c * sizeof(float) > 16 * 1024;
-        const cl_uint rows_at_once = !sums_leave_l1  ? 1
-                                     : fitting_rows >= 4 ? 4
-                                     : fitting_rows >= 2 ? 2
-                                                         : 1;
+        /* (the kernel rounds it down to a group size it takes: 1, 2 or 4) */
+        const cl_uint rows_at_once =
+            sums_leave_l1 ? (cl_uint)(fitting_rows < 4 ? fitting_rows : 4) : 1;
         const size_t items = ceil_div(pb->rows, tile);
         cl_mem col_sets = NULL;
         if (params)

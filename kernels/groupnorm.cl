@@ -654,6 +654,28 @@ gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
 #endif
 }
 
+/* The one-launch row kernels' dx: one vector's dy (g) and x - mean (xc) at position p of a row
+ * into the sums of w * dy and w * dy * (x - mean), then dx = a * w * dy + b + e * (x - mean)
+ * [+ dh_in] (gn_unit's arithmetic) stored at o + p. */
+ALWAYS_INLINE void row_grad_sums(FLOATV g, FLOATV xc, __global const float *weight, ulong p,
+                                 long left, FLOATV *s1, FLOATV *s2)
+{
+    const FLOATV wg = weight ? load_lanes(weight, p, left) * g : g;
+    *s1 += wg;
+    *s2 += wg * xc;
+}
+
+ALWAYS_INLINE void row_dx(__global DATA_T *dx, __global const DATA_T *dh_in,
+                          __global const float *weight, ulong o, ulong p, long left, FLOATV g,
+                          FLOATV xc, float a, float b, float e)
+{
+    const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
+    FLOATV d = a * wt * g + b + e * xc;
+    if (dh_in)
+        d += load_lanes(dh_in, o + p, left);
+    store_lanes(dx, o + p, left, d);
+}
+
 /* Layer and RMS norm dx in one launch for work-groups of many (GPUs), where a row of D values
  * fits in the registers of `width` work-items (`units` vectors each, laid out as in
  * gn_forward_rows): a run holds its row's x - mean and dy, sums w * dy and w * dy * (x - mean) by a
@@ -683,9 +705,7 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
         if (left > 0) {
             xc[u] = lane_select(load_lanes(x, o + p, left) - mu, left);
             g[u] = load_lanes(dy, o + p, left);
-            const FLOATV wg = weight ? load_lanes(weight, p, left) * g[u] : g[u];
-            s1 += wg;
-            s2 += wg * xc[u];
+            row_grad_sums(g[u], xc[u], weight, p, left, &s1, &s2);
         }
     }
     const float2 sums = tree_sum_pair((float2)(HSUM(s1), HSUM(s2)), l_pair, lid, 1, width);
@@ -695,13 +715,8 @@ ALWAYS_INLINE void backward_rows(__global const DATA_T *x, __global const DATA_T
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong p = ((ulong)u * width + member) * VEC;
         const long left = row_unit_left(u, units, live, p, D);
-        if (left > 0) {
-            const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
-            FLOATV d = a * wt * g[u] + b + e * xc[u];
-            if (dh_in)
-                d += load_lanes(dh_in, o + p, left);
-            store_lanes(dx, o + p, left, d);
-        }
+        if (left > 0)
+            row_dx(dx, dh_in, weight, o, p, left, g[u], xc[u], a, b, e);
     }
 #endif
 }
@@ -741,10 +756,9 @@ gn_backward_rows_cached(__global const DATA_T *x, __global const DATA_T *dy,
 #pragma unroll 4
     for (ulong p = first; p < D; p += step) {
         const long left = (long)(D - p);
-        const FLOATV g = load_lanes(dy, o + p, left);
-        const FLOATV wg = weight ? load_lanes(weight, p, left) * g : g;
-        s1 += wg;
-        s2 += wg * lane_select(load_lanes(x, o + p, left) - mu, left);
+        row_grad_sums(load_lanes(dy, o + p, left),
+                      lane_select(load_lanes(x, o + p, left) - mu, left), weight, p, left, &s1,
+                      &s2);
     }
     const float2 sums = tree_sum_pair((float2)(HSUM(s1), HSUM(s2)), l_pair, lid, 1, WG_SIZE);
     float a, b, e;
@@ -753,12 +767,8 @@ gn_backward_rows_cached(__global const DATA_T *x, __global const DATA_T *dy,
 #pragma unroll 4
     for (ulong p = first; p < D; p += step) {
         const long left = (long)(D - p);
-        const FLOATV wt = weight ? load_lanes(weight, p, left) : (FLOATV)1.0f;
-        const FLOATV xc = lane_select(load_lanes(x, o + p, left) - mu, left);
-        FLOATV d = a * wt * load_lanes(dy, o + p, left) + b + e * xc;
-        if (dh_in)
-            d += load_lanes(dh_in, o + p, left);
-        store_lanes(dx, o + p, left, d);
+        row_dx(dx, dh_in, weight, o, p, left, load_lanes(dy, o + p, left),
+               lane_select(load_lanes(x, o + p, left) - mu, left), a, b, e);
     }
 #endif
 }
@@ -989,7 +999,7 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* segments: the row, or the group's planes; whole vectors, then a segment's partial one */
     const ulong segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW, whole = seg_len / VEC * VEC;
     const int stream = streams(flags, dx, seg_len);
-    /* (bwd_sum_rows takes groups of 2 or 4) */
+    /* rows_at_once rounded down to the groups bwd_sum_rows takes (2 or 4), else 1 */
     const uint at_once = !lanes || !set ? 1 : rows_at_once >= 4 ? 4 : rows_at_once >= 2 ? 2 : 1;
     float group_sum1[4], group_sum2[4]; /* the sums of the rows of a group */
     for (uint t = 0; t < here; t++) {
