@@ -327,12 +327,16 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_int flags = a->flags;
     if ((flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
-    /* Rows without coefficients on contiguous runs (CPUs): a bn_channel launch forms them first.
-     * Per vector (as strided runs form them) the channels-last inference of N8 C512 28x28 took
-     * 1.07-1.23x the time; a copy per work-item formed in scratch at the start of the pass read
-     * back values that Oclgrind took for uninitialized (README, "Tried and not kept"). */
+    /* Rows without coefficients on contiguous runs (CPUs): each work-item forms its own copy of
+     * the C channels' in __local memory first, where it applies them to 8 rows or more and the
+     * copy fits (it saves the launch and the gap before the pass); else a bn_channel launch
+     * forms them. Per vector (as strided runs form them) the channels-last inference of N8 C512
+     * 28x28 took 1.07-1.23x the time. */
     cl_mem coef = a->coef;
-    if (!coef && walk == WALK_ROWS && contiguous) {
+    const size_t own_bytes = 3 * round_up(channels, vec) * sizeof(float);
+    const bool own = !coef && walk == WALK_ROWS && contiguous &&
+                     chunk >= 8 * ceil_div(channels, vec) && own_bytes <= ctx->dev.local_mem_bytes;
+    if (!coef && !own && walk == WALK_ROWS && contiguous) {
         clnorm_status status =
             workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);
         if (status == CLNORM_OK)
@@ -347,7 +351,8 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
                          ARG(st->gamma),   ARG(st->beta),    ARG(a->out),
                          ARG(a->out2),     ARG(segs),        ARG(len),
                          ARG(c),           ARG(walk),        ARG(ch),
-                         ARG(item_stride), ARG(step),        ARG(flags)};
+                         ARG(item_stride), ARG(step),        ARG(flags),
+                         LOCAL_ARG(own ? own_bytes : sizeof(float))};
     return chain_launch(ctx, chain, prog, program_kernel_index(FAMILY_NORM, "bn_elementwise"),
                         args, ARRAY_SIZE(args), 1, &global, &wg);
 }

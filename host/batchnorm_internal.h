@@ -138,8 +138,9 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
  * in1' is in1 masked by mask > 0. The per-channel (a, b, e, center) come from bn_channel (coef):
  * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
  * Without coef, the kernel forms the forward's from `stats` (one launch): per plane
- * (channels-first) or per vector (channels-last rows, strided runs); channels-last rows on
- * contiguous runs take them from a bn_channel launch that bn_enqueue_elementwise adds. */
+ * (channels-first), per vector (channels-last rows, strided runs), or, channels-last rows on
+ * contiguous runs, into a copy of all C per work-item in __local memory or from a bn_channel
+ * launch that bn_enqueue_elementwise adds (where the copy would not pay or fit). */
 typedef struct given_stats {
     cl_mem mean, var, gamma, beta; /* any may be NULL: mean 0, invstd 1, gamma 1, beta 0 */
     cl_int var_is_invstd;

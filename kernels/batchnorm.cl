@@ -1097,6 +1097,10 @@ typedef struct coef_source {
     float eps;
     int var_is_invstd;
     ulong C;
+    /* channels-last rows on contiguous runs (CPUs) without coef: the work-item's own copy of the
+     * forward's coefficients (b, e, center; a = e), each ceil(C / VEC) whole vectors long, formed
+     * by form_own_coefs; NULL otherwise */
+    __local const float *own;
 } coef_source;
 
 /* A channel's coefficients (a, b, e, center). Named fields, not an array: the flat walk's
@@ -1172,6 +1176,13 @@ FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent
 ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int flags, FLOATV *a,
                              FLOATV *b, FLOATV *e, FLOATV *center)
 {
+    if (s->own) { /* whole vectors: the copy's lanes past C are zeros */
+        const ulong padded = (s->C + VEC - 1) / VEC * VEC;
+        *b = LOADV(s->own + c, 0);
+        *e = *a = LOADV(s->own + padded + c, 0);
+        *center = LOADV(s->own + 2 * padded + c, 0);
+        return;
+    }
     if (s->coef) {
         if (flags & OPERAND_IN1)
             *a = row_coef(s->coef, 0, s->C, c, lanes_left);
@@ -1193,6 +1204,22 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
     *b = row_given(s->beta, c, lanes_left, 0.0f);
     *e = scale;
     *center = row_given(s->mean, c, lanes_left, 0.0f);
+}
+
+/* The forward's coefficients of all C channels from the given statistics (s->coef NULL) into
+ * own, as row_coefs forms them per vector: b, e and center, each padded to whole vectors. In
+ * __local memory: a copy in global scratch, read back in the same launch, Oclgrind took for
+ * uninitialized (README, "Tried and not kept"). */
+void form_own_coefs(const coef_source *s, __local float *own)
+{
+    const ulong padded = (s->C + VEC - 1) / VEC * VEC;
+    for (ulong c = 0; c < padded; c += VEC) {
+        FLOATV a, b, e, center;
+        row_coefs(s, c, (long)(s->C - c), OPERAND_IN2, &a, &b, &e, &center);
+        STOREV(own + c, 0, b);
+        STOREV(own + padded + c, 0, e);
+        STOREV(own + 2 * padded + c, 0, center);
+    }
 }
 
 /* out's whole vectors through a streaming store with FLAG_STREAM, else store_lanes */
@@ -1450,9 +1477,9 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
                              __global const float *gamma, __global const float *beta,
                              __global DATA_T *out, __global DATA_T *out2, ulong segments,
                              ulong seg_len, ulong C, int walk, ulong chunk, ulong item_stride,
-                             ulong step, int flags)
+                             ulong step, int flags, __local float *own_coef)
 {
-    const coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C};
+    coef_source src = {coef, stat_mean, stat_var, gamma, beta, eps, var_is_invstd, C, NULL};
     flags = with_operands(flags, in1, in2, residual, mask, out2);
     if (!vector_aligned(out))
         flags &= ~FLAG_STREAM;
@@ -1460,6 +1487,12 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
      * 1): a GPU allocates registers for a kernel's largest path, and the CPU path's would cost
      * it occupancy (AMD gfx90a, LLVM 15: 90 VGPRs with both paths, 54 with the strided one). */
 #if WG_SIZE == 1
+    /* Rows without coef (inference, one launch): the work-item's own copy first. (own_coef is
+     * the work-group's, and the work-group this one work-item.) */
+    if (walk == WALK_ROWS && !coef) {
+        form_own_coefs(&src, own_coef);
+        src.own = own_coef;
+    }
     /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
     const ulong item = flags & FLAG_LAST_FIRST ? get_global_size(0) - 1 - get_global_id(0)
                                                : get_global_id(0);
