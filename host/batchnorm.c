@@ -327,15 +327,18 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
     cl_int flags = a->flags;
     if ((flat || seg_len % vec == 0) && bn_streams_output(ctx, prog, total))
         flags |= FLAG_STREAM;
-    /* Rows without coefficients on contiguous runs (CPUs): each work-item forms its own copy of
-     * the C channels' in __local memory first, where it applies them to 8 rows or more and the
-     * copy fits (it saves the launch and the gap before the pass); else a bn_channel launch
-     * forms them. Per vector (as strided runs form them) the channels-last inference of N8 C512
-     * 28x28 took 1.07-1.23x the time. */
+    /* Rows on contiguous runs (CPUs): each work-item first copies the C channels' coefficients
+     * into __local memory, each vector of channels' side by side, where it applies them to 8
+     * rows or more and the copy fits (FLAG_OWN_COEF). Without coefficients it forms them there
+     * from the statistics (saving a launch and the gap before the pass); else a bn_channel
+     * launch forms them. Per vector (as strided runs form them) the channels-last inference of
+     * N8 C512 28x28 took 1.07-1.23x the time. */
     cl_mem coef = a->coef;
-    const size_t own_bytes = 3 * round_up(channels, vec) * sizeof(float);
-    const bool own = !coef && walk == WALK_ROWS && contiguous &&
-                     chunk >= 8 * ceil_div(channels, vec) && own_bytes <= ctx->dev.local_mem_bytes;
+    const size_t own_bytes = (a->in1 ? 4 : 3) * round_up(channels, vec) * sizeof(float);
+    const bool own = walk == WALK_ROWS && contiguous && chunk >= 8 * ceil_div(channels, vec) &&
+                     own_bytes <= ctx->dev.local_mem_bytes;
+    if (own)
+        flags |= FLAG_OWN_COEF;
     if (!coef && !own && walk == WALK_ROWS && contiguous) {
         clnorm_status status =
             workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);

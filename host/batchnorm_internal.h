@@ -139,8 +139,9 @@ clnorm_status bn_enqueue_stage1(clnorm_context *ctx, launch_chain *chain,
  * for the forward (scale, beta, scale, mean), so y = beta + scale * (x - mean) with in2 = x.
  * Without coef, the kernel forms the forward's from `stats` (one launch): per plane
  * (channels-first), per vector (channels-last rows, strided runs), or, channels-last rows on
- * contiguous runs, into a copy of all C per work-item in __local memory or from a bn_channel
- * launch that bn_enqueue_elementwise adds (where the copy would not pay or fit). */
+ * contiguous runs, into a copy of all C per work-item in __local memory (where a work-item also
+ * copies given ones) or from a bn_channel launch that bn_enqueue_elementwise adds (where the copy
+ * would not pay or fit). */
 typedef struct given_stats {
     cl_mem mean, var, gamma, beta; /* any may be NULL: mean 0, invstd 1, gamma 1, beta 0 */
     cl_int var_is_invstd;
@@ -153,8 +154,8 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-/* as in kernels/batchnorm.cl (bits 16 and up are the kernel's own: which operands are given) */
-enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8 };
+/* as in kernels/batchnorm.cl (bits 32 and up are the kernel's own: which operands are given) */
+enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8, FLAG_OWN_COEF = 16 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Work-group size for kernels with a work-item per channel (or group) and no barriers. */

@@ -1097,8 +1097,8 @@ typedef struct coef_source {
     float eps;
     int var_is_invstd;
     ulong C;
-    /* channels-last rows on contiguous runs (CPUs) without coef: the work-item's own copy of the
-     * forward's coefficients (a = e), formed by form_own_coefs; NULL otherwise */
+    /* channels-last rows on contiguous runs (CPUs) with FLAG_OWN_COEF: the work-item's own copy
+     * of the coefficients (form_own_coefs); NULL otherwise */
     __local const float *own;
 } coef_source;
 
@@ -1141,15 +1141,20 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
  * vector). A second output (out2) keeps plain stores: a layer norm writing y and h both so ran
  * up to 5x slower on PoCL's CPU device (rows of 16 KiB), where y alone ran 0.7-0.8x the time. */
 #define FLAG_STREAM 8
+/* channels-last rows on contiguous runs: each work-item first copies the coefficients (from
+ * coef, or formed from the given statistics without it) into own_coef (form_own_coefs) */
+#define FLAG_OWN_COEF 16
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
  * tests anything (3 tests and branches fewer per vector in the inference loop; its time in the
  * cache, 3.2 MB, went from 0.27 to 0.14 ms in one buffer layout and was 0.14 ms in another) */
-#define OPERAND_IN1 16
-#define OPERAND_IN2 32
-#define OPERAND_RESIDUAL 64
-#define OPERAND_MASK 128
-#define OPERAND_OUT2 256
+#define OPERAND_IN1 32
+#define OPERAND_IN2 64
+#define OPERAND_RESIDUAL 128
+#define OPERAND_MASK 256
+#define OPERAND_OUT2 512
+/* vectors per unit of channels in FLAG_OWN_COEF's copy: (a,) b, e, center */
+#define OWN_COEF_VECTORS(flags) ((flags) & OPERAND_IN1 ? 4 : 3)
 
 /* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
 int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
@@ -1176,10 +1181,13 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
                              FLOATV *b, FLOATV *e, FLOATV *center)
 {
     if (s->own) { /* whole vectors: the copy's lanes past C are zeros */
-        __local const float *unit = s->own + 3 * c;
-        *b = LOADV(unit, 0);
-        *e = *a = LOADV(unit + VEC, 0);
-        *center = LOADV(unit + 2 * VEC, 0);
+        __local const float *unit = s->own + OWN_COEF_VECTORS(flags) * c;
+        const int k = OWN_COEF_VECTORS(flags) - 3; /* (a first when there is one) */
+        if (k)
+            *a = LOADV(unit, 0);
+        *b = LOADV(unit + k * VEC, 0);
+        *e = LOADV(unit + (k + 1) * VEC, 0);
+        *center = LOADV(unit + (k + 2) * VEC, 0);
         return;
     }
     if (s->coef) {
@@ -1205,20 +1213,25 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
     *center = row_given(s->mean, c, lanes_left, 0.0f);
 }
 
-/* The forward's coefficients of all C channels from the given statistics (s->coef NULL) into
- * own, as row_coefs forms them per vector: for each vector of channels, its b, e and center
- * side by side (one run of 3 vectors a unit reads: the three as separate arrays took 1.04x the
- * time by the median of 5 A/B rounds on 12 channels-last inference rows); the lanes past C are
- * zeros. In __local memory: a copy in global scratch, read back in the same launch, Oclgrind
- * took for uninitialized (README, "Tried and not kept"). */
-void form_own_coefs(const coef_source *s, __local float *own)
+/* The coefficients of all C channels (s->coef's, or formed from the given statistics without
+ * it) into own, as row_coefs gives them per vector: for each vector of channels, its a (with in1
+ * only), b, e and center side by side (one run of 3 or 4 vectors a unit reads: the forward's
+ * three as separate arrays took 1.04x the time by the median of 5 A/B rounds on 12
+ * channels-last inference rows); the lanes past C are zeros. In __local memory: a copy in
+ * global scratch, read back in the same launch, Oclgrind took for uninitialized (README, "Tried
+ * and not kept"). */
+void form_own_coefs(const coef_source *s, __local float *own, int flags)
 {
+    const int k = OWN_COEF_VECTORS(flags) - 3;
     for (ulong c = 0; c < s->C; c += VEC) {
-        FLOATV a, b, e, center;
-        row_coefs(s, c, (long)(s->C - c), OPERAND_IN2, &a, &b, &e, &center);
-        STOREV(own + 3 * c, 0, b);
-        STOREV(own + 3 * c + VEC, 0, e);
-        STOREV(own + 3 * c + 2 * VEC, 0, center);
+        FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
+        row_coefs(s, c, (long)(s->C - c), flags, &a, &b, &e, &center);
+        __local float *unit = own + OWN_COEF_VECTORS(flags) * c;
+        if (k)
+            STOREV(unit, 0, a);
+        STOREV(unit + k * VEC, 0, b);
+        STOREV(unit + (k + 1) * VEC, 0, e);
+        STOREV(unit + (k + 2) * VEC, 0, center);
     }
 }
 
@@ -1487,10 +1500,11 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
      * 1): a GPU allocates registers for a kernel's largest path, and the CPU path's would cost
      * it occupancy (AMD gfx90a, LLVM 15: 90 VGPRs with both paths, 54 with the strided one). */
 #if WG_SIZE == 1
-    /* Rows without coef (inference, one launch): the work-item's own copy first. (own_coef is
-     * the work-group's, and the work-group this one work-item.) */
-    if (walk == WALK_ROWS && !coef) {
-        form_own_coefs(&src, own_coef);
+    /* the work-item's own copy of the coefficients first (own_coef is the work-group's, and the
+     * work-group this one work-item) */
+    if (flags & FLAG_OWN_COEF) {
+        flags &= ~FLAG_OWN_COEF;
+        form_own_coefs(&src, own_coef, flags);
         src.own = own_coef;
     }
     /* a contiguous chunk per work-item (CPUs); with FLAG_LAST_FIRST the last chunk first */
