@@ -493,6 +493,9 @@ static const bn_case shape_table[] = {
      * work-groups of 64 (8 vectors per work-item) and 128 (CI and the NVIDIA row) */
     {2, 3, 2, {28, 28}, 0, 0},
     {4, 3, 2, {28, 28}, 0, 0},
+    /* CPUs' one-launch channels-first kernels taking 2-channel tiles n by n (N x streams past
+     * PREFETCH_STREAMS: host/batchnorm.c), planes of 49 values */
+    {12, 16, 2, {7, 7}, 0, 0},
     /* 361 channels-last rows: past the register kernel of work-groups of 16 (Oclgrind's small
      * shapes), the cached one where cached_kib allows */
     {1, 2, 2, {19, 19}, 0, 0},
@@ -608,7 +611,7 @@ ParameterizedTest(bn_case *tc, bn, adversarial_data)
 
 static const bn_case fused_table[] = {
     {3, 23, 2, {13, 17}, 0, 0}, {16, 3, 2, {7, 7}, 0, 0}, {4, 8, 2, {8, 8}, 0, 0},
-    {2, 5, 0, {0}, 0, 0},
+    {2, 5, 0, {0}, 0, 0}, {12, 16, 2, {7, 7}, 0, 0},
 };
 
 ParameterizedTestParameters(bn, fused_relu_and_add_relu)
