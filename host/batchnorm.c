@@ -334,12 +334,13 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
      * launch forms them. Per vector (as strided runs form them) the channels-last inference of
      * N8 C512 28x28 took 1.07-1.23x the time. */
     cl_mem coef = a->coef;
+    const bool rows = walk == WALK_ROWS && contiguous;
     const size_t own_bytes = (a->in1 ? 4 : 3) * round_up(channels, vec) * sizeof(float);
-    const bool own = walk == WALK_ROWS && contiguous && chunk >= 8 * ceil_div(channels, vec) &&
+    const bool own = rows && chunk >= 8 * ceil_div(channels, vec) &&
                      own_bytes <= ctx->dev.local_mem_bytes;
     if (own)
         flags |= FLAG_OWN_COEF;
-    if (!coef && !own && walk == WALK_ROWS && contiguous) {
+    if (!coef && !own && rows) {
         clnorm_status status =
             workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);
         if (status == CLNORM_OK)

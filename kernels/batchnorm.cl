@@ -294,49 +294,45 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
     return lane_select(v - k, left);
 }
 
-/* Sums f(v) over `planes` runs of `len` values (run n at base + n * stride) of pivoted values
- * v = x [+ addend] - k: f(v) = v (cached_sum), or (v - center) * scale * (v - center)
- * (cached_sum_squares: scale = 1 / P gives m2n directly, and a term does not overflow where the
- * plain square would, deviations past 2^64, while the sum stays within about twice the largest
- * square). Four
- * accumulators in four variables (an array or a flag here and PoCL keeps them in memory), so
- * the adds are independent; missing lanes of a run's last vector add nothing. */
+/* Sums f(v) over the run of `len` values at o of pivoted values v = x [+ addend] - k: f(v) = v
+ * (cached_sum), or (v - center) * scale * (v - center) (cached_sum_squares: scale = 1 / P gives
+ * m2n directly, and a term does not overflow where the plain square would, deviations past
+ * 2^64, while the sum stays within about twice the largest square). Four accumulators in four
+ * variables (an array or a flag here and PoCL keeps them in memory), so the adds are
+ * independent; missing lanes of the run's last vector add nothing. name##_lanes: the lane sums,
+ * before the horizontal one. */
 #define TERM_VALUE(v, center, scale) (v)
 #define TERM_SQUARE(v, center, scale) (((v) - (center)) * (scale) * ((v) - (center)))
 #define DEFINE_CACHED_SUM(name, TERM)                                                              \
     ALWAYS_INLINE FLOATV name##_lanes(__global const DATA_T *x, __global const DATA_T *addend,     \
-                                      ulong base, ulong stride, ulong planes, ulong len, float k,  \
-                                      float center, float scale)                                   \
+                                      ulong o, ulong len, float k, float center, float scale)      \
     {                                                                                              \
         const ulong whole = len / VEC;                                                             \
         FLOATV a0 = 0.0f, a1 = 0.0f, a2 = 0.0f, a3 = 0.0f;                                         \
-        for (ulong n = 0; n < planes; n++) {                                                       \
-            const ulong o = base + n * stride;                                                     \
-            ulong j = 0;                                                                           \
-            for (; j + 4 <= whole; j += 4) {                                                       \
-                const FLOATV v0 = pivoted(x, addend, o + j * VEC, VEC, k);                         \
-                const FLOATV v1 = pivoted(x, addend, o + (j + 1) * VEC, VEC, k);                   \
-                const FLOATV v2 = pivoted(x, addend, o + (j + 2) * VEC, VEC, k);                   \
-                const FLOATV v3 = pivoted(x, addend, o + (j + 3) * VEC, VEC, k);                   \
-                a0 += TERM(v0, center, scale);                                                     \
-                a1 += TERM(v1, center, scale);                                                     \
-                a2 += TERM(v2, center, scale);                                                     \
-                a3 += TERM(v3, center, scale);                                                     \
-            }                                                                                      \
-            for (; j < whole; j++)                                                                 \
-                a0 += TERM(pivoted(x, addend, o + j * VEC, VEC, k), center, scale);                \
-            if (whole * VEC < len) {                                                               \
-                const long left = (long)(len - whole * VEC);                                       \
-                const FLOATV v = pivoted(x, addend, o + whole * VEC, left, k);                     \
-                a1 += lane_select(TERM(v, center, scale), left);                                   \
-            }                                                                                      \
+        ulong j = 0;                                                                               \
+        for (; j + 4 <= whole; j += 4) {                                                           \
+            const FLOATV v0 = pivoted(x, addend, o + j * VEC, VEC, k);                             \
+            const FLOATV v1 = pivoted(x, addend, o + (j + 1) * VEC, VEC, k);                       \
+            const FLOATV v2 = pivoted(x, addend, o + (j + 2) * VEC, VEC, k);                       \
+            const FLOATV v3 = pivoted(x, addend, o + (j + 3) * VEC, VEC, k);                       \
+            a0 += TERM(v0, center, scale);                                                         \
+            a1 += TERM(v1, center, scale);                                                         \
+            a2 += TERM(v2, center, scale);                                                         \
+            a3 += TERM(v3, center, scale);                                                         \
+        }                                                                                          \
+        for (; j < whole; j++)                                                                     \
+            a0 += TERM(pivoted(x, addend, o + j * VEC, VEC, k), center, scale);                    \
+        if (whole * VEC < len) {                                                                   \
+            const long left = (long)(len - whole * VEC);                                           \
+            const FLOATV v = pivoted(x, addend, o + whole * VEC, left, k);                         \
+            a1 += lane_select(TERM(v, center, scale), left);                                       \
         }                                                                                          \
         return (a0 + a1) + (a2 + a3);                                                              \
     }                                                                                              \
-    float name(__global const DATA_T *x, __global const DATA_T *addend, ulong base, ulong stride,  \
-               ulong planes, ulong len, float k, float center, float scale)                        \
+    float name(__global const DATA_T *x, __global const DATA_T *addend, ulong o, ulong len,        \
+               float k, float center, float scale)                                                 \
     {                                                                                              \
-        return HSUM(name##_lanes(x, addend, base, stride, planes, len, k, center, scale));         \
+        return HSUM(name##_lanes(x, addend, o, len, k, center, scale));                            \
     }
 
 DEFINE_CACHED_SUM(cached_sum, TERM_VALUE)
@@ -345,15 +341,13 @@ DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
 /* Statistics (count, mean - k, m2n) of the values of a fused kernel, which it reads again while
  * they are in cache: two passes (the mean, then the squared deviations from it), exact for
  * exact data, with no per-block merges; pivot k = the first value. */
-void cached_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong base,
-                  ulong stride, ulong planes, ulong len, float *k, float *count, float *mean,
-                  float *m2n)
+void cached_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong o, ulong len,
+                  float *k, float *count, float *mean, float *m2n)
 {
-    *k = LOAD(x, base) + (addend ? LOAD(addend, base) : 0.0f);
-    *count = (float)(planes * len);
-    *mean = cached_sum(x, addend, base, stride, planes, len, *k, 0.0f, 1.0f) / *count;
-    *m2n = cached_sum_squares(x, addend, base, stride, planes, len, *k, *mean,
-                              1.0f / pow2_floor(*count));
+    *k = LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f);
+    *count = (float)len;
+    *mean = cached_sum(x, addend, o, len, *k, 0.0f, 1.0f) / *count;
+    *m2n = cached_sum_squares(x, addend, o, len, *k, *mean, 1.0f / pow2_floor(*count));
 }
 
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
@@ -580,27 +574,23 @@ ALWAYS_INLINE void grad_rows(__global const DATA_T *x, __global const DATA_T *dy
         grad_unit(x, dy, mask, masked_dy, (r0 + j * step) * C + c0, left, mu, sum, second);
 }
 
-/* Gradient sums over `planes` runs of `len` values (run n at base + n * stride): whole vectors
- * two at a time into independent sums, then a run's partial one. */
+/* Gradient sums over the run of `len` values at o: whole vectors two at a time into independent
+ * sums, then the run's partial one. */
 ALWAYS_INLINE void plane_grad_sums(__global const DATA_T *x, __global const DATA_T *dy,
-                                   __global const DATA_T *mask, ulong base, ulong stride,
-                                   ulong planes, ulong len, float mu, FLOATV *sum,
-                                   FLOATV *second)
+                                   __global const DATA_T *mask, ulong o, ulong len, float mu,
+                                   FLOATV *sum, FLOATV *second)
 {
     const ulong whole = len / VEC * VEC;
     FLOATV a1 = 0.0f, a2 = 0.0f, b1 = 0.0f, b2 = 0.0f;
-    for (ulong n = 0; n < planes; n++) {
-        const ulong o = base + n * stride;
-        ulong p = 0;
-        for (; p + 2 * VEC <= whole; p += 2 * VEC) {
-            grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
-            grad_unit(x, dy, mask, NULL, o + p + VEC, VEC, mu, &b1, &b2);
-        }
-        for (; p < whole; p += VEC)
-            grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
-        if (whole < len)
-            grad_unit(x, dy, mask, NULL, o + whole, (long)(len - whole), mu, &b1, &b2);
+    ulong p = 0;
+    for (; p + 2 * VEC <= whole; p += 2 * VEC) {
+        grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
+        grad_unit(x, dy, mask, NULL, o + p + VEC, VEC, mu, &b1, &b2);
     }
+    for (; p < whole; p += VEC)
+        grad_unit(x, dy, mask, NULL, o + p, VEC, mu, &a1, &a2);
+    if (whole < len)
+        grad_unit(x, dy, mask, NULL, o + whole, (long)(len - whole), mu, &b1, &b2);
     *sum = a1 + b1;
     *second = a2 + b2;
 }
@@ -1561,25 +1551,20 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
 #endif
 }
 
-/* bn_elementwise's arithmetic over `planes` runs of `len` values (run n at base + n * stride):
- * whole vectors, then a run's partial one. */
+/* bn_elementwise's arithmetic over the run of `len` values at o: whole vectors, then the run's
+ * partial one. */
 ALWAYS_INLINE void plane_apply(__global const DATA_T *in1, __global const DATA_T *in2,
                                __global const DATA_T *residual, __global const DATA_T *mask,
-                               __global DATA_T *out, __global DATA_T *out2, ulong base,
-                               ulong stride, ulong planes, ulong len, FLOATV a, FLOATV b,
-                               FLOATV e, FLOATV center, int flags)
+                               __global DATA_T *out, __global DATA_T *out2, ulong o, ulong len,
+                               FLOATV a, FLOATV b, FLOATV e, FLOATV center, int flags)
 {
     const ulong whole = len / VEC * VEC;
     flags = with_operands(flags, in1, in2, residual, mask, out2);
-    for (ulong n = 0; n < planes; n++) {
-        const ulong o = base + n * stride;
-        for (ulong p = 0; p < whole; p += VEC)
-            elementwise_unit(in1, in2, residual, mask, out, out2, o + p, VEC, a, b, e, center,
-                             flags);
-        if (whole < len)
-            elementwise_unit(in1, in2, residual, mask, out, out2, o + whole, (long)(len - whole),
-                             a, b, e, center, flags);
-    }
+    for (ulong p = 0; p < whole; p += VEC)
+        elementwise_unit(in1, in2, residual, mask, out, out2, o + p, VEC, a, b, e, center, flags);
+    if (whole < len)
+        elementwise_unit(in1, in2, residual, mask, out, out2, o + whole, (long)(len - whole), a, b,
+                         e, center, flags);
 }
 
 /* statement, with o the offset of plane (n, c_first + t), for the `here` channels' planes n by n:
@@ -1618,13 +1603,12 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
         k[t] = LOAD(x, (c_first + t) * HW); /* the pivot: the channel's first value */
         acc[t] = 0.0f;
     }
-    TILE_PLANES(acc[t] += cached_sum_lanes(x, NULL, o, 0, 1, HW, k[t], 0.0f, 1.0f))
+    TILE_PLANES(acc[t] += cached_sum_lanes(x, NULL, o, HW, k[t], 0.0f, 1.0f))
     for (uint t = 0; t < here; t++) {
         mean[t] = HSUM(acc[t]) / count;
         acc[t] = 0.0f;
     }
-    TILE_PLANES(acc[t] +=
-                cached_sum_squares_lanes(x, NULL, o, 0, 1, HW, k[t], mean[t], inv_p))
+    TILE_PLANES(acc[t] += cached_sum_squares_lanes(x, NULL, o, HW, k[t], mean[t], inv_p))
     for (uint t = 0; t < here; t++) {
         mean[t] += k[t];
         scale[t] = finalize_stats(c_first + t, C, count, mean[t], HSUM(acc[t]), eps, momentum,
@@ -1632,7 +1616,7 @@ __kernel void bn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                   NULL);
     }
     /* y = beta + scale * (x - mean), as the coefficients of bn_channel give it */
-    TILE_PLANES(plane_apply(NULL, x, residual, NULL, y, NULL, o, 0, 1, HW, 0.0f,
+    TILE_PLANES(plane_apply(NULL, x, residual, NULL, y, NULL, o, HW, 0.0f,
                             beta ? beta[c_first + t] : 0.0f, scale[t], mean[t], flags))
 #endif
 }
@@ -1924,18 +1908,16 @@ __kernel void bn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     }
     FLOATV s1, s2;
     if (mask) /* (with NULL known, the compiler drops the mask's checks) */
-        TILE_PLANES(plane_grad_sums(x, dy, mask, o, 0, 1, HW, mu[t], &s1, &s2); g1[t] += s1;
-                    g2[t] += s2)
+        TILE_PLANES(plane_grad_sums(x, dy, mask, o, HW, mu[t], &s1, &s2); g1[t] += s1; g2[t] += s2)
     else
-        TILE_PLANES(plane_grad_sums(x, dy, NULL, o, 0, 1, HW, mu[t], &s1, &s2); g1[t] += s1;
-                    g2[t] += s2)
+        TILE_PLANES(plane_grad_sums(x, dy, NULL, o, HW, mu[t], &s1, &s2); g1[t] += s1; g2[t] += s2)
     for (uint t = 0; t < here; t++) {
         const ulong c = c_first + t;
         grad_coefficients(c, (float)(N * HW), HSUM(g1[t]), HSUM(g2[t]),
                           gamma ? gamma[c] : 1.0f, given_invstd(var_in, !frozen, eps, c),
                           flags, dgamma, dbeta, &a[t], &b[t], &e[t]);
     }
-    TILE_PLANES(plane_apply(dy, frozen ? NULL : x, NULL, mask, dx, dresidual, o, 0, 1, HW,
-                            a[t], b[t], e[t], mu[t], 0))
+    TILE_PLANES(plane_apply(dy, frozen ? NULL : x, NULL, mask, dx, dresidual, o, HW, a[t], b[t],
+                            e[t], mu[t], 0))
 #endif
 }

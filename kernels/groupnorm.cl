@@ -415,13 +415,13 @@ ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *a
     float k = 0.0f, sum = 0.0f;
     if (here) {
         k = LOAD(x, r_first * D) + (addend ? LOAD(addend, r_first * D) : 0.0f);
-        sum = cached_sum(x, addend, r_first * D, 0, 1, D, k, 0.0f, 1.0f);
+        sum = cached_sum(x, addend, r_first * D, D, k, 0.0f, 1.0f);
     }
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, o = r * D;
         const float mean = sum / count;
         const float m2n =
-            cached_sum_squares(x, addend, o, 0, 1, D, k, mean, 1.0f / pow2_floor(count));
+            cached_sum_squares(x, addend, o, D, k, mean, 1.0f / pow2_floor(count));
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
@@ -467,7 +467,7 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t;
         float k, count, mean, m2n;
-        cached_stats(x, addend, r * D, 0, 1, D, &k, &count, &mean, &m2n);
+        cached_stats(x, addend, r * D, D, &k, &count, &mean, &m2n);
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         /* gn_apply's units over this group: Cg planes of HW */

@@ -493,8 +493,8 @@ static const bn_case shape_table[] = {
      * work-groups of 64 (8 vectors per work-item) and 128 (CI and the NVIDIA row) */
     {2, 3, 2, {28, 28}, 0, 0},
     {4, 3, 2, {28, 28}, 0, 0},
-    /* CPUs' one-launch channels-first kernels taking 2-channel tiles n by n (N x streams past
-     * PREFETCH_STREAMS: host/batchnorm.c), planes of 49 values */
+    /* CPUs' one-launch channels-first kernels on tiles of 2 channels (their planes n by n),
+     * planes of 49 values */
     {12, 16, 2, {7, 7}, 0, 0},
     /* 361 channels-last rows: past the register kernel of work-groups of 16 (Oclgrind's small
      * shapes), the cached one where cached_kib allows */
