@@ -367,50 +367,58 @@ ALWAYS_INLINE void gn_segment(__global const DATA_T *x, __global const DATA_T *a
            seg_len, c, r, whole, ups, 0, fixed, g0, fixed ? 0 : whole * VEC - g0 * Cg, stream);
 }
 
-/* Row o's apply (D values, mean m, rstd rs) and, in the same loop with `next`, the sum of the next
- * row's values pivoted by k (returned): the cached row is written while the next one is read
- * from memory, reads and writes at once as in a copy. */
-ALWAYS_INLINE float row_apply_and_sum(__global const DATA_T *x, __global const DATA_T *addend,
-                                      __global const float *weight,
-                                      __global const float *bias, __global DATA_T *y,
-                                      __global DATA_T *h, ulong o, ulong D, float m, float rs,
-                                      int next, float k, int stream)
+/* The apply of one segment of a group (len values at o: a row of channels with per-lane weights,
+ * or with `lanes` = 0 a plane of channel c; mean m, rstd rs) and, in the same loop with `next`,
+ * the lane sums of the values `gap` further on pivoted by k (the next group's, returned): the
+ * cached group is written while the next one is read from memory, reads and writes at once as
+ * in a copy. */
+ALWAYS_INLINE FLOATV apply_and_sum_next(__global const DATA_T *x, __global const DATA_T *addend,
+                                        __global const float *weight,
+                                        __global const float *bias, __global DATA_T *y,
+                                        __global DATA_T *h, ulong o, ulong len, int lanes,
+                                        ulong c, ulong gap, float m, float rs, int next, float k,
+                                        int stream)
 {
-    const ulong whole = D / VEC * VEC;
+    const ulong whole = len / VEC * VEC;
     const unit_values st = {m, rs, 0.0f, 0.0f}; /* gn_unit's forward values (m = 0 for RMS) */
     FLOATV s0 = 0.0f, s1 = 0.0f;
     ulong j = 0;
     for (; j + 2 * VEC <= whole; j += 2 * VEC) {
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, VEC, 0, j, &st,
-                stream);
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j + VEC, VEC, 0,
-                j + VEC, &st, stream);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, lanes, GN_FORWARD, o + j, VEC, c, j,
+                &st, stream);
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, lanes, GN_FORWARD, o + j + VEC, VEC,
+                c, j + VEC, &st, stream);
         if (next) {
-            s0 += pivoted(x, addend, o + D + j, VEC, k);
-            s1 += pivoted(x, addend, o + D + j + VEC, VEC, k);
+            s0 += pivoted(x, addend, o + gap + j, VEC, k);
+            s1 += pivoted(x, addend, o + gap + j + VEC, VEC, k);
         }
     }
-    for (; j < D; j += VEC) {
-        const long left = (long)(D - j) < VEC ? (long)(D - j) : VEC;
-        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, 1, GN_FORWARD, o + j, left, 0, j, &st,
-                stream);
+    for (; j < len; j += VEC) {
+        const long left = (long)(len - j) < VEC ? (long)(len - j) : VEC;
+        gn_unit(x, addend, NULL, NULL, 1, weight, bias, y, h, lanes, GN_FORWARD, o + j, left, c, j,
+                &st, stream);
         if (next)
-            s1 += pivoted(x, addend, o + D + j, left, k);
+            s1 += pivoted(x, addend, o + gap + j, left, k);
     }
-    return next ? HSUM(s0 + s1) : 0.0f;
+    return s0 + s1;
 }
 
-/* gn_forward_fused over rows r_first.. (HW = 1, one group: layer and RMS norm): each row's sum
- * rides on the previous row's apply (row_apply_and_sum); its squared deviations come from the
- * cache. Statistics as cached_stats: pivot k = the row's first value, two passes. */
-ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *addend,
-                              __global const float *weight, __global const float *bias,
-                              __global float *mean_out, __global float *rstd,
-                              __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
-                              ulong R, ulong D, ulong r_first, uint here, float eps, int flags,
-                              int stream)
+/* gn_forward_fused over groups r_first.. (each D contiguous values: a row of channels when
+ * HW = 1, else Cg planes of HW): each group's sum rides on the previous group's apply
+ * (apply_and_sum_next); its squared deviations come from the cache. Statistics as cached_stats:
+ * pivot k = the group's first value, two passes. */
+ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T *addend,
+                                __global const float *weight, __global const float *bias,
+                                __global float *mean_out, __global float *rstd,
+                                __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
+                                ulong R, ulong C, ulong HW, ulong G, ulong r_first, uint here,
+                                float eps, int flags)
 {
     const int rms = flags & CHF_RMS;
+    const int lanes = HW == 1; /* vector lanes are channels, with their own weights */
+    const ulong Cg = C / G, D = Cg * HW, segs = lanes ? 1 : Cg, seg_len = lanes ? D : HW;
+    /* segments (rows, or planes) start on whole vectors */
+    const int stream = streams(flags, y, seg_len);
     const float count = (float)D;
     float k = 0.0f, sum = 0.0f;
     if (here) {
@@ -418,29 +426,32 @@ ALWAYS_INLINE void fused_rows(__global const DATA_T *x, __global const DATA_T *a
         sum = cached_sum(x, addend, r_first * D, D, k, 0.0f, 1.0f);
     }
     for (uint t = 0; t < here; t++) {
-        const ulong r = r_first + t, o = r * D;
+        const ulong r = r_first + t, o = r * D, c_first = (r % G) * Cg;
         const float mean = sum / count;
         const float m2n =
             cached_sum_squares(x, addend, o, D, k, mean, 1.0f / pow2_floor(count));
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
-        if (t + 1 < here) {
+        const int next = t + 1 < here;
+        if (next)
             k = LOAD(x, o + D) + (addend ? LOAD(addend, o + D) : 0.0f);
-            sum = row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 1, k, stream);
-        } else {
-            row_apply_and_sum(x, addend, weight, bias, y, h, o, D, m, rs, 0, 0.0f, stream);
-        }
+        FLOATV next_sum = 0.0f;
+        for (ulong j = 0; j < segs; j++)
+            next_sum += apply_and_sum_next(x, addend, weight, bias, y, h, o + j * seg_len,
+                                           seg_len, lanes, c_first + j, D, m, rs, next, k,
+                                           stream);
+        sum = HSUM(next_sum);
     }
 }
 
 /* The forward in one launch for work-groups of one (CPUs) where each group is one contiguous row
  * of D values that fits in cache (layer and RMS norm: rows of C = D; channels-first group and
- * instance norm: Cg planes of HW): each work-item takes the statistics of its `tile` rows
- * (bn_reduce_cf's blocks, one partial), finalizes them as bn_channel does (mean, rstd, and
- * out_sets for InstanceNorm's running statistics), then applies them as gn_apply does while the
- * rows are still in cache: x [and the addend] are read from memory once. Work-items:
- * ceil(R / tile). */
+ * instance norm: Cg planes of HW): each work-item takes the statistics of its `tile` groups
+ * (fused_groups: the first from memory, each next one's sum during the previous one's apply),
+ * finalizes them as bn_channel does (mean, rstd, and out_sets for InstanceNorm's running
+ * statistics), and applies them as gn_apply does while the group is still in cache: x [and the
+ * addend] are read from memory once. Work-items: ceil(R / tile). */
 __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *addend,
                                __global const float *weight, __global const float *bias,
                                __global float *mean_out, __global float *rstd,
@@ -449,40 +460,22 @@ __kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *
                                int flags)
 {
 #if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
-    const ulong D = C / G * HW, Cg = C / G;
     const ulong r_first = get_global_id(0) * tile;
     const uint here = tile_count(r_first, R, tile);
-    const int rms = flags & CHF_RMS;
-    /* segments (rows, or planes) start on whole vectors */
-    const int stream = streams(flags, y, HW == 1 ? D : HW);
-    if (HW == 1) { /* rows (with their NULLs known to the compiler without a residual) */
-        if (addend)
-            fused_rows(x, addend, weight, bias, mean_out, rstd, out_sets, y, h, R, D, r_first,
-                       here, eps, flags, stream);
-        else
-            fused_rows(x, NULL, weight, bias, mean_out, rstd, out_sets, y, NULL, R, D, r_first,
-                       here, eps, flags, stream);
-        return;
-    }
-    for (uint t = 0; t < here; t++) {
-        const ulong r = r_first + t;
-        float k, count, mean, m2n;
-        cached_stats(x, addend, r * D, D, &k, &count, &mean, &m2n);
-        finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
-                       rms ? NULL : mean_out, rstd, out_sets);
-        /* gn_apply's units over this group: Cg planes of HW */
-        const ulong ups = (HW + VEC - 1) / VEC, whole = HW / VEC;
-        for (ulong j = 0; j < Cg; j++) {
-            const ulong seg = r * Cg + j;
-            /* (without a residual, with its NULLs known to the compiler) */
-            if (addend)
-                gn_segment(x, addend, rms ? NULL : mean_out, rstd, weight, bias, y, h, R, Cg, 0,
-                           seg, HW, seg % C, r, whole, ups, 1, stream);
-            else
-                gn_segment(x, NULL, rms ? NULL : mean_out, rstd, weight, bias, y, NULL, R, Cg, 0,
-                           seg, HW, seg % C, r, whole, ups, 1, stream);
-        }
-    }
+    /* rows (HW = 1, per-lane weights) and planes apart, each without a residual apart: their
+     * NULLs and constants known to the compiler */
+#define FUSED_GROUPS(addend_, h_, HW_)                                                             \
+    fused_groups(x, addend_, weight, bias, mean_out, rstd, out_sets, y, h_, R, C, HW_, G,      \
+                 r_first, here, eps, flags)
+    if (HW == 1 && addend)
+        FUSED_GROUPS(addend, h, 1);
+    else if (HW == 1)
+        FUSED_GROUPS(NULL, NULL, 1);
+    else if (addend)
+        FUSED_GROUPS(addend, h, HW);
+    else
+        FUSED_GROUPS(NULL, NULL, HW);
+#undef FUSED_GROUPS
 #endif
 }
 

@@ -491,6 +491,9 @@ static const fn_case cases[] = {
     {INSTANCE, 3, 4, 25, 4, 1, 1e-5, 0, RANDOM},
     {INSTANCE, 2, 3, 7, 3, 1, 1e-5, 0, EXACT},
     {INSTANCE, 4, 20, 9, 20, 1, 1e-5, 1, RANDOM},
+    /* channels-first, R = 64: CPUs' one-launch forward, 8 instances a work-item, each one's sum
+     * taken during the previous one's apply (planes of partial vectors, a residual) */
+    {INSTANCE, 4, 16, 25, 16, 0, 1e-5, 1, RANDOM},
 };
 
 ParameterizedTestParameters(featurenorm, matches_float64)
