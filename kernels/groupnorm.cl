@@ -916,6 +916,22 @@ ALWAYS_INLINE void bwd_sum_unit(__global const DATA_T *x, __global const DATA_T 
     }
 }
 
+/* A plane's sums (lane sums s1 of dy, s2 of dy * (x - mean)) into its group's, weighted by
+ * channel c's weight, and into channel c's set (count, sum dy, sum dy * xhat). */
+ALWAYS_INLINE void plane_sums_add(__global const float *weight, __global float *set, ulong C,
+                                  ulong HW, ulong c, float rs, FLOATV s1, FLOATV s2, float *sum1,
+                                  float *sum2)
+{
+    const float w = weight ? weight[c] : 1.0f, sg = HSUM(s1), sgx = HSUM(s2);
+    *sum1 += w * sg;
+    *sum2 += w * sgx;
+    if (set) {
+        set[c] += (float)HW;
+        set[C + c] += sg;
+        set[2 * C + c] += sgx * rs;
+    }
+}
+
 /* One row's step of bwd_sum_rows: its vector of dy and x at column p, into the row's sums and
  * the columns' sums c1, c2. */
 #define BWD_ROW_STEP(k, s1, s2)                                                                    \
@@ -995,17 +1011,19 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* rows_at_once rounded down to the groups bwd_sum_rows takes (2 or 4), else 1 */
     const uint at_once = !lanes || !set ? 1 : rows_at_once >= 4 ? 4 : rows_at_once >= 2 ? 2 : 1;
     float group_sum1[4], group_sum2[4]; /* the sums of the rows of a group */
+    float next1 = 0.0f, next2 = 0.0f;     /* planes: the group's sums, from the previous dx */
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, c_first = (r % G) * Cg;
         const float mu = mean ? mean[r] : 0.0f, rs = rstd[r];
         const uint k = t % at_once; /* the row's place in its group; the last rows: none */
         const bool grouped = at_once > 1 && t - k + at_once <= here;
+        const bool ridden = !lanes && t > 0; /* its sums rode on the group before's dx pass */
         if (grouped && !k)
             bwd_sum_rows(x, dy, mean, rstd, weight, set, C, r, at_once, group_sum1, group_sum2);
         /* sum w * dy, sum w * dy * (x - mu) */
-        float sum1 = grouped ? group_sum1[k] : 0.0f, sum2 = grouped ? group_sum2[k] : 0.0f;
-        for (ulong j = 0; j < segs && !grouped; j++) {
-            const ulong o = r * D + j * seg_len, c = c_first + j;
+        float sum1 = grouped ? group_sum1[k] : next1, sum2 = grouped ? group_sum2[k] : next2;
+        for (ulong j = 0; j < segs && !grouped && !ridden; j++) {
+            const ulong o = r * D + j * seg_len;
             FLOATV s1 = 0.0f, s2 = 0.0f;
             for (ulong p = 0; p < whole; p += VEC)
                 bwd_sum_unit(x, dy, weight, set, C, lanes, c_first + p, o + p, VEC, mu, rs, &s1,
@@ -1016,16 +1034,8 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
             if (lanes) {
                 sum1 = HSUM(s1);
                 sum2 = HSUM(s2);
-                continue;
-            }
-            const float w = weight ? weight[c] : 1.0f, sg = HSUM(s1), sgx = HSUM(s2);
-            sum1 += w * sg;
-            sum2 += w * sgx;
-            if (set) {
-                set[c] += (float)HW;
-                set[C + c] += sg;
-                set[2 * C + c] += sgx * rs;
-            }
+            } else
+                plane_sums_add(weight, set, C, HW, c_first + j, rs, s1, s2, &sum1, &sum2);
         }
         unit_values s;
         float a, b, e;
@@ -1034,14 +1044,31 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
         s.v1 = b;
         s.v2 = e;
         s.v3 = mu;
+        /* planes: the next group's sums in the same loop, read from memory while dx is written */
+        const bool next = !lanes && t + 1 < here;
+        const float mu_n = next && mean ? mean[r + 1] : 0.0f, rs_n = next ? rstd[r + 1] : 0.0f;
+        const ulong c_next = ((r + 1) % G) * Cg;
+        next1 = next2 = 0.0f;
         for (ulong j = 0; j < segs; j++) {
             const ulong o = r * D + j * seg_len, c = c_first + j;
-            for (ulong p = 0; p < whole; p += VEC)
+            FLOATV n1 = 0.0f, n2 = 0.0f;
+            for (ulong p = 0; p < whole; p += VEC) {
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p,
                         VEC, c, c_first + p, &s, stream);
-            if (whole < seg_len)
+                if (next)
+                    bwd_sum_unit(x, dy, NULL, NULL, C, 0, 0, o + D + p, VEC, mu_n, rs_n, &n1,
+                                 &n2);
+            }
+            if (whole < seg_len) {
+                const long left = (long)(seg_len - whole);
                 gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD,
-                        o + whole, (long)(seg_len - whole), c, c_first + whole, &s, stream);
+                        o + whole, left, c, c_first + whole, &s, stream);
+                if (next)
+                    bwd_sum_unit(x, dy, NULL, NULL, C, 0, 0, o + D + whole, left, mu_n, rs_n,
+                                 &n1, &n2);
+            }
+            if (next)
+                plane_sums_add(weight, set, C, HW, c_next + j, rs_n, n1, n2, &next1, &next2);
         }
     }
     /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */
