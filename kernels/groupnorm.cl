@@ -376,8 +376,8 @@ ALWAYS_INLINE FLOATV apply_and_sum_next(__global const DATA_T *x, __global const
                                         __global const float *weight,
                                         __global const float *bias, __global DATA_T *y,
                                         __global DATA_T *h, ulong o, ulong len, int lanes,
-                                        ulong c, ulong gap, float m, float rs, int next, float k,
-                                        int stream)
+                                        ulong c, ulong gap, float m, float rs, const int next,
+                                        float k, int stream)
 {
     const ulong whole = len / VEC * VEC;
     const unit_values st = {m, rs, 0.0f, 0.0f}; /* gn_unit's forward values (m = 0 for RMS) */
@@ -437,10 +437,16 @@ ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T 
         if (next)
             k = LOAD(x, o + D) + (addend ? LOAD(addend, o + D) : 0.0f);
         FLOATV next_sum = 0.0f;
-        for (ulong j = 0; j < segs; j++)
-            next_sum += apply_and_sum_next(x, addend, weight, bias, y, h, o + j * seg_len,
-                                           seg_len, lanes, c_first + j, D, m, rs, next, k,
-                                           stream);
+        for (ulong j = 0; j < segs; j++) {
+            const ulong oj = o + j * seg_len, c = c_first + j;
+            /* (each its own loop: `next` a constant in each) */
+            if (next)
+                next_sum += apply_and_sum_next(x, addend, weight, bias, y, h, oj, seg_len, lanes,
+                                               c, D, m, rs, 1, k, stream);
+            else
+                apply_and_sum_next(x, addend, weight, bias, y, h, oj, seg_len, lanes, c, D, m, rs,
+                                   0, 0.0f, stream);
+        }
         sum = HSUM(next_sum);
     }
 }
@@ -982,25 +988,42 @@ ALWAYS_INLINE void bwd_sum_rows(__global const DATA_T *x, __global const DATA_T 
     }
 }
 
-/* The backward in one launch for work-groups of one (CPUs), where gn_forward_fused serves the
- * forward (a group is one contiguous row of D values that fits in cache): each work-item takes
- * its `tile` groups: the group's sums (x and dy from memory), its coefficients (bn_channel's
- * CH_GRAD), then dx [+ dh_in] (x and dy from cache): 3 passes instead of 5. With col_sets, each
- * work-item also writes its own set of per-channel sums, count | sum dy | sum dy * xhat (3C floats
- * at item * 3C), which bn_channel merges into dweight and dbias; rows of channels then take
- * their sums `rows_at_once` (1, 2 or 4) rows at a time, so that each vector of the set is loaded
- * and stored once per group of rows. Work-items: ceil(R / tile). */
-__kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T *dy,
-                                __global const DATA_T *dh_in, __global const float *mean,
-                                __global const float *rstd, __global const float *weight,
-                                ulong R, ulong C, ulong HW, ulong G, uint tile,
-                                uint rows_at_once, int flags, __global DATA_T *dx,
-                                __global float *col_sets)
+/* dx [+ dh_in] over one segment at o (gn_unit's backward, coefficients s) and, with `next` (a
+ * constant at each call), the lane sums of dy and dy * (x - mu_n) `gap` further on (the next
+ * group's plane) into n1, n2: read from memory while dx is written. */
+ALWAYS_INLINE void dx_and_next_sums(__global const DATA_T *x, __global const DATA_T *dy,
+                                    __global const DATA_T *dh_in, __global const float *weight,
+                                    __global DATA_T *dx, int lanes, ulong o, ulong len, ulong c,
+                                    ulong c_first, const unit_values *s, int stream,
+                                    const int next, ulong gap, float mu_n, float rs_n,
+                                    FLOATV *n1, FLOATV *n2)
 {
-#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
-    const ulong Cg = C / G, D = Cg * HW, item = get_global_id(0), r_first = item * tile;
-    const uint here = tile_count(r_first, R, tile);
-    const int lanes = HW == 1; /* a row of channels, else Cg planes of one channel each */
+    const ulong whole = len / VEC * VEC;
+    for (ulong p = 0; p < whole; p += VEC) {
+        gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p, VEC, c,
+                c_first + p, s, stream);
+        if (next)
+            bwd_sum_unit(x, dy, NULL, NULL, 0, 0, 0, o + gap + p, VEC, mu_n, rs_n, n1, n2);
+    }
+    if (whole < len) {
+        const long left = (long)(len - whole);
+        gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + whole,
+                left, c, c_first + whole, s, stream);
+        if (next)
+            bwd_sum_unit(x, dy, NULL, NULL, 0, 0, 0, o + gap + whole, left, mu_n, rs_n, n1, n2);
+    }
+}
+
+/* gn_backward_fused's work-item over groups r_first.. (`here` of them): rows of channels
+ * (lanes = 1, HW = 1), or groups of Cg planes (lanes = 0), each a build of its own. */
+ALWAYS_INLINE void backward_groups(__global const DATA_T *x, __global const DATA_T *dy,
+                                   __global const DATA_T *dh_in, __global const float *mean,
+                                   __global const float *rstd, __global const float *weight,
+                                   ulong C, ulong HW, ulong G, ulong item, ulong r_first,
+                                   uint here, uint rows_at_once, int flags, __global DATA_T *dx,
+                                   __global float *col_sets, const int lanes)
+{
+    const ulong Cg = C / G, D = Cg * HW;
     __global float *set = col_sets ? col_sets + item * 3 * C : NULL;
     for (ulong c0 = 0; set && c0 < C; c0 += VEC)
         for (uint q = 0; q < 3; q++)
@@ -1052,21 +1075,13 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
         for (ulong j = 0; j < segs; j++) {
             const ulong o = r * D + j * seg_len, c = c_first + j;
             FLOATV n1 = 0.0f, n2 = 0.0f;
-            for (ulong p = 0; p < whole; p += VEC) {
-                gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD, o + p,
-                        VEC, c, c_first + p, &s, stream);
-                if (next)
-                    bwd_sum_unit(x, dy, NULL, NULL, C, 0, 0, o + D + p, VEC, mu_n, rs_n, &n1,
-                                 &n2);
-            }
-            if (whole < seg_len) {
-                const long left = (long)(seg_len - whole);
-                gn_unit(x, NULL, dy, dh_in, 1, weight, NULL, dx, NULL, lanes, GN_BACKWARD,
-                        o + whole, left, c, c_first + whole, &s, stream);
-                if (next)
-                    bwd_sum_unit(x, dy, NULL, NULL, C, 0, 0, o + D + whole, left, mu_n, rs_n,
-                                 &n1, &n2);
-            }
+            /* (each its own loop: the rows' loop as lean as without the sums) */
+            if (next)
+                dx_and_next_sums(x, dy, dh_in, weight, dx, lanes, o, seg_len, c, c_first, &s,
+                                 stream, 1, D, mu_n, rs_n, &n1, &n2);
+            else
+                dx_and_next_sums(x, dy, dh_in, weight, dx, lanes, o, seg_len, c, c_first, &s,
+                                 stream, 0, D, mu_n, rs_n, &n1, &n2);
             if (next)
                 plane_sums_add(weight, set, C, HW, c_next + j, rs_n, n1, n2, &next1, &next2);
         }
@@ -1074,5 +1089,32 @@ __kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T 
     /* a row (one group: LayerNorm, RMSNorm) counts once in every channel */
     for (ulong c0 = 0; lanes && set && c0 < C; c0 += VEC)
         store_lanes(set, c0, (long)(C - c0), (FLOATV)(float)here);
+}
+
+/* The backward in one launch for work-groups of one (CPUs), where gn_forward_fused serves the
+ * forward (a group is one contiguous row of D values that fits in cache): each work-item takes
+ * its `tile` groups: the group's sums (x and dy from memory), its coefficients (bn_channel's
+ * CH_GRAD), then dx [+ dh_in] (x and dy from cache): 3 passes instead of 5. With col_sets, each
+ * work-item also writes its own set of per-channel sums, count | sum dy | sum dy * xhat (3C floats
+ * at item * 3C), which bn_channel merges into dweight and dbias; rows of channels then take
+ * their sums `rows_at_once` (1, 2 or 4) rows at a time, so that each vector of the set is loaded
+ * and stored once per group of rows. Work-items: ceil(R / tile). */
+__kernel void gn_backward_fused(__global const DATA_T *x, __global const DATA_T *dy,
+                                __global const DATA_T *dh_in, __global const float *mean,
+                                __global const float *rstd, __global const float *weight,
+                                ulong R, ulong C, ulong HW, ulong G, uint tile,
+                                uint rows_at_once, int flags, __global DATA_T *dx,
+                                __global float *col_sets)
+{
+#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
+    const ulong item = get_global_id(0), r_first = item * tile;
+    const uint here = tile_count(r_first, R, tile);
+    /* a row of channels, else Cg planes of one channel each */
+    if (HW == 1)
+        backward_groups(x, dy, dh_in, mean, rstd, weight, C, 1, G, item, r_first, here,
+                        rows_at_once, flags, dx, col_sets, 1);
+    else
+        backward_groups(x, dy, dh_in, mean, rstd, weight, C, HW, G, item, r_first, here,
+                        rows_at_once, flags, dx, col_sets, 0);
 #endif
 }
