@@ -300,7 +300,9 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
  * 2^64, while the sum stays within about twice the largest square). Four accumulators in four
  * variables (an array or a flag here and PoCL keeps them in memory), so the adds are
  * independent; missing lanes of the run's last vector add nothing. name##_lanes: the lane sums,
- * before the horizontal one. */
+ * before the horizontal one. The one-launch kernels' "cached statistics" take two passes with
+ * them over values they read again while in cache (the mean, then the squared deviations from
+ * it; pivot k = the first value): exact for exact data, with no per-block merges. */
 #define TERM_VALUE(v, center, scale) (v)
 #define TERM_SQUARE(v, center, scale) (((v) - (center)) * (scale) * ((v) - (center)))
 #define DEFINE_CACHED_SUM(name, TERM)                                                              \
@@ -337,18 +339,6 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
 
 DEFINE_CACHED_SUM(cached_sum, TERM_VALUE)
 DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
-
-/* Statistics (count, mean - k, m2n) of the values of a fused kernel, which it reads again while
- * they are in cache: two passes (the mean, then the squared deviations from it), exact for
- * exact data, with no per-block merges; pivot k = the first value. */
-void cached_stats(__global const DATA_T *x, __global const DATA_T *addend, ulong o, ulong len,
-                  float *k, float *count, float *mean, float *m2n)
-{
-    *k = LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f);
-    *count = (float)len;
-    *mean = cached_sum(x, addend, o, len, *k, 0.0f, 1.0f) / *count;
-    *m2n = cached_sum_squares(x, addend, o, len, *k, *mean, 1.0f / pow2_floor(*count));
-}
 
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
@@ -1582,7 +1572,7 @@ ALWAYS_INLINE void plane_apply(__global const DATA_T *in1, __global const DATA_T
 
 /* Training forward of channels-first in one launch, for work-groups of one (CPUs) when a tile
  * of channels (N planes each) fits in the cache: each work-item takes the statistics of its
- * `tile` channels (as cached_stats: pivot, mean, then the squared deviations from it),
+ * `tile` channels (the cached statistics: pivot, mean, then the squared deviations from it),
  * finalizes them as bn_channel does, then normalizes those planes while they are still in
  * cache: x is read from memory once, y written once (2 passes instead of 3), each pass over the
  * tile's planes n by n (TILE_PLANES). Work-items: ceil(C / tile). */
@@ -1651,7 +1641,7 @@ void channel_walk_next(channel_walk *w)
  * channel's N planes of HW values fit in the registers of `width` work-items (a power of two <=
  * WG_SIZE; WG_SIZE / width channels per work-group), `units` * VEC values each (REGISTER_KERNELS'
  * builds): value u of member m is the channel's u * width + m (plane by plane, so that neighbouring work-items read
- * neighbouring values). The statistics are bn_forward_fused's (cached_stats: pivot k = the
+ * neighbouring values). The statistics are bn_forward_fused's (cached statistics: pivot k = the
  * channel's first value; the mean, then the squared deviations from it) with tree sums over the
  * run; finalized as bn_channel does (the run's first writes the saved and running statistics);
  * then y = act(beta + scale * (x - mean) [+ residual]) from the registers: x is read once and y

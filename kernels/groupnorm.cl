@@ -405,7 +405,7 @@ ALWAYS_INLINE FLOATV apply_and_sum_next(__global const DATA_T *x, __global const
 
 /* gn_forward_fused over groups r_first.. (each D contiguous values: a row of channels when
  * HW = 1, else Cg planes of HW): each group's sum rides on the previous group's apply
- * (apply_and_sum_next); its squared deviations come from the cache. Statistics as cached_stats:
+ * (apply_and_sum_next); its squared deviations come from the cache. The cached statistics:
  * pivot k = the group's first value, two passes. */
 ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T *addend,
                                 __global const float *weight, __global const float *bias,
@@ -518,7 +518,7 @@ ALWAYS_INLINE FLOATV row_output(FLOATV v, float center, float rs, __global const
  * values fits in the registers of `width` work-items (a power of two <= WG_SIZE; WG_SIZE / width
  * rows per work-group), `units` vectors each (REGISTER_KERNELS' builds): vector u of member m is
  * the row's u * width + m,
- * so that neighbouring work-items read neighbouring vectors. The statistics are cached_stats'
+ * so that neighbouring work-items read neighbouring vectors. The statistics are the cached ones
  * (pivot k = the row's first value; the mean, then the squared deviations from it) with tree sums
  * over the run in place of running ones; the apply is gn_unit's arithmetic on the registers, y
  * [and h] written after the run's last barrier (either may be x): x [and the addend] are read
@@ -879,8 +879,8 @@ ALWAYS_INLINE void sample_forward(__global const DATA_T *x, __global const DATA_
  * sample per work-item where a sample fits in its share of the cache: per-channel sums of the
  * sample's rows, the group means from them, then the squared deviations from those (the sample
  * again, from the cache), and the apply (again from the cache): x is read from memory once, y
- * written once (2 passes instead of 3). The pivot of a group is its first value, as in
- * cached_stats. scratch: 3 x C floats per work-item (pivot | sums | center per channel).
+ * written once (2 passes instead of 3). The pivot of a group is its first value, as in the
+ * cached statistics. scratch: 3 x C floats per work-item (pivot | sums | center per channel).
  * Work-items: N. */
 __kernel void gn_forward_sample(__global const DATA_T *x, __global const DATA_T *addend,
                                 __global const float *weight, __global const float *bias,
