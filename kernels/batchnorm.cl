@@ -31,7 +31,7 @@ DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 /* Merges partial (nb, ab, bb) into (count, a, b): Chan for statistics (a = mean, b = m2n), plain
  * sums for gradients (a = sum dy, b = sum dy * (x - mean)). */
 #define DEFINE_PARTIAL_MERGE(name, T, stats_fn)                                                    \
-    void name(float *count, T *a, T *b, float nb, T ab, T bb, int mode)                            \
+    static void name(float *count, T *a, T *b, float nb, T ab, T bb, int mode)                     \
     {                                                                                              \
         if (mode == REDUCE_STATS) {                                                                \
             stats_fn(count, a, b, nb, ab, bb);                                                     \
@@ -51,7 +51,7 @@ DEFINE_PARTIAL_MERGE(lanes_merge, FLOATV, stats_merge_lanes)
 /* Tree-merges the partials of a work-group held in local memory, within each run of `width`
  * work-items (a power of two): neighbours first, then neighbouring pairs, ..., the tree of
  * merge_sets' stack (bn_channel's teams rely on it). Every work-item reaches every barrier. */
-void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid,
+static void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid,
                       uint width, int mode)
 {
     for (uint stride = 1; stride < width; stride *= 2) {
@@ -74,7 +74,7 @@ void group_tree_merge(__local float *cnt, __local float *a, __local float *b, ui
  * (tree_sum), two sums at once (tree_sum_pair) or a vector of lanes summed lane by lane
  * (tree_sum_lanes). */
 #define DEFINE_TREE_SUM(name, T)                                                                   \
-    T name(T v, __local T *l, uint lid, uint lo, uint hi)                                          \
+    static T name(T v, __local T *l, uint lid, uint lo, uint hi)                                   \
     {                                                                                              \
         barrier(CLK_LOCAL_MEM_FENCE);                                                              \
         l[lid] = v;                                                                                \
@@ -93,7 +93,7 @@ DEFINE_TREE_SUM(tree_sum_lanes, FLOATV)
 
 /* VEC values from p + offset, of which lanes_left (when fewer than VEC) exist: the others read
  * as 0 (channels past C, values past a plane's end). */
-FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
+static FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
 {
     if (lanes_left >= VEC)
         return LOADV(p + offset, 0);
@@ -108,7 +108,7 @@ FLOATV load_lanes(__global const DATA_T *p, ulong offset, long lanes_left)
 }
 
 /* Stores the first `lanes_left` lanes of v (all of them when lanes_left >= VEC). */
-void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
+static void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
 {
     if (lanes_left >= VEC) {
         STOREV(p + offset, 0, v);
@@ -123,7 +123,7 @@ void store_lanes(__global DATA_T *p, ulong offset, long lanes_left, FLOATV v)
 }
 
 /* v with the lanes at and past lanes_left set to 0. */
-FLOATV lane_select(FLOATV v, long lanes_left)
+static FLOATV lane_select(FLOATV v, long lanes_left)
 {
 #if VEC == 1
     return lanes_left >= 1 ? v : 0.0f;
@@ -141,7 +141,7 @@ FLOATV lane_select(FLOATV v, long lanes_left)
 /* The rows of partial set s in channels-last: with `per_sample` sets per sample of M rows
  * (GroupNorm's statistics are per sample; batch norm has one sample), set s takes row pairs
  * [j*P/k, (j+1)*P/k) of sample s / k, j = s % k. */
-void set_rows(ulong s, uint per_sample, ulong M, ulong *r_begin, ulong *r_end, ulong *sample)
+static void set_rows(ulong s, uint per_sample, ulong M, ulong *r_begin, ulong *r_end, ulong *sample)
 {
     const ulong n = s / per_sample, j = s - n * per_sample, pairs = (M + 1) / 2;
     const ulong p_end = (j + 1) * pairs / per_sample;
@@ -151,7 +151,8 @@ void set_rows(ulong s, uint per_sample, ulong M, ulong *r_begin, ulong *r_end, u
 }
 
 /* Per-group values stat[r_first + c / Cg] for channels c0.. (the lanes); Cg = 1: per channel. */
-FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg, long lanes_left)
+static FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg,
+                          long lanes_left)
 {
     if (Cg == 1)
         return load_lanes(stat + r_first, c0, lanes_left);
@@ -170,7 +171,7 @@ FLOATV group_lanes(__global const float *stat, ulong r_first, ulong c0, ulong Cg
 
 /* The channels (or rows) of a work-item's tile from c_first: `tile`, fewer at the end of C, 0
  * past it (the last work-group may have fewer). */
-uint tile_count(ulong c_first, ulong C, uint tile)
+static uint tile_count(ulong c_first, ulong C, uint tile)
 {
     return c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
 }
@@ -285,7 +286,7 @@ ALWAYS_INLINE void cf_reduce_tile(__global const DATA_T *x, __global const DATA_
 }
 
 /* A value of a fused kernel's statistics: x [+ addend] - k, `left` lanes of VEC from o. */
-FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o, long left,
+static FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o, long left,
                float k)
 {
     FLOATV v = load_lanes(x, o, left);
@@ -331,8 +332,8 @@ FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o,
         }                                                                                          \
         return (a0 + a1) + (a2 + a3);                                                              \
     }                                                                                              \
-    float name(__global const DATA_T *x, __global const DATA_T *addend, ulong o, ulong len,        \
-               float k, float center, float scale)                                                 \
+    NOINLINE float name(__global const DATA_T *x, __global const DATA_T *addend, ulong o,         \
+                        ulong len, float k, float center, float scale)                             \
     {                                                                                              \
         return HSUM(name##_lanes(x, addend, o, len, k, center, scale));                            \
     }
@@ -824,14 +825,14 @@ __kernel void bn_reduce_rows(__global const DATA_T *x, __global const DATA_T *dy
 }
 
 /* 1/sqrt(var + eps) of channel c from a variance, or the invstd itself (1 without either) */
-float given_invstd(__global const float *var, int var_is_invstd, float eps, ulong c)
+static float given_invstd(__global const float *var, int var_is_invstd, float eps, ulong c)
 {
     return !var ? 1.0f : var_is_invstd ? var[c] : 1.0f / sqrt(var[c] + eps);
 }
 
 /* Coefficients of y = beta + scale * (x - mean) (the elementwise form that gives y = beta exactly
  * for a constant channel), and a = scale for folding a linear layer's weight. */
-void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, float beta,
+static void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, float beta,
                         float mean)
 {
     coef[c] = scale;
@@ -851,7 +852,7 @@ void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, flo
 /* The end of stage 2 for channel c from its merged statistics (count, mean, m2n): the saved and
  * running statistics, (count, mean, biased variance) into out_sets when given; returns the
  * scale gamma * invstd. */
-float finalize_stats(ulong c, ulong C, float count, float mean, float m2n, float eps,
+static float finalize_stats(ulong c, ulong C, float count, float mean, float m2n, float eps,
                      float momentum, int flags, __global const float *gamma,
                      __global float *running_mean, __global float *running_var,
                      __global float *save_mean, __global float *save_invstd,
@@ -879,7 +880,7 @@ float finalize_stats(ulong c, ulong C, float count, float mean, float m2n, float
 
 /* CH_GRAD's end for channel c from its sums (count, sum_a, sum_b) = (n, sum dy, sum dy * (x -
  * mean)): dgamma and dbeta when given, and dx = a * dy + b + e * (x - mean). */
-void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gamma_c,
+static void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gamma_c,
                        float invstd, int flags, __global float *dgamma, __global float *dbeta,
                        float *a, float *b, float *e)
 {
@@ -1054,7 +1055,7 @@ typedef struct unit_walk {
     ulong dseg, dpos, dc, ups, C;
 } unit_walk;
 
-unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
+static unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
 {
     const ulong seg = quotient(u, ups), dseg = quotient(du, ups);
     unit_walk w = {seg, u - seg * ups, seg - quotient(seg, C) * C, dseg, du - dseg * ups,
@@ -1062,7 +1063,7 @@ unit_walk walk_start(ulong u, ulong du, ulong ups, ulong C)
     return w;
 }
 
-void walk_advance(unit_walk *w)
+static void walk_advance(unit_walk *w)
 {
     w->seg += w->dseg;
     w->pos += w->dpos;
@@ -1113,7 +1114,7 @@ ALWAYS_INLINE void channel_coefs(const coef_source *s, ulong c, channel_coef *v)
 }
 
 /* Coefficient `which` (0..3) of VEC consecutive channels from c (a channels-last row's unit). */
-FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long lanes_left)
+static FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long lanes_left)
 {
     return load_lanes(coef + which * C, c, lanes_left);
 }
@@ -1143,7 +1144,7 @@ FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, long la
 #define OWN_COEF_VECTORS(flags) ((flags) & OPERAND_IN1 ? 4 : 3)
 
 /* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
-int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
+static int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
                   __global const DATA_T *residual, __global const DATA_T *mask,
                   __global const DATA_T *out2)
 {
@@ -1154,7 +1155,7 @@ int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *
 
 /* One of the given statistics (p: mean, var, gamma or beta) of VEC channels from c, or `absent`
  * where p is NULL */
-FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent)
+static FLOATV row_given(__global const float *p, ulong c, long lanes_left, float absent)
 {
     return p ? load_lanes(p, c, lanes_left) : (FLOATV)absent;
 }
@@ -1206,7 +1207,7 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
  * channels-last inference rows); the lanes past C are zeros. In __local memory: a copy in
  * global scratch, read back in the same launch, Oclgrind took for uninitialized (README, "Tried
  * and not kept"). */
-void form_own_coefs(const coef_source *s, __local float *own, int flags)
+NOINLINE void form_own_coefs(const coef_source *s, __local float *own, int flags)
 {
     const int k = OWN_COEF_VECTORS(flags) - 3;
     for (ulong c = 0; c < s->C; c += VEC) {
@@ -1231,7 +1232,7 @@ ALWAYS_INLINE void store_result(__global DATA_T *p, ulong o, long left, FLOATV v
 }
 
 /* True when p is aligned to a vector (streaming stores need it) */
-bool vector_aligned(__global const DATA_T *p)
+static bool vector_aligned(__global const DATA_T *p)
 {
     return ((ulong)p & (VEC * sizeof(DATA_T) - 1)) == 0;
 }
@@ -1319,7 +1320,7 @@ void elementwise_run(__global const DATA_T *in1, __global const DATA_T *in2,
 }
 
 /* Lanes at and past `first_next` take next, the others cur: a vector across a plane's end. */
-FLOATV split_lanes(FLOATV cur, FLOATV next, ulong first_next)
+static FLOATV split_lanes(FLOATV cur, FLOATV next, ulong first_next)
 {
     return select(cur, next, LANE_IDS >= (INTV)(int)(first_next < VEC ? first_next : VEC));
 }
@@ -1619,7 +1620,7 @@ typedef struct channel_walk {
     uint p, dp, hw;
 } channel_walk;
 
-channel_walk channel_walk_start(uint member, uint width, uint hw, ulong c, ulong C)
+static channel_walk channel_walk_start(uint member, uint width, uint hw, ulong c, ulong C)
 {
     const uint n = member / hw, dn = width / hw;
     channel_walk w = {(n * C + c) * hw + (member - n * hw), (ulong)dn * C * hw + (width - dn * hw),
@@ -1627,7 +1628,7 @@ channel_walk channel_walk_start(uint member, uint width, uint hw, ulong c, ulong
     return w;
 }
 
-void channel_walk_next(channel_walk *w)
+static void channel_walk_next(channel_walk *w)
 {
     w->o += w->jump;
     w->p += w->dp;

@@ -19,7 +19,7 @@ typedef struct gn_layout {
 
 #define GN_LAYOUT(C, HW, G, channels_last) {(C), (HW), (G), (C) / (G), (C) / (G) * (HW), (channels_last)}
 
-ulong gn_index(const gn_layout *l, ulong r, ulong p)
+static ulong gn_index(const gn_layout *l, ulong r, ulong p)
 {
     if (!l->channels_last)
         return r * l->D + p;
@@ -140,7 +140,7 @@ __kernel void gn_combine(__global const float *parts, uint k, ulong part_stride,
 /* Whether a one-launch kernel's stores of `out` stream past the cache (CHF_STREAM, as
  * bn_elementwise's FLAG_STREAM): asked for, out aligned to the vector, segments of whole
  * vectors. */
-int streams(int flags, __global const DATA_T *out, ulong seg_len)
+static int streams(int flags, __global const DATA_T *out, ulong seg_len)
 {
     return (flags & CHF_STREAM) && seg_len % VEC == 0 && vector_aligned(out);
 }
