@@ -362,7 +362,8 @@ static clnorm_status group_forward(clnorm_context *ctx, const gn_problem *pb, do
                              ARG(b->h),     ARG(rows),        ARG(c),          ARG(hw),
                              ARG(groups),   ARG(t),           ARG(e),          ARG(flags)};
         size_t local = 1, global = ceil_div(pb->rows, tile);
-        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, "gn_forward_fused"),
+        const char *name = b->residual ? "gn_forward_fused_residual" : "gn_forward_fused";
+        TRY(chain_launch(ctx, &chain, prog, program_kernel_index(FAMILY_NORM, name),
                          args, ARRAY_SIZE(args), 1, &global, &local));
     } else if (by_sample) {
         cl_ulong n = pb->n, c = pb->c, hw = pb->spatial, groups = pb->groups;

@@ -17,15 +17,14 @@ static const family_desc families[FAMILY_COUNT] = {
     [FAMILY_UTIL] = {"util", {"common", "util"}, {"scale_shift"}},
     [FAMILY_NORM] = {"norm",
                      {"common", "batchnorm", "groupnorm"},
-                     {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused", "bn_backward_fused",
-                      "bn_channel", "bn_elementwise", "gn_stats",
-                      "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_sample",
-                      "gn_backward_fused",
+                     {"bn_reduce_cf", "bn_reduce_cl", "bn_reduce_rows", "bn_forward_fused",
+                      "bn_backward_fused", "bn_channel", "bn_elementwise", "gn_stats",
+                      "gn_combine", "gn_apply", "gn_forward_fused", "gn_forward_fused_residual",
+                      "gn_forward_sample", "gn_backward_fused",
                       "gn_forward_rows", "gn_forward_rows_short", "bn_forward_channel",
                       "bn_forward_channel_short", "gn_backward_rows", "gn_backward_rows_short",
                       "bn_forward_rows_tile", "gn_forward_rows_cached", "gn_backward_rows_cached",
-                      "bn_forward_rows_cached",
-                      "in_running"}},
+                      "bn_forward_rows_cached", "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

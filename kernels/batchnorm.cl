@@ -303,7 +303,8 @@ static FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, u
  * independent; missing lanes of the run's last vector add nothing. name##_lanes: the lane sums,
  * before the horizontal one. The one-launch kernels' "cached statistics" take two passes with
  * them over values they read again while in cache (the mean, then the squared deviations from
- * it; pivot k = the first value): exact for exact data, with no per-block merges. */
+ * it; pivot k = the first value): exact for exact data, with no per-block merges. name##_call:
+ * the sum as a call, where inlined it measured slower (gn_forward_fused_residual). */
 #define TERM_VALUE(v, center, scale) (v)
 #define TERM_SQUARE(v, center, scale) (((v) - (center)) * (scale) * ((v) - (center)))
 #define DEFINE_CACHED_SUM(name, TERM)                                                              \
@@ -332,10 +333,15 @@ static FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, u
         }                                                                                          \
         return (a0 + a1) + (a2 + a3);                                                              \
     }                                                                                              \
-    NOINLINE float name(__global const DATA_T *x, __global const DATA_T *addend, ulong o,         \
-                        ulong len, float k, float center, float scale)                             \
+    ALWAYS_INLINE float name(__global const DATA_T *x, __global const DATA_T *addend, ulong o,    \
+                             ulong len, float k, float center, float scale)                        \
     {                                                                                              \
         return HSUM(name##_lanes(x, addend, o, len, k, center, scale));                            \
+    }                                                                                              \
+    NOINLINE float name##_call(__global const DATA_T *x, __global const DATA_T *addend, ulong o,  \
+                               ulong len, float k, float center, float scale)                      \
+    {                                                                                              \
+        return name(x, addend, o, len, k, center, scale);                                          \
     }
 
 DEFINE_CACHED_SUM(cached_sum, TERM_VALUE)

@@ -412,7 +412,7 @@ ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T 
                                 __global float *mean_out, __global float *rstd,
                                 __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
                                 ulong R, ulong C, ulong HW, ulong G, ulong r_first, uint here,
-                                float eps, int flags)
+                                float eps, int flags, const int call_sums)
 {
     const int rms = flags & CHF_RMS;
     const int lanes = HW == 1; /* vector lanes are channels, with their own weights */
@@ -423,13 +423,15 @@ ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T 
     float k = 0.0f, sum = 0.0f;
     if (here) {
         k = LOAD(x, r_first * D) + (addend ? LOAD(addend, r_first * D) : 0.0f);
-        sum = cached_sum(x, addend, r_first * D, D, k, 0.0f, 1.0f);
+        sum = call_sums ? cached_sum_call(x, addend, r_first * D, D, k, 0.0f, 1.0f)
+                        : cached_sum(x, addend, r_first * D, D, k, 0.0f, 1.0f);
     }
     for (uint t = 0; t < here; t++) {
         const ulong r = r_first + t, o = r * D, c_first = (r % G) * Cg;
         const float mean = sum / count;
-        const float m2n =
-            cached_sum_squares(x, addend, o, D, k, mean, 1.0f / pow2_floor(count));
+        const float inv_p = 1.0f / pow2_floor(count);
+        const float m2n = call_sums ? cached_sum_squares_call(x, addend, o, D, k, mean, inv_p)
+                                    : cached_sum_squares(x, addend, o, D, k, mean, inv_p);
         finalize_stats(r, R, count, mean + k, m2n, eps, 0.0f, flags, NULL, NULL, NULL,
                        rms ? NULL : mean_out, rstd, out_sets);
         const float m = rms ? 0.0f : mean_out[r], rs = rstd[r];
@@ -457,33 +459,36 @@ ALWAYS_INLINE void fused_groups(__global const DATA_T *x, __global const DATA_T 
  * (fused_groups: the first from memory, each next one's sum during the previous one's apply),
  * finalizes them as bn_channel does (mean, rstd, and out_sets for InstanceNorm's running
  * statistics), and applies them as gn_apply does while the group is still in cache: x [and the
- * addend] are read from memory once. Work-items: ceil(R / tile). */
-__kernel void gn_forward_fused(__global const DATA_T *x, __global const DATA_T *addend,
-                               __global const float *weight, __global const float *bias,
-                               __global float *mean_out, __global float *rstd,
-                               __global float *out_sets, __global DATA_T *y, __global DATA_T *h,
-                               ulong R, ulong C, ulong HW, ulong G, uint tile, float eps,
-                               int flags)
-{
-#if WG_SIZE == 1 /* (work-groups of many never launch it: not compiled for them) */
-    const ulong r_first = get_global_id(0) * tile;
-    const uint here = tile_count(r_first, R, tile);
-    /* rows (HW = 1, per-lane weights) and planes apart, each without a residual apart: their
-     * NULLs and constants known to the compiler */
-#define FUSED_GROUPS(addend_, h_, HW_)                                                             \
-    fused_groups(x, addend_, weight, bias, mean_out, rstd, out_sets, y, h_, R, C, HW_, G,      \
-                 r_first, here, eps, flags)
-    if (HW == 1 && addend)
-        FUSED_GROUPS(addend, h, 1);
-    else if (HW == 1)
-        FUSED_GROUPS(NULL, NULL, 1);
-    else if (addend)
-        FUSED_GROUPS(addend, h, HW);
-    else
-        FUSED_GROUPS(NULL, NULL, HW);
-#undef FUSED_GROUPS
+ * addend] are read from memory once. Work-items: ceil(R / tile). Rows (HW = 1, per-lane weights)
+ * and planes apart, their constants known to the compiler. gn_forward_fused_residual: with the
+ * residual, its own kernel, the sums calls (in-process A/B on PoCL, median of 3 rounds: with the
+ * sums inlined, the plain rows and planes took 0.87-0.91x the time, the residual rows 1.07-1.48x,
+ * and 1.19-1.56x still as calls in one kernel with inlined plain paths). */
+#define GN_FORWARD_FUSED(name, addend_, h_, call_sums)                                             \
+    __kernel void name(__global const DATA_T *x, __global const DATA_T *addend,                   \
+                       __global const float *weight, __global const float *bias,                  \
+                       __global float *mean_out, __global float *rstd, __global float *out_sets,  \
+                       __global DATA_T *y, __global DATA_T *h, ulong R, ulong C, ulong HW,        \
+                       ulong G, uint tile, float eps, int flags)                                  \
+    {                                                                                              \
+        FUSED_GROUPS_BODY(addend_, h_, call_sums)                                                  \
+    }
+#if WG_SIZE == 1 /* (work-groups of many never launch them: no bodies for them) */
+#define FUSED_GROUPS_BODY(addend_, h_, call_sums)                                                  \
+    const ulong r_first = get_global_id(0) * tile;                                                 \
+    const uint here = tile_count(r_first, R, tile);                                                \
+    if (HW == 1)                                                                                   \
+        fused_groups(x, addend_, weight, bias, mean_out, rstd, out_sets, y, h_, R, C, 1, G,        \
+                     r_first, here, eps, flags, call_sums);                                        \
+    else                                                                                           \
+        fused_groups(x, addend_, weight, bias, mean_out, rstd, out_sets, y, h_, R, C, HW, G,       \
+                     r_first, here, eps, flags, call_sums);
+#else
+#define FUSED_GROUPS_BODY(addend_, h_, call_sums)
 #endif
-}
+GN_FORWARD_FUSED(gn_forward_fused, NULL, NULL, 0)
+GN_FORWARD_FUSED(gn_forward_fused_residual, addend, h, 1)
+#undef FUSED_GROUPS_BODY
 
 /* The values from position p of a row of D that vector u of a register kernel's run holds: 0
  * past the build's `units`, past the row, or for a run with no row (not live). */
