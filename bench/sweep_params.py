@@ -31,6 +31,7 @@ DEFAULT_SETS = [
     'channel_tile=1', 'channel_tile=4', 'channel_tile=16', 'channel_tile=32',
     'block_vectors=1', 'block_vectors=2', 'block_vectors=8',
     'item_tile=1', 'item_tile=4', 'item_tile=16',
+    'elementwise_streams=1', 'elementwise_streams=2',
 ]
 
 

@@ -23,8 +23,14 @@ typedef struct param_row {
 } param_row;
 
 static const param_row param_rows[] = {
-    /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops. */
-    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0, 0, 0}},
+    /* PoCL on CPUs: barriers are costly, so one work-item per work-group with long vector loops.
+     * An elementwise chunk as one stream where PoCL targets AVX-512: on the 2-core AVX-512
+     * machine (an AMD EPYC VM), in-process A/B, 3 rounds, 112 batch-norm rows: inference
+     * 0.79-0.98x the time of two streams on 32 of 36 rows (0.99-1.10x on 4), training forward
+     * and backward 0.83-1.19x, median 1.00. Two streams elsewhere: a copy kernel on the AVX2
+     * machine of the earlier runs moved 1.1-1.3x the bytes per second so. */
+    {NULL, "pthread", "avx512", CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0, 0, 0, 1}},
+    {NULL, "pthread", NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0, 0, 0, 2}},
     /* NVIDIA: work-groups of 128 took 0.83-1.00x the time of 256 on all 18 batch-norm rows of an
      * in-process A/B on an H200 (bench/results/nvidia-h200-2026-11-27-sweep.txt). Register
      * kernels of 8 vectors per work-item, against 16, took 0.51-0.75x the time on 13 of 26
@@ -38,14 +44,14 @@ static const param_row param_rows[] = {
      * -run5-short-units.txt); a GPU allocates registers for the most a kernel may hold.
      * gather_units 1: 4 took 1.06-1.47x the time of 1 on the N64 C64 112x112 rows, 2 0.91-1.12x
      * with no direction (-run4-sweep.txt). */
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4, 0, 0}},
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4, 0, 0, 2}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
      * VGPRs and spills 16 more (one wave per SIMD), at 8 it takes 143 (3 waves). */
-    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8, 1, 0, 0, 0}},
-    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0, 0, 0}},
-    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0, 0, 0}},
-    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0, 0, 0}},
+    {"Advanced Micro Devices", NULL, NULL, CL_DEVICE_TYPE_GPU, {256, 4, 4, 0, 32, 1, 1, 1, 8, 1, 0, 0, 0, 2}},
+    {"Intel", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0, 0, 0, 2}},
+    {NULL, NULL, NULL, CL_DEVICE_TYPE_CPU, {1, 8, 1, 0, 8, 8, 8, 32, 16, 1, 0, 0, 0, 2}},
+    {NULL, NULL, NULL, 0, {128, 4, 2, 0, 16, 1, 1, 1, 16, 1, 0, 0, 0, 2}},
 };
 
 static const char *const param_names[] = {
@@ -105,6 +111,8 @@ static bool value_allowed(int index, long value)
         return value == 0 || value == 1;
     if (index == params_index("cached_kib"))
         return value >= 0 && value <= 1024;
+    if (index == params_index("elementwise_streams"))
+        return value == 1 || value == 2;
     return value >= 1 && value <= 65536;
 }
 

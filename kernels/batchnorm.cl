@@ -1425,16 +1425,16 @@ ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global c
 
 #define STREAM_UNITS 512 /* units (vectors) of one stream before the other's turn */
 
-/* A work-item's chunk of `chunk` units from `first`: its two halves in turn, STREAM_UNITS at a
- * time: two streams in address order (a copy kernel on PoCL's CPU device moved 1.1-1.3x the
- * bytes per second so). */
+/* A work-item's chunk of `chunk` units from `first`: with EW_STREAMS 2, its two halves in turn,
+ * STREAM_UNITS at a time, two streams in address order (a copy kernel on PoCL's CPU device of
+ * the AVX2 machine moved 1.1-1.3x the bytes per second so); with EW_STREAMS 1, one stream. */
 ALWAYS_INLINE void elementwise_chunk(__global const DATA_T *in1, __global const DATA_T *in2,
                                      __global const DATA_T *residual, __global const DATA_T *mask,
                                      const coef_source *src, __global DATA_T *out,
                                      __global DATA_T *out2, ulong segments, ulong seg_len, ulong C,
                                      int walk, ulong first, ulong chunk, int flags)
 {
-    const ulong first_half = (chunk + 1) / 2;
+    const ulong first_half = EW_STREAMS == 1 ? chunk : (chunk + 1) / 2;
     for (ulong k = 0; k < first_half; k += STREAM_UNITS)
         for (int second = 0; second < 2; second++) {
             const ulong units = second ? chunk - first_half : first_half;

@@ -2,8 +2,8 @@
  * Built with -DWG_SIZE (power of two, work-items per work-group), -DVEC (elements per vector
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
  * (channels per channels-last group), -DROW_UNITS and -DSHORT_UNITS (vectors a work-item of the
- * register kernels holds, see REGISTER_KERNELS), -DGATHER_UNITS (see GATHER) and the tiles of
- * params.c. The register kernels unroll their loops over those vectors (#pragma unroll): looped,
+ * register kernels holds, see REGISTER_KERNELS), -DGATHER_UNITS (see GATHER), -DEW_STREAMS (see
+ * elementwise_chunk) and the tiles of params.c. The register kernels unroll their loops over those vectors (#pragma unroll): looped,
  * clang's PTX kept the array on the stack (tools/kernel-resources.py reports what LLVM's GPU back
  * ends allocate).
  * Every function that is not a kernel is static: once inlined, its out-of-line copy is then

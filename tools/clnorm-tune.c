@@ -560,6 +560,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     static const long tiles[] = {1, 2, 4, 8, 16, 32, 64};
     static const long item_tile[] = {1, 2, 4, 8, 16};
     static const long kib[] = {0, 16, 32, 64, 128, 256};
+    static const long streams[] = {1, 2};
     static const long generic[] = {0, 1, 2, 4, 8, 16, 32};
     const long *list = generic;
     size_t n = sizeof generic / sizeof generic[0];
@@ -577,6 +578,8 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
         USE_LIST_(item_tile);
     else if (!strcmp(name, "cached_kib"))
         USE_LIST_(kib);
+    else if (!strcmp(name, "elementwise_streams"))
+        USE_LIST_(streams);
 #undef USE_LIST_
     *exhaustive = !strcmp(name, "partials_per_channel");
     /* the list, the table's value, each within the parameter's range for this device */
@@ -667,15 +670,18 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 
 /* Whether parameter p can change anything at the current values: the register kernels'
  * parameters (register_units, register_short_units, register_backward), the strided passes'
- * gather_units and cached_kib serve only work-groups of many. */
+ * gather_units and cached_kib serve only work-groups of many, elementwise_streams only
+ * work-groups of one. */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
-    if (strncmp(t->names[p], "register_", 9) && strcmp(t->names[p], "gather_units") &&
-        strcmp(t->names[p], "cached_kib"))
+    const int many_only = !strncmp(t->names[p], "register_", 9) ||
+                          !strcmp(t->names[p], "gather_units") || !strcmp(t->names[p], "cached_kib");
+    const int one_only = !strcmp(t->names[p], "elementwise_streams");
+    if (!many_only && !one_only)
         return 1;
     for (size_t q = 0; q < t->params; q++)
         if (!strcmp(t->names[q], "work_group_size"))
-            return s->current[q] > 1;
+            return many_only ? s->current[q] > 1 : s->current[q] == 1;
     return 1;
 }
 

@@ -88,6 +88,7 @@ def build_options(p):
             "-DSHORT_UNITS=%d" % (p["register_short_units"]
                                   if p["register_short_units"] < p["register_units"] else 0),
             "-DGATHER_UNITS=%d" % p["gather_units"],
+            "-DEW_STREAMS=%d" % p["elementwise_streams"],
             "-cl-fp32-correctly-rounded-divide-sqrt"]
 
 

@@ -113,7 +113,7 @@ oclgrind_clean() {
     local log=build/oclgrind.log params
     : >"$log"
     for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64" \
-        "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3"; do
+        "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3,elementwise_streams=1"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
             CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
@@ -254,13 +254,15 @@ run_tests() {
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
-    step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel" \
-        env POCL_MAX_WORK_GROUP_SIZE=1 CLNORM_PARAMS=vector_width=2,partials_per_channel=7 \
+    # (each elementwise_streams value in one of the next two steps, whatever the table's row)
+    step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel, elementwise_streams=2" \
+        env POCL_MAX_WORK_GROUP_SIZE=1 \
+        CLNORM_PARAMS=vector_width=2,partials_per_channel=7,elementwise_streams=2 \
         meson test -C build --print-errorlogs
     # scalar loads with an odd block_vectors: statistics blocks of an even value count still
     # (stats_block_vectors), so the exact-statistics test holds
-    step "vector_width=1, block_vectors=3: the reduction tests" \
-        env CLNORM_PARAMS=vector_width=1,block_vectors=3 \
+    step "vector_width=1, block_vectors=3, elementwise_streams=1: the kernel tests" \
+        env CLNORM_PARAMS=vector_width=1,block_vectors=3,elementwise_streams=1 \
         CLNORM_CACHE_DIR=build/tests/program-cache \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the kernels through LLVM's AMD GPU back end and clang's PTX (tools/kernel-resources.py):
