@@ -52,7 +52,7 @@ DEFINE_PARTIAL_MERGE(lanes_merge, FLOATV, stats_merge_lanes)
  * work-items (a power of two): neighbours first, then neighbouring pairs, ..., the tree of
  * merge_sets' stack (bn_channel's teams rely on it). Every work-item reaches every barrier. */
 static void group_tree_merge(__local float *cnt, __local float *a, __local float *b, uint lid,
-                      uint width, int mode)
+                             uint width, int mode)
 {
     for (uint stride = 1; stride < width; stride *= 2) {
         barrier(CLK_LOCAL_MEM_FENCE);
@@ -287,7 +287,7 @@ ALWAYS_INLINE void cf_reduce_tile(__global const DATA_T *x, __global const DATA_
 
 /* A value of a fused kernel's statistics: x [+ addend] - k, `left` lanes of VEC from o. */
 static FLOATV pivoted(__global const DATA_T *x, __global const DATA_T *addend, ulong o, long left,
-               float k)
+                      float k)
 {
     FLOATV v = load_lanes(x, o, left);
     if (addend)
@@ -839,7 +839,7 @@ static float given_invstd(__global const float *var, int var_is_invstd, float ep
 /* Coefficients of y = beta + scale * (x - mean) (the elementwise form that gives y = beta exactly
  * for a constant channel), and a = scale for folding a linear layer's weight. */
 static void apply_coefficients(__global float *coef, ulong C, ulong c, float scale, float beta,
-                        float mean)
+                               float mean)
 {
     coef[c] = scale;
     coef[C + c] = beta;
@@ -859,10 +859,10 @@ static void apply_coefficients(__global float *coef, ulong C, ulong c, float sca
  * running statistics, (count, mean, biased variance) into out_sets when given; returns the
  * scale gamma * invstd. */
 static float finalize_stats(ulong c, ulong C, float count, float mean, float m2n, float eps,
-                     float momentum, int flags, __global const float *gamma,
-                     __global float *running_mean, __global float *running_var,
-                     __global float *save_mean, __global float *save_invstd,
-                     __global float *out_sets)
+                            float momentum, int flags, __global const float *gamma,
+                            __global float *running_mean, __global float *running_var,
+                            __global float *save_mean, __global float *save_invstd,
+                            __global float *out_sets)
 {
     const float var = stats_variance(count, m2n);
     /* RMS norm divides by the root mean square: mean(x^2) = var + mean^2 */
@@ -887,8 +887,8 @@ static float finalize_stats(ulong c, ulong C, float count, float mean, float m2n
 /* CH_GRAD's end for channel c from its sums (count, sum_a, sum_b) = (n, sum dy, sum dy * (x -
  * mean)): dgamma and dbeta when given, and dx = a * dy + b + e * (x - mean). */
 static void grad_coefficients(ulong c, float count, float sum_a, float sum_b, float gamma_c,
-                       float invstd, int flags, __global float *dgamma, __global float *dbeta,
-                       float *a, float *b, float *e)
+                              float invstd, int flags, __global float *dgamma,
+                              __global float *dbeta, float *a, float *b, float *e)
 {
     const float dg = sum_b * invstd;
     if (dgamma)
@@ -1151,8 +1151,8 @@ static FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, 
 
 /* flags (the host's bits, below OPERAND_IN1) with the bits of the operands given */
 static int with_operands(int flags, __global const DATA_T *in1, __global const DATA_T *in2,
-                  __global const DATA_T *residual, __global const DATA_T *mask,
-                  __global const DATA_T *out2)
+                         __global const DATA_T *residual, __global const DATA_T *mask,
+                         __global const DATA_T *out2)
 {
     return (flags & (OPERAND_IN1 - 1)) | (in1 ? OPERAND_IN1 : 0) | (in2 ? OPERAND_IN2 : 0) |
            (residual ? OPERAND_RESIDUAL : 0) | (mask ? OPERAND_MASK : 0) |

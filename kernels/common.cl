@@ -3,12 +3,12 @@
  * load), -DITEMS (vectors a work-item takes in a strided elementwise pass), -DCHANNEL_TILE
  * (channels per channels-last group), -DROW_UNITS and -DSHORT_UNITS (vectors a work-item of the
  * register kernels holds, see REGISTER_KERNELS), -DGATHER_UNITS (see GATHER), -DEW_STREAMS (see
- * elementwise_chunk) and the tiles of params.c. The register kernels unroll their loops over those vectors (#pragma unroll): looped,
- * clang's PTX kept the array on the stack (tools/kernel-resources.py reports what LLVM's GPU back
- * ends allocate).
+ * elementwise_chunk) and the tiles of params.c. The register kernels unroll their loops over
+ * those vectors (#pragma unroll): looped, clang's PTX kept the array on the stack
+ * (tools/kernel-resources.py reports what LLVM's GPU back ends allocate).
  * Every function that is not a kernel is static: once inlined, its out-of-line copy is then
  * dropped, and a driver parses the program's IR on every load, warm ones included (PoCL's CPU
- * device: IR 1.24 -> 0.65 MB, a warm load of the norm program 40-50 -> 21-25 ms). */
+ * device: IR 1.24 -> 0.62 MB, a warm load of the norm program 40-50 -> 17-28 ms). */
 
 /* The register kernels (one launch, a run of work-items holding a row or channel in registers;
  * work-groups of many only) in two builds from one body: NAME with ROW_UNITS vectors per
@@ -58,8 +58,9 @@
  * with a stack frame per vector, costing more than the vector's loads.
  * (Static, as every helper.) */
 #define ALWAYS_INLINE static __attribute__((always_inline))
-/* For helpers that were calls before every helper became static and that static would let the
- * compiler inline: the kernels keep the code they were measured with. */
+/* For helpers that stay calls where static would let the compiler inline them: form_own_coefs
+ * (bn_elementwise keeps the code it was measured with) and the cached sums of
+ * gn_forward_fused_residual (inlined, measured slower). */
 #define NOINLINE static __attribute__((noinline))
 
 /* Each lane's index, as the integer vector that select() takes with FLOATV. */
