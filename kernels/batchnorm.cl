@@ -1386,7 +1386,7 @@ void elementwise_flat(__global const DATA_T *in1, __global const DATA_T *in2,
  * work-item's own copy of the coefficients (FLAG_OWN_COEF, aligned to the vector): one loop
  * over the run, the coefficients' pointer wrapping at each row's end. Row by row, row_coefs
  * testing per vector where the coefficients come from, PoCL's loop took 28 instructions and 4
- * branches a vector, this one 11 and 1: the channels-last forward ops took 0.85-0.98x the time
+ * branches a vector, this one 11 and 1: the channels-last forward ops took 0.85-1.00x the time
  * by the median of 3 in-process A/B rounds (AVX-512 machine; the backward 0.94-1.02x). */
 ALWAYS_INLINE void elementwise_rows_own(__global const DATA_T *in1, __global const DATA_T *in2,
                                         __global const DATA_T *residual,
