@@ -1409,7 +1409,8 @@ ALWAYS_INLINE void elementwise_rows_own(__global const DATA_T *in1, __global con
 }
 
 /* bn_elementwise's contiguous runs (CPUs): work-item `first`'s `chunk` units, segment by
- * segment (a plane's coefficients formed once), or the flat walk. */
+ * segment (a plane's coefficients formed once), or the flat walk, or channels-last rows of
+ * whole vectors with the own copy as one loop (elementwise_rows_own). */
 ALWAYS_INLINE void elementwise_contiguous(__global const DATA_T *in1, __global const DATA_T *in2,
                                           __global const DATA_T *residual,
                                           __global const DATA_T *mask, const coef_source *src,
