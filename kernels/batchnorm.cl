@@ -1754,20 +1754,22 @@ ALWAYS_INLINE void forward_channel(__global const DATA_T *x, __global const DATA
         __global const float *beta, __global float *running_mean, __global float *running_var,   \
         __global float *save_mean, __global float *save_invstd, ulong N, ulong C, ulong HW,      \
         uint split, float eps, float momentum, int flags, __global DATA_T *y
-#define BN_ONE_LAUNCH_KERNEL(name, ...)                                                            \
-    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(BN_ONE_LAUNCH_PARAMS) \
-    {                                                                                            \
-        __VA_ARGS__                                                                              \
-    }
+/* (the body follows in braces: OpenCL C has no variadic macros, and NVIDIA's compiler rejects
+ * them where PoCL's accepts) */
+#define BN_ONE_LAUNCH_KERNEL(name)                                                                 \
+    __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void name(BN_ONE_LAUNCH_PARAMS)
 /* the arguments of a body helper, after those of the kernel: its local memory */
 #define BN_ONE_LAUNCH_ARGS(local)                                                                  \
     x, residual, gamma, beta, running_mean, running_var, save_mean, save_invstd, N, C, HW, split,  \
         eps, momentum, flags, y, local
 
 #define BN_FORWARD_CHANNEL(name, units)                                                            \
-    BN_ONE_LAUNCH_KERNEL(name, __local float l_sum[WG_SIZE];                                     \
-                         if (REGISTER_BUILT(units))                                              \
-                             forward_channel(BN_ONE_LAUNCH_ARGS(l_sum), units);)
+    BN_ONE_LAUNCH_KERNEL(name)                                                                     \
+    {                                                                                              \
+        __local float l_sum[WG_SIZE];                                                              \
+        if (REGISTER_BUILT(units))                                                                 \
+            forward_channel(BN_ONE_LAUNCH_ARGS(l_sum), units);                                     \
+    }
 REGISTER_KERNELS(BN_FORWARD_CHANNEL, bn_forward_channel)
 
 /* The statistics of VEC channels from c0 (`left` of them to C's end), lane-wise (count, mean,
@@ -1834,7 +1836,11 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
 
 /* The kernel `name` of the one-launch channels-last training forward on body(...) */
 #define BN_FORWARD_ROWS(name, body)                                                                \
-    BN_ONE_LAUNCH_KERNEL(name, __local FLOATV l_sum[WG_SIZE]; body(BN_ONE_LAUNCH_ARGS(l_sum));)
+    BN_ONE_LAUNCH_KERNEL(name)                                                                     \
+    {                                                                                              \
+        __local FLOATV l_sum[WG_SIZE];                                                             \
+        body(BN_ONE_LAUNCH_ARGS(l_sum));                                                           \
+    }
 
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
  * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item
