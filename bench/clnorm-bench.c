@@ -678,11 +678,12 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
                                   : 0;
         if (values && (values + (size_t)vec - 1) / (size_t)vec <= wg * units)
             return op->reads + op->writes;
-        /* gn_forward_rows_cached: layer and RMS norm forward past the register kernels, rows of
-         * at most cached_kib KiB read from memory once (the cache's re-reads not counted) */
+        /* gn_forward_rows_cached: layer and RMS norm forward without the residual past the
+         * register kernels, rows of at most cached_kib KiB read from memory once (the cache's
+         * re-reads not counted) */
         long cached_kib = 0;
         clnorm_get_param(b->ctx, "cached_kib", &cached_kib);
-        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "forward") &&
+        if (!strcmp(op->shapes, "rows") && !strcmp(op->op, "forward") && !op->residual &&
             sc->dims[1] * sizeof(float) <= (size_t)cached_kib * 1024)
             return op->reads + op->writes;
         /* layer and RMS norm backward with register_backward: dx in one launch from the
@@ -700,18 +701,6 @@ static unsigned implementation_passes(const bench *b, const op_spec *op, const s
             !strcmp(op->op, "forward_training") &&
             sc->dims[0] * sc->dims[2] * sc->dims[3] <= wg * units)
             return op->reads + op->writes;
-        /* rows_cached_lanes: bn_forward_rows_cached, channels-last training forward where a
-         * work-group's tile of channels over all rows is within cached_kib */
-        if (!strcmp(op->family, "batchnorm") && layout == 1 &&
-            !strcmp(op->op, "forward_training")) {
-            const size_t vectors = (sc->dims[1] + (size_t)vec - 1) / (size_t)vec;
-            size_t lanes = wg < 8 ? wg : 8;
-            while (lanes > 1 && (vectors + lanes - 1) / lanes < b->info.compute_units)
-                lanes /= 2;
-            if (sc->dims[0] * sc->dims[2] * sc->dims[3] * lanes * (size_t)vec * sizeof(float) <=
-                (size_t)cached_kib * 1024)
-                return op->reads + op->writes;
-        }
         return op->passes;
     }
     /* bn_cache_share and the one-launch kernels' limit (host/batchnorm.c) */

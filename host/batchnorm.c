@@ -541,24 +541,6 @@ static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *pr
     return 0;
 }
 
-/* Channel vectors per work-group of bn_forward_rows_cached (channels-last training forward in
- * one launch on work-groups of many, re-reading x from the cache), or 0 where it does not serve:
- * the most, up to 8 (rows of 128 bytes in float4), that still leave a work-group per compute
- * unit, where a work-group's tile (all rows) is within cached_kib KiB. */
-static size_t rows_cached_lanes(const clnorm_context *ctx, const program_entry *prog,
-                                const bn_geometry *g)
-{
-    const size_t wg = (size_t)prog->work_group_size, vec = (size_t)ctx->params.vector_width;
-    const size_t vectors = ceil_div(g->c, vec);
-    if (wg == 1 || g->layout != CLNORM_CHANNELS_LAST)
-        return 0;
-    size_t lanes = wg < 8 ? wg : 8;
-    while (lanes > 1 && ceil_div(vectors, lanes) < (size_t)ctx->dev.compute_units)
-        lanes /= 2;
-    const uint64_t tile_bytes = (uint64_t)g->rows * lanes * vec * sizeof(float);
-    return tile_bytes <= (uint64_t)ctx->params.cached_kib * 1024 ? lanes : 0;
-}
-
 /* The training forward in one launch: `kernel` (the index) is bn_forward_fused (work-groups of
  * one, `split` channels per work-item), a build of bn_forward_channel (`split` work-items per
  * channel) or bn_forward_rows_tile (`split` channel vectors per row), on `global` work-items. */
@@ -603,23 +585,19 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
         g.layout == CLNORM_CHANNELS_FIRST ? bn_register_width(ctx, prog, channel_vectors) : 0;
     /* ... or all rows of a tile of channels in the registers of a work-group (channels-last) */
     const size_t lanes = rows_tile_lanes(ctx, prog, &g), wg = (size_t)prog->work_group_size;
-    /* ... or re-read from the cache by a work-group per tile of channels (channels-last) */
-    const size_t cached = width || lanes ? 0 : rows_cached_lanes(ctx, prog, &g);
-    size_t tile = width || lanes || cached ? 0 : bn_fused_tile(ctx, prog, &g, 1);
-    if (width || lanes || cached || tile) {
+    size_t tile = width || lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
+    if (width || lanes || tile) {
         if (width)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
                 bn_register_kernel(ctx, "bn_forward_channel", width, channel_vectors), width,
                 ceil_div(g.c, wg / width) * wg));
-        else if (lanes || cached) {
-            const size_t row_lanes = lanes ? lanes : cached;
+        else if (lanes)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
-                program_kernel_index(FAMILY_NORM,
-                                     lanes ? "bn_forward_rows_tile" : "bn_forward_rows_cached"),
-                row_lanes, ceil_div(g.c, row_lanes * (size_t)ctx->params.vector_width) * wg));
-        } else
+                program_kernel_index(FAMILY_NORM, "bn_forward_rows_tile"), lanes,
+                ceil_div(g.c, lanes * (size_t)ctx->params.vector_width) * wg));
+        else
             TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b,
                                            program_kernel_index(FAMILY_NORM, "bn_forward_fused"),
                                            tile, ceil_div(g.c, tile)));

@@ -44,7 +44,7 @@ static const param_row param_rows[] = {
      * -run5-short-units.txt); a GPU allocates registers for the most a kernel may hold.
      * gather_units 1: 4 took 1.06-1.47x the time of 1 on the N64 C64 112x112 rows, 2 0.91-1.12x
      * with no direction (-run4-sweep.txt). */
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4, 0, 0, 2}},
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4, 1, 64, 2}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
      * VGPRs and spills 16 more (one wave per SIMD), at 8 it takes 143 (3 waves). */

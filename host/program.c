@@ -24,7 +24,7 @@ static const family_desc families[FAMILY_COUNT] = {
                       "gn_forward_rows", "gn_forward_rows_short", "bn_forward_channel",
                       "bn_forward_channel_short", "gn_backward_rows", "gn_backward_rows_short",
                       "bn_forward_rows_tile", "gn_forward_rows_cached", "gn_backward_rows_cached",
-                      "bn_forward_rows_cached", "in_running"}},
+                      "in_running"}},
 };
 
 int program_kernel_index(kernel_family family, const char *name)

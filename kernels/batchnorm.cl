@@ -23,8 +23,14 @@
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
 /* rows per statistics block in channels-last, a power of two (bn_reduce_rows merges two blocks
- * exactly): blocks past 8 rows measured slower on CPUs */
+ * exactly): blocks past 8 rows measured slower on CPUs. Work-groups of many keep 2, whatever
+ * block_vectors: on an H200 its 4 (8 rows here) took the channels-last statistics 1.11-1.17x the
+ * time, where the channels-first blocks of 4 vectors took 0.79-0.81x. */
+#if WG_SIZE > 1
+#define ROW_BLOCK 2
+#else
 #define ROW_BLOCK (BLOCK_VECS >= 4 ? 8 : BLOCK_VECS >= 2 ? 4 : 2)
+#endif
 
 DEFINE_STATS_MERGE(stats_merge_lanes, FLOATV)
 
@@ -1800,7 +1806,7 @@ ALWAYS_INLINE void finalize_lanes(ulong c0, long left, ulong C, float count, FLO
 }
 
 /* y = act(shift + scale * (v - mean) [+ residual]) for `left` lanes at o: the apply of the
- * one-launch channels-last kernels, from the values they hold or read again. */
+ * one-launch channels-last kernel, from the values it holds. */
 ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *y, ulong o,
                               long left, FLOATV v, FLOATV mean, FLOATV scale, FLOATV shift,
                               int flags)
@@ -1813,47 +1819,26 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
     store_lanes(y, o, left, out);
 }
 
-/* The place of a work-item of the one-launch channels-last kernels: row lane `lane` of L,
- * channel vector j of the `lanes` (split) of its work-group, channels c0.. (`left` of them to C's end,
- * <= 0: none), pivots k (row 0's values). */
-#define ROWS_TILE_ITEM                                                                             \
-    const ulong M = N * HW;                                                                        \
-    const uint lanes = split;                                                                      \
-    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;    \
-    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;                                          \
-    const long left = (long)C - (long)c0;                                                          \
-    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
-
-/* Their statistics' end, from each row lane's sum acc of the scaled squared deviations: m2n by
- * a tree over the row lanes, then scale and shift of the channels (every work-item finalizes its
- * channels alike; those of row lane 0 write their statistics); then a barrier after every pivot
- * read of x (others' positions), before the first write of y (which may be x). */
-#define ROWS_TILE_FINISH                                                                           \
-    finalize_lanes(c0, left, C, total, mean, tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE), eps, \
-                   momentum, lane == 0, gamma, beta, running_mean, running_var, save_mean,         \
-                   save_invstd, &scale, &shift);                                                   \
-    barrier(CLK_GLOBAL_MEM_FENCE);
-
-/* The kernel `name` of the one-launch channels-last training forward on body(...) */
-#define BN_FORWARD_ROWS(name, body)                                                                \
-    BN_ONE_LAUNCH_KERNEL(name)                                                                     \
-    {                                                                                              \
-        __local FLOATV l_sum[WG_SIZE];                                                             \
-        body(BN_ONE_LAUNCH_ARGS(l_sum));                                                           \
-    }
-
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
- * of `lanes` x VEC channels over all M rows fits in the registers of the work-group: work-item
- * (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l, l + L, l +
- * 2L, ... (L = WG_SIZE / lanes row lanes, at most ROW_UNITS rows each), so that neighbouring
- * work-items read neighbouring vectors of a row. The statistics are bn_forward_channel's (pivot k =
- * each channel's value in row 0; the mean, then the scaled squared deviations from it) with the
- * tree sums over the row lanes of each channel vector; then the apply from the registers: x read
- * once, y written once, one launch. Work-groups: ceil(C / (lanes * VEC)). */
+ * of `lanes` (split) x VEC channels over all M rows fits in the registers of the work-group:
+ * work-item (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l,
+ * l + L, l + 2L, ... (L = WG_SIZE / lanes row lanes, at most ROW_UNITS rows each), so that
+ * neighbouring work-items read neighbouring vectors of a row. The statistics are
+ * bn_forward_channel's (pivot k = each channel's value in row 0; the mean, then the scaled
+ * squared deviations from it) with the tree sums over the row lanes of each channel vector; every
+ * work-item finalizes its channels alike, those of row lane 0 write their statistics; then the
+ * apply from the registers, after a barrier that follows every pivot read of x (y may be x): x
+ * read once, y written once, one launch. Work-groups: ceil(C / (lanes * VEC)). */
 ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    ROWS_TILE_ITEM
+    const ulong M = N * HW;
+    const uint lanes = split;
+    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
+    /* channels c0.. of this work-item, `left` of them to C's end (<= 0: none) */
+    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
+    const long left = (long)C - (long)c0;
+    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
     FLOATV v[ROW_UNITS], acc = 0.0f;
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
@@ -1872,7 +1857,10 @@ ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum
     }
     const FLOATV mean = mean_k + k;
     FLOATV scale, shift;
-    ROWS_TILE_FINISH
+    finalize_lanes(c0, left, C, total, mean, tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE), eps,
+                   momentum, lane == 0, gamma, beta, running_mean, running_var, save_mean,
+                   save_invstd, &scale, &shift);
+    barrier(CLK_GLOBAL_MEM_FENCE);
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const ulong r = (ulong)u * L + lane;
@@ -1881,44 +1869,11 @@ ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum
     }
 #endif
 }
-BN_FORWARD_ROWS(bn_forward_rows_tile, forward_rows_tile)
-
-/* Training forward of channels-last in one launch for work-groups of many (GPUs), where the
- * register kernel does not hold the rows: bn_forward_rows_tile's layout (work-item = row lane l,
- * channel vector j; rows l, l + L, ...) and arithmetic, with x read three times (the mean, the
- * squared deviations, the apply), the second and third from the cache where the tiles of the
- * resident work-groups fit it (the host takes it for tiles up to the cached_kib parameter): x read
- * from memory once and y written once in one launch, where the general path takes three (small
- * planes such as 7x7 with large N: the launches cost more than the data). Every read of another
- * work-item's positions is before a barrier that precedes the first write, so y may be x.
- * Work-groups: ceil(C / (lanes * VEC)). */
-ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
+BN_ONE_LAUNCH_KERNEL(bn_forward_rows_tile)
 {
-#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    ROWS_TILE_ITEM
-    FLOATV acc = 0.0f;
-#pragma unroll 4
-    for (ulong r = lane; left > 0 && r < M; r += L)
-        acc += load_lanes(x, r * C + c0, left) - k;
-    const float total = (float)M;
-    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE) / total;
-    const float inv_p = 1.0f / pow2_floor(total);
-    acc = 0.0f;
-#pragma unroll 4
-    for (ulong r = lane; left > 0 && r < M; r += L) {
-        const FLOATV d = (load_lanes(x, r * C + c0, left) - k) - mean_k;
-        acc += d * inv_p * d;
-    }
-    const FLOATV mean = mean_k + k;
-    FLOATV scale, shift;
-    ROWS_TILE_FINISH
-#pragma unroll 4
-    for (ulong r = lane; left > 0 && r < M; r += L)
-        rows_apply(residual, y, r * C + c0, left, load_lanes(x, r * C + c0, left), mean, scale,
-                   shift, flags);
-#endif
+    __local FLOATV l_sum[WG_SIZE];
+    forward_rows_tile(BN_ONE_LAUNCH_ARGS(l_sum));
 }
-BN_FORWARD_ROWS(bn_forward_rows_cached, forward_rows_cached)
 
 /* Backward of channels-first in one launch, as bn_forward_fused: each work-item takes the sums of
  * its `tile` channels (plane_grad_sums, a plane at a time), their coefficients (bn_channel's

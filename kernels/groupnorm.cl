@@ -608,10 +608,12 @@ REGISTER_KERNELS(GN_FORWARD_ROWS, gn_forward_rows)
  * three runs: the statistics' two (the mean, then the squared deviations from it: forward_rows'
  * arithmetic, with tree sums over the work-group) and the apply. The second and third read the
  * row again, from the cache where the rows of the resident work-groups fit it (the host takes
- * this kernel for rows up to the cached_kib parameter): x [and the addend] read from memory
- * once, y [and h] written once, in one launch where the general path takes three and reads x
- * twice. Each position is read and written by one work-item, and the writes follow a barrier
- * after every read of the pivot, so y and h may be x. Work-groups: R. */
+ * this kernel for rows up to the cached_kib parameter): x read from memory once, y written
+ * once, in one launch where the general path takes three and reads x twice. No residual: addend
+ * and h (gn_forward_rows' arguments, which the host passes alike) are not read; with the residual
+ * this kernel took 1.07-1.14x the general path's time on an H200, so the host sends those rows
+ * there. Each position is read and written by one work-item, and the writes follow a barrier
+ * after every read of the pivot, so y may be x. Work-groups: R. */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
                        __global const float *weight, __global const float *bias,
@@ -623,11 +625,11 @@ gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
     const uint lid = get_local_id(0);
     const ulong r = get_group_id(0), o = r * D, first = (ulong)lid * VEC, step = WG_SIZE * VEC;
     const int rms = flags & CHF_RMS;
-    const float k = LOAD(x, o) + (addend ? LOAD(addend, o) : 0.0f);
+    const float k = LOAD(x, o);
     FLOATV acc = 0.0f;
 #pragma unroll 4
     for (ulong p = first; p < D; p += step)
-        acc += lane_select(row_values(x, addend, o, p, (long)(D - p)) - k, (long)(D - p));
+        acc += lane_select(load_lanes(x, o + p, (long)(D - p)) - k, (long)(D - p));
     const float count = (float)D;
     const float mean_k = tree_sum(HSUM(acc), l_sum, lid, 1, WG_SIZE) / count;
     /* m2n = the sum of (d / P) * d (cached_sum_squares' scaling: no overflow at 1e18) */
@@ -636,7 +638,7 @@ gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
 #pragma unroll 4
     for (ulong p = first; p < D; p += step) {
         const long left = (long)(D - p);
-        const FLOATV d = lane_select((row_values(x, addend, o, p, left) - k) - mean_k, left);
+        const FLOATV d = lane_select((load_lanes(x, o + p, left) - k) - mean_k, left);
         acc += d * inv_p * d;
     }
     const float m2n = tree_sum(HSUM(acc), l_sum, lid, 1, WG_SIZE);
@@ -645,15 +647,13 @@ gn_forward_rows_cached(__global const DATA_T *x, __global const DATA_T *addend,
                                     lid == 0 && !rms ? mean_out : NULL, lid == 0 ? rstd : NULL,
                                     NULL);
     const float center = rms ? 0.0f : mean;
-    /* every pivot read of x before the first write of y or h (either may be x) */
+    /* every pivot read of x before the first write of y (which may be x) */
     barrier(CLK_GLOBAL_MEM_FENCE);
 #pragma unroll 4
     for (ulong p = first; p < D; p += step) {
         const long left = (long)(D - p);
-        const FLOATV v = row_values(x, addend, o, p, left);
-        if (addend)
-            store_lanes(h, o + p, left, v);
-        store_lanes(y, o + p, left, row_output(v, center, rs, weight, bias, p, left));
+        store_lanes(y, o + p, left,
+                    row_output(load_lanes(x, o + p, left), center, rs, weight, bias, p, left));
     }
 #endif
 }

@@ -246,13 +246,13 @@ run_tests() {
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=5,channel_tile=16,register_units=0,gather_units=3 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the register kernels at the NVIDIA row's 8 vectors per work-item (the step above has the
-    # 16 of PoCL's row), with a short build of 4 and the one-launch layer/RMS norm dx: rows and
-    # channels past 64 x 8 vectors take the cached one-launch kernels where a work-group's part
-    # is within 64 KiB (layer and RMS norm rows, channels-last batch norm's tiles), else the
-    # general path; the strided passes gathering all 4 of a work-item's units
-    step "GPU-shaped parameters, register_units=8 (short 4, backward, cached rows), gather_units=4: the kernel tests" \
+    # 16 of PoCL's row), with a short build of 4 and the one-launch layer/RMS norm dx: layer and
+    # RMS norm rows past 64 x 8 vectors take the cached one-launch kernels where a row is within
+    # 64 KiB, else the general path; the strided passes gathering all 4 of a work-item's units;
+    # channels-first statistics blocks of 4 vectors (channels-last keeps its 2 rows)
+    step "GPU-shaped parameters, register_units=8 (short 4, backward, cached rows), gather_units=4, block_vectors=4: the kernel tests" \
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
-        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64 \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # (each elementwise_streams value in one of the next two steps, whatever the table's row)
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel, elementwise_streams=2" \
