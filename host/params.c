@@ -43,8 +43,12 @@ static const param_row param_rows[] = {
      * 65536x1024 forward, channels-first N8 and N32 C2048 7x7 training forward;
      * -run5-short-units.txt); a GPU allocates registers for the most a kernel may hold.
      * gather_units 1: 4 took 1.06-1.47x the time of 1 on the N64 C64 112x112 rows, 2 0.91-1.12x
-     * with no direction (-run4-sweep.txt). */
-    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 1, 1, 1, 8, 1, 4, 1, 64, 2}},
+     * with no direction (-run4-sweep.txt). From 2026-11-28 (-run6-sweep.txt, -run7-block-sweep.txt):
+     * register_backward 1 and cached_kib 64 took layer and RMS norm backward 0.48-0.69x the time
+     * and the 4096x8192 forward 0.70x, other rows 0.98-1.03x; block_vectors 4 took channels-first
+     * training forward of N64 C64-C1024 0.79-0.87x, its backward 1.02-1.04x (N8 C512 28x28
+     * 1.11x), other rows 0.97-1.03x. */
+    {"NVIDIA", NULL, NULL, CL_DEVICE_TYPE_GPU, {128, 4, 4, 0, 32, 4, 1, 1, 8, 1, 4, 1, 64, 2}},
     /* AMD (unmeasured on a device): register kernels of 8 vectors, not 16, from LLVM's own
      * allocation for gfx90a (tools/kernel-resources.py): at 16, bn_forward_channel takes 256
      * VGPRs and spills 16 more (one wave per SIMD), at 8 it takes 143 (3 waves). */
