@@ -340,6 +340,12 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
                      own_bytes <= ctx->dev.local_mem_bytes;
     if (own)
         flags |= FLAG_OWN_COEF;
+    /* Rows strided by the grid (GPUs) with a step of whole rows: each work-item's units sit at
+     * one place of their rows, whose coefficients it then forms once, not per unit
+     * (FLAG_FIXED_POS). The host's grid (items_per_thread units a work-item, work-groups of a
+     * power of two) gives that step for rows of a power-of-two number of vectors. */
+    if (walk == WALK_ROWS && !contiguous && step % ceil_div(seg_len, vec) == 0)
+        flags |= FLAG_FIXED_POS;
     if (!coef && !own && rows) {
         clnorm_status status =
             workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);

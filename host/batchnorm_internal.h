@@ -155,7 +155,14 @@ typedef struct elementwise_args {
 } elementwise_args;
 
 /* as in kernels/batchnorm.cl (bits 32 and up are the kernel's own: which operands are given) */
-enum { FLAG_RELU = 1, FLAG_NO_SHIFT = 2, FLAG_LAST_FIRST = 4, FLAG_STREAM = 8, FLAG_OWN_COEF = 16 };
+enum {
+    FLAG_RELU = 1,
+    FLAG_NO_SHIFT = 2,
+    FLAG_LAST_FIRST = 4,
+    FLAG_STREAM = 8,
+    FLAG_OWN_COEF = 16,
+    FLAG_FIXED_POS = 32
+};
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 
 /* Work-group size for kernels with a work-item per channel (or group) and no barriers. */

@@ -1143,15 +1143,18 @@ static FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, 
 /* channels-last rows on contiguous runs: each work-item first copies the coefficients (from
  * coef, or formed from the given statistics without it) into own_coef (form_own_coefs) */
 #define FLAG_OWN_COEF 16
+/* channels-last rows strided by a grid of whole rows: each of a work-item's units sits at the same
+ * place of its row, so its coefficients are formed once */
+#define FLAG_FIXED_POS 32
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
  * tests anything (3 tests and branches fewer per vector in the inference loop; its time in the
  * cache, 3.2 MB, went from 0.27 to 0.14 ms in one buffer layout and was 0.14 ms in another) */
-#define OPERAND_IN1 32
-#define OPERAND_IN2 64
-#define OPERAND_RESIDUAL 128
-#define OPERAND_MASK 256
-#define OPERAND_OUT2 512
+#define OPERAND_IN1 64
+#define OPERAND_IN2 128
+#define OPERAND_RESIDUAL 256
+#define OPERAND_MASK 512
+#define OPERAND_OUT2 1024
 /* vectors per unit of channels in FLAG_OWN_COEF's copy: (a,) b, e, center */
 #define OWN_COEF_VECTORS(flags) ((flags) & OPERAND_IN1 ? 4 : 3)
 
@@ -1554,6 +1557,13 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
      * twice, for the loads and for the stores. */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     unit_walk w = walk_start(get_global_id(0), step, ups, C);
+    /* FLAG_FIXED_POS: the coefficients of the work-item's one place in the rows, formed once
+     * (from the given statistics, a division and a square root per lane) instead of per unit */
+    const int fixed = walk == WALK_ROWS && (flags & FLAG_FIXED_POS);
+    FLOATV fixed_a = 0.0f, fixed_b = 0.0f, fixed_e = 0.0f, fixed_center = 0.0f;
+    if (fixed)
+        row_coefs(&src, w.pos * VEC, (long)(seg_len - w.pos * VEC), flags, &fixed_a, &fixed_b,
+                  &fixed_e, &fixed_center);
     for (ulong k0 = 0, u0 = get_global_id(0); k0 < chunk && u0 < units;
          k0 += GATHER, u0 += GATHER * step) {
         unit_operands ops[GATHER];
@@ -1569,9 +1579,10 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
             if (k0 + k >= chunk || u0 + k * step >= units)
                 continue;
             const long left = (long)(seg_len - w.pos * VEC); /* values to the segment's end */
-            FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
+            FLOATV a = fixed_a, b = fixed_b, e = fixed_e, center = fixed_center;
             if (walk == WALK_ROWS) {
-                row_coefs(&src, w.pos * VEC, left, flags, &a, &b, &e, &center);
+                if (!fixed)
+                    row_coefs(&src, w.pos * VEC, left, flags, &a, &b, &e, &center);
             } else {
                 channel_coef v;
                 channel_coefs(&src, w.c, &v);
