@@ -154,7 +154,7 @@ typedef struct elementwise_args {
     given_stats stats;
 } elementwise_args;
 
-/* as in kernels/batchnorm.cl (bits 32 and up are the kernel's own: which operands are given) */
+/* as in kernels/batchnorm.cl (bits 64 and up are the kernel's own: which operands are given) */
 enum {
     FLAG_RELU = 1,
     FLAG_NO_SHIFT = 2,

@@ -32,8 +32,8 @@
                          "register kernels (work-groups of many); 0: the general path")            \
     X(cached_kib, "most KiB per input a work-group of the cached one-launch kernels re-reads "   \
                   "from the cache where the register kernels do not serve: a layer or RMS norm "   \
-                  "row (forward, backward's dx), a channels-last batch norm tile of channels "     \
-                  "over all rows (training forward); work-groups of many; 0: the general path")   \
+                  "row (forward without the residual, backward's dx); work-groups of many; 0: "    \
+                  "the general path")                                                              \
     X(elementwise_streams, "streams a work-item's contiguous elementwise chunk is read and "      \
                            "written as (work-groups of one): 1, or 2 (its two halves in turn)")
 
