@@ -340,12 +340,14 @@ clnorm_status bn_enqueue_elementwise(clnorm_context *ctx, launch_chain *chain,
                      own_bytes <= ctx->dev.local_mem_bytes;
     if (own)
         flags |= FLAG_OWN_COEF;
-    /* Rows strided by the grid (GPUs) with a step of whole rows: each work-item's units sit at
-     * one place of their rows, whose coefficients it then forms once, not per unit
-     * (FLAG_FIXED_POS). The host's grid (items_per_thread units a work-item, work-groups of a
-     * power of two) gives that step for rows of a power-of-two number of vectors. */
-    if (walk == WALK_ROWS && !contiguous && step % ceil_div(seg_len, vec) == 0)
-        flags |= FLAG_FIXED_POS;
+    /* Strided by the grid (GPUs) with a step of whole rows (channels-last) or whole samples
+     * (channels-first): each work-item's units sit at one place of their rows, or in one
+     * channel, whose coefficients it then forms once, not per unit (FLAG_FIXED_COEF). The grid
+     * (items_per_thread units a work-item, work-groups of a power of two) gives that step for
+     * rows of a power-of-two number of vectors, and for N a multiple of items_per_thread. */
+    const size_t fixed_span = ceil_div(seg_len, vec) * (walk == WALK_ROWS ? 1 : channels);
+    if (!contiguous && step % fixed_span == 0)
+        flags |= FLAG_FIXED_COEF;
     if (!coef && !own && rows) {
         clnorm_status status =
             workspace_reserve(ctx, WS_COEF, 4 * channels * sizeof(float), &coef);

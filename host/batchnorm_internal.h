@@ -161,7 +161,7 @@ enum {
     FLAG_LAST_FIRST = 4,
     FLAG_STREAM = 8,
     FLAG_OWN_COEF = 16,
-    FLAG_FIXED_POS = 32
+    FLAG_FIXED_COEF = 32
 };
 enum { WALK_PLANES = 0, WALK_ROWS = 1, WALK_FLAT = 2 }; /* bn_elementwise's walks, as there */
 

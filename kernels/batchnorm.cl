@@ -1143,9 +1143,9 @@ static FLOATV row_coef(__global const float *coef, int which, ulong C, ulong c, 
 /* channels-last rows on contiguous runs: each work-item first copies the coefficients (from
  * coef, or formed from the given statistics without it) into own_coef (form_own_coefs) */
 #define FLAG_OWN_COEF 16
-/* channels-last rows strided by a grid of whole rows: each of a work-item's units sits at the same
- * place of its row, so its coefficients are formed once */
-#define FLAG_FIXED_POS 32
+/* strided by the grid (GPUs), every unit of a work-item takes the same coefficients (channels-last
+ * rows: a step of whole rows; channels-first planes: of whole samples), so they are formed once */
+#define FLAG_FIXED_COEF 32
 /* Which operands are given, as bits of the same flags (set in the kernel from its pointers):
  * the per-vector code tests these bits, so that where a caller passes a constant set, no vector
  * tests anything (3 tests and branches fewer per vector in the inference loop; its time in the
@@ -1518,6 +1518,23 @@ ALWAYS_INLINE void elementwise_span(__global const DATA_T *in1, __global const D
 }
 #undef CHUNK_CASE
 
+/* The coefficients of the unit at w of the strided walks (GPUs): a channels-last row's VEC
+ * channels there, or a channels-first plane's channel */
+ALWAYS_INLINE void unit_coefs(const coef_source *src, int walk, const unit_walk *w, ulong seg_len,
+                              int flags, FLOATV *a, FLOATV *b, FLOATV *e, FLOATV *center)
+{
+    if (walk == WALK_ROWS) {
+        row_coefs(src, w->pos * VEC, (long)(seg_len - w->pos * VEC), flags, a, b, e, center);
+        return;
+    }
+    channel_coef v;
+    channel_coefs(src, w->c, &v);
+    *a = v.a;
+    *b = v.b;
+    *e = v.e;
+    *center = v.center;
+}
+
 __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *in2,
                              __global const DATA_T *residual, __global const DATA_T *mask,
                              __global const float *coef, __global const float *stat_mean,
@@ -1557,13 +1574,12 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
      * twice, for the loads and for the stores. */
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     unit_walk w = walk_start(get_global_id(0), step, ups, C);
-    /* FLAG_FIXED_POS: the coefficients of the work-item's one place in the rows, formed once
-     * (from the given statistics, a division and a square root per lane) instead of per unit */
-    const int fixed = walk == WALK_ROWS && (flags & FLAG_FIXED_POS);
+    /* FLAG_FIXED_COEF: the coefficients formed once (from the given statistics, a division and
+     * a square root per lane) instead of per unit */
+    const int fixed = flags & FLAG_FIXED_COEF;
     FLOATV fixed_a = 0.0f, fixed_b = 0.0f, fixed_e = 0.0f, fixed_center = 0.0f;
     if (fixed)
-        row_coefs(&src, w.pos * VEC, (long)(seg_len - w.pos * VEC), flags, &fixed_a, &fixed_b,
-                  &fixed_e, &fixed_center);
+        unit_coefs(&src, walk, &w, seg_len, flags, &fixed_a, &fixed_b, &fixed_e, &fixed_center);
     for (ulong k0 = 0, u0 = get_global_id(0); k0 < chunk && u0 < units;
          k0 += GATHER, u0 += GATHER * step) {
         unit_operands ops[GATHER];
@@ -1578,21 +1594,11 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         for (uint k = 0; k < GATHER; k++, walk_advance(&w)) {
             if (k0 + k >= chunk || u0 + k * step >= units)
                 continue;
-            const long left = (long)(seg_len - w.pos * VEC); /* values to the segment's end */
             FLOATV a = fixed_a, b = fixed_b, e = fixed_e, center = fixed_center;
-            if (walk == WALK_ROWS) {
-                if (!fixed)
-                    row_coefs(&src, w.pos * VEC, left, flags, &a, &b, &e, &center);
-            } else {
-                channel_coef v;
-                channel_coefs(&src, w.c, &v);
-                a = v.a;
-                b = v.b;
-                e = v.e;
-                center = v.center;
-            }
-            unit_store(&ops[k], out, out2, w.seg * seg_len + w.pos * VEC, left, a, b, e, center,
-                       flags);
+            if (!fixed)
+                unit_coefs(&src, walk, &w, seg_len, flags, &a, &b, &e, &center);
+            unit_store(&ops[k], out, out2, w.seg * seg_len + w.pos * VEC,
+                       (long)(seg_len - w.pos * VEC), a, b, e, center, flags);
         }
     }
 #endif

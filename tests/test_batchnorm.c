@@ -497,8 +497,11 @@ static const bn_case shape_table[] = {
      * planes of 49 values */
     {12, 16, 2, {7, 7}, 0, 0},
     /* 361 channels-last rows: past the register kernel of work-groups of 16 (Oclgrind's small
-     * shapes), the cached one where cached_kib allows */
+     * shapes), the general path */
     {1, 2, 2, {19, 19}, 0, 0},
+    /* 256 values in whole vectors: GPUs' strided elementwise passes on a grid of whole samples
+     * (channels-first) or rows (channels-last), each work-item's coefficients formed once */
+    {4, 4, 2, {4, 4}, 0, 0},
     /* 3-d */
     {2, 3, 3, {5, 6, 7}, 0, 0},
     {3, 5, 3, {4, 4, 4}, 0, 0},
