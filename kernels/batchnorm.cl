@@ -1575,11 +1575,11 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
     const ulong ups = (seg_len + VEC - 1) / VEC, units = segments * ups;
     unit_walk w = walk_start(get_global_id(0), step, ups, C);
     /* FLAG_FIXED_COEF: the coefficients formed once (from the given statistics, a division and
-     * a square root per lane) instead of per unit */
+     * a square root per lane) instead of per unit, in the registers the per-unit ones take */
     const int fixed = flags & FLAG_FIXED_COEF;
-    FLOATV fixed_a = 0.0f, fixed_b = 0.0f, fixed_e = 0.0f, fixed_center = 0.0f;
+    FLOATV a = 0.0f, b = 0.0f, e = 0.0f, center = 0.0f;
     if (fixed)
-        unit_coefs(&src, walk, &w, seg_len, flags, &fixed_a, &fixed_b, &fixed_e, &fixed_center);
+        unit_coefs(&src, walk, &w, seg_len, flags, &a, &b, &e, &center);
     for (ulong k0 = 0, u0 = get_global_id(0); k0 < chunk && u0 < units;
          k0 += GATHER, u0 += GATHER * step) {
         unit_operands ops[GATHER];
@@ -1594,7 +1594,6 @@ __kernel void bn_elementwise(__global const DATA_T *in1, __global const DATA_T *
         for (uint k = 0; k < GATHER; k++, walk_advance(&w)) {
             if (k0 + k >= chunk || u0 + k * step >= units)
                 continue;
-            FLOATV a = fixed_a, b = fixed_b, e = fixed_e, center = fixed_center;
             if (!fixed)
                 unit_coefs(&src, walk, &w, seg_len, flags, &a, &b, &e, &center);
             unit_store(&ops[k], out, out2, w.seg * seg_len + w.pos * VEC,
