@@ -166,7 +166,13 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
             clamp_size(floor_pow2_size(ceil_div(plane_blocks, 2)), wg < 8 ? wg : 8, wg);
         const size_t per_group = wg / width;
         size_t s = stage1_splits(ctx, prog, width, g->rows / vec, ceil_div(tiles, per_group));
-        if (s > g->n) {
+        if (ctx->params.flat_planes && wg > 1 && g->spatial % vec == 0) {
+            /* the planes as one run of vectors, shared in whole steps of the `width` work-items
+             * (a block of each): at least a step each */
+            const size_t per_step = width * (size_t)stats_block_vectors(&ctx->params);
+            p->pieces = 0;
+            s = clamp_size(s, 1, ceil_div(g->rows / vec, per_step));
+        } else if (s > g->n) {
             /* fewer planes than partials: cut each plane into pieces of whole statistics blocks */
             p->pieces = (cl_uint)clamp_size(ceil_div(s, g->n), 1, plane_blocks);
             s = g->n * p->pieces;

@@ -23,10 +23,13 @@
 #define REDUCE_STATS 0
 #define REDUCE_GRAD 1
 /* rows per statistics block in channels-last, a power of two (bn_reduce_rows merges two blocks
- * exactly): blocks past 8 rows measured slower on CPUs. Work-groups of many keep 2, whatever
- * block_vectors: on an H200 its 4 (8 rows here) took the channels-last statistics 1.11-1.17x the
- * time, where the channels-first blocks of 4 vectors took 0.79-0.81x. */
-#if WG_SIZE > 1
+ * exactly): the row_block parameter (ROW_BLOCK_PARAM), else by default: blocks past 8 rows
+ * measured slower on CPUs. Work-groups of many keep 2, whatever block_vectors: on an H200 its 4
+ * (8 rows here) took the channels-last statistics 1.11-1.17x the time, where the channels-first
+ * blocks of 4 vectors took 0.79-0.81x. */
+#if ROW_BLOCK_PARAM > 0
+#define ROW_BLOCK ROW_BLOCK_PARAM
+#elif WG_SIZE > 1
 #define ROW_BLOCK 2
 #else
 #define ROW_BLOCK (BLOCK_VECS >= 4 ? 8 : BLOCK_VECS >= 2 ? 4 : 2)
@@ -182,6 +185,103 @@ static uint tile_count(ulong c_first, ulong C, uint tile)
     return c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
 }
 
+/* A vector of a channel's N planes taken as one run of N * HW / VEC vectors (channels-first,
+ * HW a multiple of VEC): plane n, vector b of it. */
+typedef struct flat_pos {
+    ulong n, b;
+} flat_pos;
+
+static flat_pos flat_at(ulong f, ulong nvec)
+{
+    const ulong n = quotient(f, nvec);
+    flat_pos p = {n, f - n * nvec};
+    return p;
+}
+
+/* d vectors on (no division: d is at most a few planes on the walks below) */
+static flat_pos flat_add(flat_pos p, ulong d, ulong nvec)
+{
+    p.b += d;
+    while (p.b >= nvec) {
+        p.b -= nvec;
+        p.n++;
+    }
+    return p;
+}
+
+/* Where work-item sl of `width` starts, in a channel's run of `total` vectors, as partial s of
+ * S: the run is cut into steps of `per_step` vectors (a step: one block of every work-item) and
+ * each partial takes whole steps, as evenly as they go, so that no work-item idles
+ * at the end of each plane and no partial takes a whole plane more than another. */
+static void flat_range(ulong total, ulong per_step, ulong s, ulong S, ulong *begin, ulong *end)
+{
+    const ulong steps = (total + per_step - 1) / per_step;
+    *begin = s * steps / S * per_step;
+    *end = min((s + 1) * steps / S * per_step, total);
+}
+
+/* cf_reduce_tile over vectors [f_begin, f_end) of each channel's run of planes (work-groups of
+ * many, pieces = 0), whatever plane each vector lies in: blocks of BLOCK_VECS vectors vs apart,
+ * for the statistics as in cf_reduce_tile, and for the gradient sums too, so that a work-item
+ * has a block's loads in flight at once. All lanes of every vector are values (HW a multiple of
+ * VEC): only the range's end cuts a block short. */
+ALWAYS_INLINE void cf_reduce_flat(__global const DATA_T *x, __global const DATA_T *addend,
+                                  __global const DATA_T *dy, __global const DATA_T *mask,
+                                  __global const float *plane_weight, ulong C, ulong HW,
+                                  ulong f_begin, ulong f_end, ulong c_first, uint here, uint sl,
+                                  uint width, int mode, const float *k, const float *mu,
+                                  float *count, float *mean, float *m2n, FLOATV *g1, FLOATV *g2)
+{
+    const ulong nvec = HW / VEC, vs = VEC == 1 ? 1 : width, stride = (ulong)width * BLOCK_VECS;
+    const ulong first = f_begin + (VEC == 1 ? sl * BLOCK_VECS : sl);
+    for (uint t = 0; t < here; t++) {
+        const ulong c = c_first + t;
+        flat_pos p = flat_at(first, nvec);
+        for (ulong f = first; f < f_end; f += stride, p = flat_add(p, stride, nvec)) {
+            /* statistics: a = x [+ addend] - k; gradients: a = dy', b = x - mu */
+            FLOATV a[BLOCK_VECS], b[BLOCK_VECS], sum = 0.0f, sq = 0.0f;
+            const uint live = (uint)min((f_end - f + vs - 1) / vs, (ulong)BLOCK_VECS);
+            flat_pos q = p;
+#pragma unroll
+            for (uint j = 0; j < BLOCK_VECS; j++, q = flat_add(q, vs, nvec)) {
+                const ulong o = (q.n * C + c) * HW + q.b * VEC;
+                a[j] = b[j] = 0.0f;
+                if (j < live && mode == REDUCE_STATS) {
+                    a[j] = LOADV(x + o, 0) + (addend ? LOADV(addend + o, 0) : 0.0f) - k[t];
+                } else if (j < live) {
+                    a[j] = LOADV(dy + o, 0);
+                    if (mask)
+                        a[j] = RELU_MASK(a[j], LOADV(mask + o, 0));
+                    if (plane_weight)
+                        a[j] *= LOADV(plane_weight + q.b * VEC, 0);
+                    b[j] = LOADV(x + o, 0) - mu[t];
+                }
+                sum += a[j];
+            }
+            const float bn = (float)(live * VEC);
+            if (mode == REDUCE_GRAD) {
+#pragma unroll
+                for (uint j = 0; j < BLOCK_VECS; j++)
+                    sq += a[j] * b[j]; /* (0 past the range's end) */
+                g1[t] += sum;
+                g2[t] += sq;
+                count[t] += bn;
+                continue;
+            }
+            /* a whole block divides by multiplying with the exact reciprocal of its count */
+            const float bmean =
+                live == BLOCK_VECS ? HSUM(sum) * (1.0f / (BLOCK_VECS * VEC)) : HSUM(sum) / bn;
+#pragma unroll
+            for (uint j = 0; j < BLOCK_VECS; j++) {
+                const FLOATV d = a[j] - bmean;
+                if (j < live)
+                    sq += d * d;
+            }
+            stats_merge(&count[t], &mean[t], &m2n[t], bn, bmean, HSUM(sq) / pow2_floor(bn));
+        }
+    }
+}
+
 /* Channels-first stage 1 of the `here` channels c_first.. over units [u_begin, u_end) (a unit is
  * piece q of plane n: its vectors from q*B/pieces to (q+1)*B/pieces blocks of BLOCK_VECS vectors;
  * every vector starts at an even value, so data in pairs stay exact), as work-item sl of the
@@ -209,6 +309,11 @@ ALWAYS_INLINE void cf_reduce_tile(__global const DATA_T *x, __global const DATA_
             k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
     }
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
+    if (pieces == 0) {
+        cf_reduce_flat(x, addend, dy, mask, plane_weight, C, HW, u_begin, u_end, c_first, here,
+                       sl, width, mode, k, mu, count, mean, m2n, g1, g2);
+        return;
+    }
     const ulong nblk = (nvec + BLOCK_VECS - 1) / BLOCK_VECS;
     for (ulong u = u_begin; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
@@ -356,7 +461,9 @@ DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
- * plane); partial s takes units [s*U/S, (s+1)*U/S). A work-item reduces `tile` (<= PLANE_TILE)
+ * plane); partial s takes units [s*U/S, (s+1)*U/S). With pieces 0 (work-groups of many, VEC
+ * dividing HW) a channel's planes are instead one run of vectors that the partials share in
+ * whole steps of the work-group (cf_reduce_flat). A work-item reduces `tile` (<= PLANE_TILE)
  * consecutive channels, plane by plane, so that small planes still make long contiguous runs
  * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
  * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
@@ -374,15 +481,18 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     const ulong s = get_group_id(0);
     const ulong c_first = (get_group_id(1) * per_group + sub) * tile;
     const uint here = tile_count(c_first, C, tile);
+    /* units [u_begin, u_end) of N * pieces, or (pieces 0) vectors of the channel's run */
     const ulong units = N * pieces;
-    const ulong u_end = (s + 1) * units / S;
+    ulong u_begin = s * units / S, u_end = (s + 1) * units / S;
+    if (pieces == 0)
+        flat_range(N * (HW / VEC), (ulong)width * BLOCK_VECS, s, S, &u_begin, &u_end);
 
     /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];
     FLOATV g1[PLANE_TILE], g2[PLANE_TILE];
     cf_reduce_tile(x, addend, dy, mask, plane_weight, mean_in, mean_div, C, HW, pieces,
-                   here ? s * units / S : u_end, u_end, c_first, here, sl, width, mode, k, mu,
-                   count, mean, m2n, g1, g2);
+                   here ? u_begin : u_end, u_end, c_first, here, sl, width, mode, k, mu, count,
+                   mean, m2n, g1, g2);
     /* per channel of the tile: a tree over the work-items that share it (the same `tile` for
      * every work-item, so every work-item reaches every barrier) */
     for (uint t = 0; t < tile; t++) {

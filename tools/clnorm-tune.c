@@ -670,12 +670,13 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 
 /* Whether parameter p can change anything at the current values: the register kernels'
  * parameters (register_units, register_short_units, register_backward), the strided passes'
- * gather_units and cached_kib serve only work-groups of many, elementwise_streams only
- * work-groups of one. */
+ * gather_units, cached_kib and flat_planes serve only work-groups of many, elementwise_streams
+ * only work-groups of one. */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
     const int many_only = !strncmp(t->names[p], "register_", 9) ||
-                          !strcmp(t->names[p], "gather_units") || !strcmp(t->names[p], "cached_kib");
+                          !strcmp(t->names[p], "gather_units") || !strcmp(t->names[p], "cached_kib") ||
+                          !strcmp(t->names[p], "flat_planes");
     const int one_only = !strcmp(t->names[p], "elementwise_streams");
     if (!many_only && !one_only)
         return 1;

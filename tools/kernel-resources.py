@@ -89,6 +89,7 @@ def build_options(p):
                                   if p["register_short_units"] < p["register_units"] else 0),
             "-DGATHER_UNITS=%d" % p["gather_units"],
             "-DEW_STREAMS=%d" % p["elementwise_streams"],
+            "-DROW_BLOCK_PARAM=%d" % p["row_block"],
             "-cl-fp32-correctly-rounded-divide-sqrt"]
 
 

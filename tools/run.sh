@@ -112,8 +112,11 @@ oclgrind_clean() {
     # optimizer emits for division/remainder pairs.
     local log=build/oclgrind.log params
     : >"$log"
+    # (the third set: the GPU-shaped one with the parameters no table row uses yet, so that the
+    # next GPU sweep can time them: flat channels-first reductions, channels-last blocks of 4 rows)
     for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64" \
-        "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3,elementwise_streams=1"; do
+        "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3,elementwise_streams=1" \
+        "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64,flat_planes=1,row_block=4"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
             CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
@@ -254,6 +257,12 @@ run_tests() {
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
+    # the same with what the next GPU sweep times against the table: channels-first reductions
+    # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block)
+    step "GPU-shaped parameters as above, flat_planes=1, row_block=4: the kernel tests" \
+        env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
+        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4 \
+        bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # (each elementwise_streams value in one of the next two steps, whatever the table's row)
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel, elementwise_streams=2" \
         env POCL_MAX_WORK_GROUP_SIZE=1 \
@@ -271,7 +280,8 @@ run_tests() {
     # use yet)
     step "static GPU resources (amdgcn, nvptx64)" bash -c 'python3 tools/kernel-resources.py \
         --check && python3 tools/kernel-resources.py --check --params gather_units=4 && \
-        python3 tools/kernel-resources.py --check --params block_vectors=4'
+        python3 tools/kernel-resources.py --check --params block_vectors=4 && \
+        python3 tools/kernel-resources.py --check --params row_block=8'
     step "AddressSanitizer + UBSan" sanitized_tests
     step "fault injection (allocation and OpenCL failures), under ASan + UBSan" fault_injection
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
