@@ -1330,8 +1330,8 @@ ALWAYS_INLINE void row_coefs(const coef_source *s, ulong c, long lanes_left, int
  * only), b, e and center side by side (one run of 3 or 4 vectors a unit reads: the forward's
  * three as separate arrays took 1.04x the time by the median of 5 A/B rounds on 12
  * channels-last inference rows); the lanes past C are zeros. In __local memory: a copy in
- * global scratch, read back in the same launch, Oclgrind took for uninitialized (README, "Tried
- * and not kept"). */
+ * global scratch, read back in the same launch, Oclgrind took for uninitialized
+ * (docs/performance.md, "Tried and not kept"). */
 NOINLINE void form_own_coefs(const coef_source *s, __local float *own, int flags)
 {
     const int k = OWN_COEF_VECTORS(flags) - 3;
