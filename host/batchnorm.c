@@ -166,9 +166,11 @@ static void plan_reduce(const clnorm_context *ctx, const program_entry *prog, co
             clamp_size(floor_pow2_size(ceil_div(plane_blocks, 2)), wg < 8 ? wg : 8, wg);
         const size_t per_group = wg / width;
         size_t s = stage1_splits(ctx, prog, width, g->rows / vec, ceil_div(tiles, per_group));
-        if (ctx->params.flat_planes && wg > 1 && g->spatial % vec == 0) {
+        if (ctx->params.flat_planes && wg > 1 && g->spatial % (vec < 2 ? 2 : vec) == 0) {
             /* the planes as one run of vectors, shared in whole steps of the `width` work-items
-             * (a block of each): at least a step each */
+             * (a block of each): at least a step each. Planes of an even length, so that no
+             * block splits a pair of neighbouring values (exact-by-construction data stays
+             * exact: with scalars, blocks of an even count start at even values). */
             const size_t per_step = width * (size_t)stats_block_vectors(&ctx->params);
             p->pieces = 0;
             s = clamp_size(s, 1, ceil_div(g->rows / vec, per_step));

@@ -186,7 +186,7 @@ static uint tile_count(ulong c_first, ulong C, uint tile)
 }
 
 /* A vector of a channel's N planes taken as one run of N * HW / VEC vectors (channels-first,
- * HW a multiple of VEC): plane n, vector b of it. */
+ * HW a multiple of VEC and even): plane n, vector b of it. */
 typedef struct flat_pos {
     ulong n, b;
 } flat_pos;

@@ -258,11 +258,15 @@ run_tests() {
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the same with what the next GPU sweep times against the table: channels-first reductions
-    # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block)
-    step "GPU-shaped parameters as above, flat_planes=1, row_block=4: the kernel tests" \
-        env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache \
-        CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4 \
-        bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
+    # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block);
+    # then with scalar loads (blocks of 4 values that must not split the exact data's pairs)
+    step "GPU-shaped parameters as above, flat_planes=1, row_block=4; scalars, row_block=8: the kernel tests" \
+        env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache bash -c '
+        for p in work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4 \
+            work_group_size=64,vector_width=1,block_vectors=3,items_per_thread=4,channel_tile=16,register_units=8,flat_planes=1,row_block=8; do
+            CLNORM_PARAMS=$p ./build/tests/test_batchnorm --jobs=2 &&
+                CLNORM_PARAMS=$p ./build/tests/test_featurenorm --jobs=2 || exit 1
+        done'
     # (each elementwise_streams value in one of the next two steps, whatever the table's row)
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel, elementwise_streams=2" \
         env POCL_MAX_WORK_GROUP_SIZE=1 \
