@@ -118,10 +118,11 @@ static void format_options(const clnorm_context *ctx, long wg, char *out, size_t
     snprintf(out, size,
              "-cl-std=CL1.2 -DWG_SIZE=%ld -DVEC=%ld -DITEMS=%ld -DCHANNEL_TILE=%ld -DBLOCK_VECS=%ld "
              "-DITEM_TILE=%ld -DPLANE_TILE=%ld -DROW_UNITS=%ld -DSHORT_UNITS=%ld -DGATHER_UNITS=%ld "
-             "-DEW_STREAMS=%ld -DROW_BLOCK_PARAM=%ld%s",
+             "-DEW_STREAMS=%ld -DROW_BLOCK_PARAM=%ld -DFLAT_PLANES=%ld%s",
              wg, p->vector_width, p->items_per_thread, p->channel_tile, stats_block_vectors(p),
              p->item_tile, p->plane_tile, p->register_units > 0 ? p->register_units : 1,
              short_register_units(p), p->gather_units, p->elementwise_streams, p->row_block,
+             p->flat_planes,
              ctx->dev.correct_div_sqrt ? " -cl-fp32-correctly-rounded-divide-sqrt" : "");
 }
 

@@ -185,8 +185,9 @@ static uint tile_count(ulong c_first, ulong C, uint tile)
     return c_first >= C ? 0 : C - c_first < tile ? (uint)(C - c_first) : tile;
 }
 
-/* A vector of a channel's N planes taken as one run of N * HW / VEC vectors (channels-first,
- * HW a multiple of VEC and even): plane n, vector b of it. */
+/* A vector of a channel's N planes taken as one run of N * HW / VEC vectors (channels-first on
+ * work-groups of many, HW a multiple of VEC and even; built with FLAT_PLANES): plane n, vector b
+ * of it. */
 typedef struct flat_pos {
     ulong n, b;
 } flat_pos;
@@ -198,7 +199,8 @@ static flat_pos flat_at(ulong f, ulong nvec)
     return p;
 }
 
-/* d vectors on (no division: d is at most a few planes on the walks below) */
+/* d vectors on, without a division (a step of the walks below crosses one plane at most, unless
+ * the planes are shorter than the step) */
 static flat_pos flat_add(flat_pos p, ulong d, ulong nvec)
 {
     p.b += d;
@@ -268,9 +270,9 @@ ALWAYS_INLINE void cf_reduce_flat(__global const DATA_T *x, __global const DATA_
                 count[t] += bn;
                 continue;
             }
-            /* a whole block divides by multiplying with the exact reciprocal of its count */
+            /* a whole block divides by a constant (a multiplication where it is a power of two) */
             const float bmean =
-                live == BLOCK_VECS ? HSUM(sum) * (1.0f / (BLOCK_VECS * VEC)) : HSUM(sum) / bn;
+                live == BLOCK_VECS ? HSUM(sum) / (float)(BLOCK_VECS * VEC) : HSUM(sum) / bn;
 #pragma unroll
             for (uint j = 0; j < BLOCK_VECS; j++) {
                 const FLOATV d = a[j] - bmean;
@@ -309,11 +311,13 @@ ALWAYS_INLINE void cf_reduce_tile(__global const DATA_T *x, __global const DATA_
             k[t] = LOAD(x, c * HW) + (addend ? LOAD(addend, c * HW) : 0.0f);
     }
     const ulong nvec = (HW + VEC - 1) / VEC; /* vectors per plane, the last maybe partial */
+#if FLAT_PLANES /* (a build option: the plane-by-plane builds do not pay its registers) */
     if (pieces == 0) {
         cf_reduce_flat(x, addend, dy, mask, plane_weight, C, HW, u_begin, u_end, c_first, here,
                        sl, width, mode, k, mu, count, mean, m2n, g1, g2);
         return;
     }
+#endif
     const ulong nblk = (nvec + BLOCK_VECS - 1) / BLOCK_VECS;
     for (ulong u = u_begin; u < u_end; u++) {
         const ulong n = u / pieces, q = u - n * pieces; /* (no %: one division) */
@@ -461,9 +465,9 @@ DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
 /* Channels-first: a channel is N planes of HW contiguous values, each ceil(HW / VEC) vectors
  * (the last one partial when VEC does not divide HW: its missing lanes load as 0 and are left
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
- * plane); partial s takes units [s*U/S, (s+1)*U/S). With pieces 0 (work-groups of many, VEC
- * dividing HW) a channel's planes are instead one run of vectors that the partials share in
- * whole steps of the work-group (cf_reduce_flat). A work-item reduces `tile` (<= PLANE_TILE)
+ * plane); partial s takes units [s*U/S, (s+1)*U/S). With pieces 0 (work-groups of many,
+ * flat_planes: FLAT_PLANES, HW even and a multiple of VEC) a channel's planes are instead one run
+ * of vectors that the partials share in whole steps of the work-group (cf_reduce_flat). A work-item reduces `tile` (<= PLANE_TILE)
  * consecutive channels, plane by plane, so that small planes still make long contiguous runs
  * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
  * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
@@ -484,8 +488,10 @@ bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global c
     /* units [u_begin, u_end) of N * pieces, or (pieces 0) vectors of the channel's run */
     const ulong units = N * pieces;
     ulong u_begin = s * units / S, u_end = (s + 1) * units / S;
+#if FLAT_PLANES
     if (pieces == 0)
         flat_range(N * (HW / VEC), (ulong)width * BLOCK_VECS, s, S, &u_begin, &u_end);
+#endif
 
     /* per channel t of the tile: statistics of x - k[t] (or gradient sums, lane by lane) */
     float count[PLANE_TILE], mean[PLANE_TILE], m2n[PLANE_TILE], k[PLANE_TILE], mu[PLANE_TILE];

@@ -838,11 +838,17 @@ int main(int argc, char **argv)
                    name, v, source, t->table[i]);
             overridden = 1;
         }
-        /* a short column label: the initials of the name's words */
+        /* a short column label: the initials of the name's words, and a digit where an earlier
+         * parameter has the same initials (register_backward, row_block) */
         size_t l = 0;
         for (const char *c = name; *c && l + 1 < sizeof t->labels[i]; c++)
             if (c == name || c[-1] == '_')
                 t->labels[i][l++] = *c;
+        for (size_t j = 0, same = 1; j < i; j++)
+            if (strcmp(t->labels[j], t->labels[i]) == 0 && l + 1 < sizeof t->labels[i]) {
+                t->labels[i][l] = (char)('0' + ++same);
+                t->labels[i][l + 1] = '\0';
+            }
         t->params = i + 1;
     }
     if (overridden)

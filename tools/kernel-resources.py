@@ -90,6 +90,7 @@ def build_options(p):
             "-DGATHER_UNITS=%d" % p["gather_units"],
             "-DEW_STREAMS=%d" % p["elementwise_streams"],
             "-DROW_BLOCK_PARAM=%d" % p["row_block"],
+            "-DFLAT_PLANES=%d" % p["flat_planes"],
             "-cl-fp32-correctly-rounded-divide-sqrt"]
 
 

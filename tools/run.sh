@@ -285,7 +285,7 @@ run_tests() {
     step "static GPU resources (amdgcn, nvptx64)" bash -c 'python3 tools/kernel-resources.py \
         --check && python3 tools/kernel-resources.py --check --params gather_units=4 && \
         python3 tools/kernel-resources.py --check --params block_vectors=4 && \
-        python3 tools/kernel-resources.py --check --params row_block=8'
+        python3 tools/kernel-resources.py --check --params flat_planes=1,row_block=8'
     step "AddressSanitizer + UBSan" sanitized_tests
     step "fault injection (allocation and OpenCL failures), under ASan + UBSan" fault_injection
     step "Oclgrind (races, out-of-bounds, uninitialised reads)" oclgrind_clean
