@@ -259,11 +259,13 @@ run_tests() {
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the same with what the next GPU sweep times against the table: channels-first reductions
     # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block);
-    # then with scalar loads (blocks of 4 values that must not split the exact data's pairs)
-    step "GPU-shaped parameters as above, flat_planes=1, row_block=4; scalars, row_block=8: the kernel tests" \
+    # then with scalar loads (blocks of 4 values that must not split the exact data's pairs), and
+    # with blocks of 7 float2 (a count whose reciprocal rounds: the exact data's mean must not)
+    step "GPU-shaped parameters as above, flat_planes=1, row_block=4; scalars, row_block=8; blocks of 7 float2: the kernel tests" \
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache bash -c '
         for p in work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4 \
-            work_group_size=64,vector_width=1,block_vectors=3,items_per_thread=4,channel_tile=16,register_units=8,flat_planes=1,row_block=8; do
+            work_group_size=64,vector_width=1,block_vectors=3,items_per_thread=4,channel_tile=16,register_units=8,flat_planes=1,row_block=8 \
+            work_group_size=64,vector_width=2,block_vectors=7,register_units=0,flat_planes=1; do
             CLNORM_PARAMS=$p ./build/tests/test_batchnorm --jobs=2 &&
                 CLNORM_PARAMS=$p ./build/tests/test_featurenorm --jobs=2 || exit 1
         done'
