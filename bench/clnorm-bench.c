@@ -259,6 +259,8 @@ typedef struct row {
     size_t tensor_bytes;
     unsigned sets, runs, warmup, passes, reads, writes;
     summary dev, wall, ab; /* ab: the --ab override's times, interleaved with dev's */
+    summary gap;           /* per run: dev less the kernels' own durations (launch gaps) */
+    unsigned kernels;      /* kernels the operation launched (clnorm_last_op_kernels) */
     double compulsory_bytes, gbps, frac_copy, frac_copy_at_passes;
     double foreign; /* share of the CPUs other processes used during the timed runs (-1: unknown) */
     unsigned attempts;
@@ -1170,7 +1172,7 @@ static clnorm_status apply_ab(bench *b, int which)
  * run is a pair (built-in parameters, then the override) on consecutive sets; the override's
  * times go to dev_ab. */
 static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *dev, double *wall,
-                               double *dev_ab)
+                               double *dev_ab, double *gap, unsigned *kernels)
 {
     clnorm_status st = CLNORM_OK;
     const int configs = b->ab_count ? 2 : 1;
@@ -1186,9 +1188,19 @@ static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *de
             if (st == CLNORM_OK)
                 st = clnorm_last_op_time(b->ctx, &ms);
             double w1 = now_ms();
+            /* the kernels' own durations: what is left of the span is the gaps between them */
+            clnorm_kernel_time kt[CLNORM_MAX_OP_KERNELS];
+            size_t n = 0;
+            if (st == CLNORM_OK && cfg == 0)
+                st = clnorm_last_op_kernels(b->ctx, kt, CLNORM_MAX_OP_KERNELS, &n);
+            double busy = 0;
+            for (size_t j = 0; j < n; j++)
+                busy += kt[j].end_ms - kt[j].start_ms;
             if (i >= b->warmup && cfg == 0) {
                 dev[i - b->warmup] = ms;
                 wall[i - b->warmup] = w1 - w0;
+                gap[i - b->warmup] = ms - busy;
+                *kernels = (unsigned)n;
             } else if (i >= b->warmup) {
                 dev_ab[i - b->warmup] = ms;
             }
@@ -1213,13 +1225,13 @@ static void time_row(bench *b, const op_spec *op, row *r)
     clnorm_status st = CLNORM_OK;
     if (op->prepare)
         st = op->prepare(b, op, (unsigned)k);
-    static double dev[MAX_RUNS], wall[MAX_RUNS], dev_ab[MAX_RUNS];
+    static double dev[MAX_RUNS], wall[MAX_RUNS], dev_ab[MAX_RUNS], gap[MAX_RUNS];
     /* other processes on the CPUs: retry the row after they calm down */
     r->foreign = -1;
     for (int attempt = 0; st == CLNORM_OK && attempt <= b->retries; attempt++) {
         cpu_sample c0, c1;
         int sampled = cpu_sample_take(&c0);
-        st = time_runs(b, op, k, dev, wall, dev_ab);
+        st = time_runs(b, op, k, dev, wall, dev_ab, gap, &r->kernels);
         r->attempts = (unsigned)attempt + 1;
         r->foreign = sampled && cpu_sample_take(&c1) ? foreign_share(&c0, &c1) : -1;
         if (st != CLNORM_OK || r->foreign < b->max_foreign)
@@ -1239,6 +1251,7 @@ static void time_row(bench *b, const op_spec *op, row *r)
     }
     r->dev = summarize(dev, (size_t)b->runs);
     r->wall = summarize(wall, (size_t)b->runs);
+    r->gap = summarize(gap, (size_t)b->runs);
     if (b->ab_count)
         r->ab = summarize(dev_ab, (size_t)b->runs);
     r->compulsory_bytes = (double)(op->reads + op->writes) * (double)b->tensor_bytes;
@@ -1250,8 +1263,8 @@ static void time_row(bench *b, const op_spec *op, row *r)
 
 static void print_header(void)
 {
-    printf("%-44s %-22s %7s %9s %8s %6s %6s %7s %4s\n", "op", "shape", "MB", "ms", "GB/s",
-           "%copy", "passes", "%copy@p", "sets");
+    printf("%-44s %-22s %7s %9s %8s %6s %6s %7s %4s %4s %7s\n", "op", "shape", "MB", "ms", "GB/s",
+           "%copy", "passes", "%copy@p", "sets", "kern", "gap ms");
 }
 
 static void print_row(const bench *b, const row *r)
@@ -1269,9 +1282,9 @@ static void print_row(const bench *b, const row *r)
     if (b->ab_count)
         snprintf(ab, sizeof ab, "  override %.3f ms = %.2fx", r->ab.median,
                  r->ab.median / r->dev.median);
-    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u%s%s\n", label, r->shape,
-           (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy, passes,
-           100.0 * r->frac_copy_at_passes, r->sets, ab,
+    printf("%-44s %-22s %7.1f %9.3f %8.1f %5.0f%% %6s %6.0f%% %4u %4u %7.3f%s%s\n", label,
+           r->shape, (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy,
+           passes, 100.0 * r->frac_copy_at_passes, r->sets, r->kernels, r->gap.median, ab,
            r->foreign >= b->max_foreign ? "  (other processes were busy)" : "");
     fflush(stdout);
 }
@@ -1427,7 +1440,8 @@ static void write_json(bench *b)
                         {"ms_max", r->dev.max},      {"ms_p10", r->dev.p10},
                         {"ms_p90", r->dev.p90},      {"wall_ms", r->wall.median},
                         {"compulsory_bytes", r->compulsory_bytes}, {"GBps", r->gbps},
-                        {"frac_copy", r->frac_copy}, {"frac_copy_at_passes", r->frac_copy_at_passes}};
+                        {"frac_copy", r->frac_copy}, {"frac_copy_at_passes", r->frac_copy_at_passes},
+                        {"kernels", (double)r->kernels}, {"gap_ms", r->gap.median}};
             for (size_t j = 0; j < ARRAY_LEN(nums); j++) {
                 fprintf(f, ", \"%s\": ", nums[j].name);
                 json_number(f, nums[j].v);
@@ -1658,7 +1672,8 @@ int main(int argc, char **argv)
                100 * b->copy_foreign);
     printf("\nmedian of %d runs after %d warm-up runs; buffers rotate below %zu MiB per set; "
            "passes = implementation/compulsory tensor passes; %%copy@p counts the "
-           "implementation's passes\n\n",
+           "implementation's passes; kern = kernels launched, gap ms = the op's time less its "
+           "kernels' own (the launches' gaps)\n\n",
            b->runs, b->warmup, b->rotate_threshold / MIB);
     print_header();
 

@@ -176,10 +176,9 @@ void clnorm_context_release(clnorm_context *ctx)
         return;
     if (ctx->queue)
         clFinish(ctx->queue); /* work in flight may still use the workspace and kernels */
-    cl_event events[] = {ctx->workspace_busy, ctx->timing_first, ctx->timing_last};
-    for (size_t i = 0; i < ARRAY_SIZE(events); i++)
-        if (events[i])
-            clReleaseEvent(events[i]);
+    if (ctx->workspace_busy)
+        clReleaseEvent(ctx->workspace_busy);
+    timing_release(ctx);
     for (int i = 0; i < WORKSPACE_COUNT; i++)
         if (ctx->workspace[i])
             clReleaseMemObject(ctx->workspace[i]);

@@ -107,6 +107,8 @@ typedef struct program_entry {
 clnorm_status program_get(clnorm_context *ctx, kernel_family family, const program_entry **out);
 /* Kernel by name within the family's program; index into entry->kernels. */
 int program_kernel_index(kernel_family family, const char *name);
+/* ... and the name of kernel `index` (static storage) */
+const char *program_kernel_name(kernel_family family, int index);
 void program_cache_release(clnorm_context *ctx);
 
 /* Disk cache: a file per (device, source, options). */
@@ -151,7 +153,11 @@ struct clnorm_context {
     cl_command_queue queue;
     bool out_of_order;
     bool profiling;                       /* the queue records profiling information */
-    cl_event timing_first, timing_last; /* the last operation's kernels, when profiling */
+    /* the last operation's kernels, when profiling: the first CLNORM_MAX_OP_KERNELS of them
+     * (timing_kernels[0] the first) and their names, and its last */
+    cl_event timing_kernels[CLNORM_MAX_OP_KERNELS], timing_last;
+    const char *timing_names[CLNORM_MAX_OP_KERNELS];
+    unsigned timing_count;
     device_facts dev;
     device_params params;
     device_params table_params;                     /* the built-in table's entry for the device */
@@ -221,7 +227,10 @@ typedef struct kernel_arg {
 typedef struct launch_chain {
     cl_uint num_wait;
     const cl_event *wait;
-    cl_event first; /* kept only on profiling queues, for clnorm_last_op_time */
+    /* kept only on profiling queues, for clnorm_last_op_time and clnorm_last_op_kernels */
+    cl_event kept[CLNORM_MAX_OP_KERNELS];
+    const char *names[CLNORM_MAX_OP_KERNELS];
+    unsigned count;
     cl_event last;
 } launch_chain;
 
@@ -232,6 +241,8 @@ clnorm_status chain_launch(clnorm_context *ctx, launch_chain *chain, const progr
 /* Hands the last event to *event (or releases it) and records workspace use. */
 void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool used_workspace);
 void chain_abandon(launch_chain *chain);
+/* Releases the last operation's kept profiling events (a new operation, or the context's end). */
+void timing_release(clnorm_context *ctx);
 size_t round_up(size_t value, size_t multiple);
 
 /* Releases outgrown workspace buffers (the queue must have drained). */

@@ -1,4 +1,6 @@
 /* Kernel launches: arguments from an array, ND-range rounding, event chaining, workspace. */
+#include <string.h>
+
 #include "internal.h"
 
 size_t round_up(size_t value, size_t multiple)
@@ -10,7 +12,7 @@ void chain_begin(launch_chain *chain, cl_uint num_wait, const cl_event *wait)
 {
     chain->num_wait = num_wait;
     chain->wait = wait;
-    chain->first = NULL;
+    chain->count = 0;
     chain->last = NULL;
 }
 
@@ -56,8 +58,11 @@ clnorm_status chain_launch(clnorm_context *ctx, launch_chain *chain, const progr
         return set_cl_error(ctx, err, "clEnqueueNDRangeKernel");
     if (chain->last)
         clReleaseEvent(chain->last);
-    else if (ctx->profiling && clRetainEvent(done) == CL_SUCCESS)
-        chain->first = done;
+    if (ctx->profiling && chain->count < CLNORM_MAX_OP_KERNELS &&
+        clRetainEvent(done) == CL_SUCCESS) {
+        chain->names[chain->count] = program_kernel_name(prog->family, kernel);
+        chain->kept[chain->count++] = done;
+    }
     chain->last = done;
     return CLNORM_OK;
 }
@@ -70,16 +75,15 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
         clRetainEvent(chain->last);
         ctx->workspace_busy = chain->last;
     }
-    if (chain->first) {
-        /* remember the operation's first and last kernels for clnorm_last_op_time */
-        if (ctx->timing_first)
-            clReleaseEvent(ctx->timing_first);
-        if (ctx->timing_last)
-            clReleaseEvent(ctx->timing_last);
+    if (chain->count > 0) {
+        /* remember the operation's kernels for clnorm_last_op_time and clnorm_last_op_kernels */
+        timing_release(ctx);
         clRetainEvent(chain->last);
-        ctx->timing_first = chain->first;
+        memcpy(ctx->timing_kernels, chain->kept, chain->count * sizeof *chain->kept);
+        memcpy(ctx->timing_names, chain->names, chain->count * sizeof *chain->names);
+        ctx->timing_count = chain->count;
         ctx->timing_last = chain->last;
-        chain->first = NULL;
+        chain->count = 0;
     }
     if (event)
         *event = chain->last;
@@ -88,13 +92,42 @@ void chain_end(clnorm_context *ctx, launch_chain *chain, cl_event *event, bool u
     chain->last = NULL;
 }
 
+/* Releases `count` kept events and the last one; empties both. */
+static void release_kept(cl_event *kept, unsigned *count, cl_event *last)
+{
+    for (unsigned i = 0; i < *count; i++)
+        clReleaseEvent(kept[i]);
+    if (*last)
+        clReleaseEvent(*last);
+    *count = 0;
+    *last = NULL;
+}
+
 void chain_abandon(launch_chain *chain)
 {
-    if (chain->first)
-        clReleaseEvent(chain->first);
-    if (chain->last)
-        clReleaseEvent(chain->last);
-    chain->first = chain->last = NULL;
+    release_kept(chain->kept, &chain->count, &chain->last);
+}
+
+void timing_release(clnorm_context *ctx)
+{
+    release_kept(ctx->timing_kernels, &ctx->timing_count, &ctx->timing_last);
+}
+
+/* The last operation's first START and its kernels' profiling times (after it has finished);
+ * the common checks of clnorm_last_op_time and clnorm_last_op_kernels. */
+static clnorm_status last_op_start(clnorm_context *ctx, cl_ulong *start)
+{
+    if (!ctx->profiling)
+        return set_error(ctx, CLNORM_UNSUPPORTED,
+                         "the queue has no profiling (settings.enable_profiling, or "
+                         "CL_QUEUE_PROFILING_ENABLE on a wrapped queue)");
+    if (!ctx->timing_last)
+        return set_error(ctx, CLNORM_INVALID_ARGUMENT, "no operation has run on this context");
+    cl_int err = clWaitForEvents(1, &ctx->timing_last);
+    if (err == CL_SUCCESS)
+        err = clGetEventProfilingInfo(ctx->timing_kernels[0], CL_PROFILING_COMMAND_START,
+                                      sizeof *start, start, NULL);
+    return err == CL_SUCCESS ? CLNORM_OK : set_cl_error(ctx, err, "clGetEventProfilingInfo");
 }
 
 clnorm_status clnorm_last_op_time(clnorm_context *ctx, double *milliseconds)
@@ -104,27 +137,54 @@ clnorm_status clnorm_last_op_time(clnorm_context *ctx, double *milliseconds)
     context_begin_call(ctx);
     clnorm_status status = CLNORM_OK;
     cl_ulong start = 0, end = 0;
-    if (!milliseconds) {
+    if (!milliseconds)
         status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "milliseconds is NULL");
-    } else if (!ctx->profiling) {
-        status = set_error(ctx, CLNORM_UNSUPPORTED,
-                           "the queue has no profiling (settings.enable_profiling, or "
-                           "CL_QUEUE_PROFILING_ENABLE on a wrapped queue)");
-    } else if (!ctx->timing_last) {
-        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "no operation has run on this context");
-    } else {
-        cl_int err = clWaitForEvents(1, &ctx->timing_last);
-        if (err == CL_SUCCESS)
-            err = clGetEventProfilingInfo(ctx->timing_first, CL_PROFILING_COMMAND_START,
-                                          sizeof start, &start, NULL);
-        if (err == CL_SUCCESS)
-            err = clGetEventProfilingInfo(ctx->timing_last, CL_PROFILING_COMMAND_END, sizeof end,
-                                          &end, NULL);
+    else
+        status = last_op_start(ctx, &start);
+    if (status == CLNORM_OK) {
+        cl_int err = clGetEventProfilingInfo(ctx->timing_last, CL_PROFILING_COMMAND_END,
+                                             sizeof end, &end, NULL);
         if (err != CL_SUCCESS)
             status = set_cl_error(ctx, err, "clGetEventProfilingInfo");
         else
             *milliseconds = (double)(end - start) * 1e-6;
     }
+    context_unlock(ctx);
+    return status;
+}
+
+clnorm_status clnorm_last_op_kernels(clnorm_context *ctx, clnorm_kernel_time *kernels,
+                                     size_t capacity, size_t *count)
+{
+    if (!ctx)
+        return CLNORM_INVALID_ARGUMENT;
+    context_begin_call(ctx);
+    clnorm_status status = CLNORM_OK;
+    cl_ulong start = 0;
+    if (!count)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "count is NULL");
+    else if (!kernels && capacity > 0)
+        status = set_error(ctx, CLNORM_INVALID_ARGUMENT, "kernels is NULL but capacity is %zu",
+                           capacity);
+    else
+        status = last_op_start(ctx, &start);
+    for (unsigned i = 0; status == CLNORM_OK && i < ctx->timing_count && i < capacity; i++) {
+        cl_ulong begin = 0, end = 0;
+        cl_int err = clGetEventProfilingInfo(ctx->timing_kernels[i], CL_PROFILING_COMMAND_START,
+                                             sizeof begin, &begin, NULL);
+        if (err == CL_SUCCESS)
+            err = clGetEventProfilingInfo(ctx->timing_kernels[i], CL_PROFILING_COMMAND_END,
+                                          sizeof end, &end, NULL);
+        if (err != CL_SUCCESS) {
+            status = set_cl_error(ctx, err, "clGetEventProfilingInfo");
+            break;
+        }
+        kernels[i].name = ctx->timing_names[i];
+        kernels[i].start_ms = (double)(begin - start) * 1e-6;
+        kernels[i].end_ms = (double)(end - start) * 1e-6;
+    }
+    if (status == CLNORM_OK)
+        *count = ctx->timing_count;
     context_unlock(ctx);
     return status;
 }

@@ -35,6 +35,11 @@ int program_kernel_index(kernel_family family, const char *name)
     return -1;
 }
 
+const char *program_kernel_name(kernel_family family, int index)
+{
+    return families[family].kernels[index];
+}
+
 static double now_ms(void)
 {
     struct timespec ts;

@@ -232,6 +232,23 @@ CLNORM_API const char *clnorm_cache_dir(const clnorm_context *ctx);
  * or CL_QUEUE_PROFILING_ENABLE on a wrapped queue). Blocks until that operation has finished. */
 CLNORM_API clnorm_status clnorm_last_op_time(clnorm_context *ctx, double *milliseconds);
 
+/* One kernel of an operation, from its profiling events. */
+typedef struct clnorm_kernel_time {
+    const char *name; /* the kernel's function name (static storage) */
+    double start_ms;  /* from the start of the operation's first kernel */
+    double end_ms;
+} clnorm_kernel_time;
+/* The most kernels of one operation that a context keeps the times of. */
+#define CLNORM_MAX_OP_KERNELS 16
+/* The kernels the last operation on this context launched, in launch order: their number to
+ * *count (at most CLNORM_MAX_OP_KERNELS: an operation that launched more keeps its first ones),
+ * and the first min(*count, capacity) of them to kernels (which may be NULL when capacity is 0).
+ * Where the sum of their durations falls short of clnorm_last_op_time, the rest is the gaps
+ * between launches. Needs a profiling queue, as clnorm_last_op_time; blocks until that
+ * operation has finished. */
+CLNORM_API clnorm_status clnorm_last_op_kernels(clnorm_context *ctx, clnorm_kernel_time *kernels,
+                                                size_t capacity, size_t *count);
+
 /* Removes this context's device's entries from the disk cache. */
 CLNORM_API clnorm_status clnorm_clear_disk_cache(clnorm_context *ctx);
 

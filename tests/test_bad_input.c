@@ -53,7 +53,7 @@ typedef enum fn {
     /* clnorm.h */
     F_LIST_DEVICES, F_CONTEXT_CREATE, F_CONTEXT_WRAP, F_DEVICE_INFO, F_FINISH, F_SET_PARAM,
     F_GET_PARAM, F_GET_DEFAULT_PARAM, F_SAVE_PARAMS, F_WARM_UP, F_SELF_CHECK, F_CACHE_STATS,
-    F_LAST_OP_TIME, F_CLEAR_DISK_CACHE,
+    F_LAST_OP_TIME, F_LAST_OP_KERNELS, F_CLEAR_DISK_CACHE,
     /* clnorm/batchnorm.h, functional */
     F_BN_TRAIN, F_BN_INFER, F_BN_BACKWARD, F_BN_FROZEN, F_BN_PARTIAL, F_BN_MERGE, F_BN_APPLY,
     /* clnorm/batchnorm.h, the layer object */
@@ -74,7 +74,7 @@ static const char *const fn_names[F_COUNT] = {
     "clnorm_list_devices", "clnorm_context_create", "clnorm_context_wrap",
     "clnorm_context_device_info", "clnorm_finish", "clnorm_set_param", "clnorm_get_param",
     "clnorm_get_default_param", "clnorm_save_params", "clnorm_warm_up", "clnorm_self_check", "clnorm_get_cache_stats", "clnorm_last_op_time",
-    "clnorm_clear_disk_cache",
+    "clnorm_last_op_kernels", "clnorm_clear_disk_cache",
     "clnorm_bn_forward_training", "clnorm_bn_forward_inference", "clnorm_bn_backward",
     "clnorm_bn_backward_frozen", "clnorm_bn_partial_stats", "clnorm_bn_merge_stats",
     "clnorm_bn_apply",
@@ -159,6 +159,7 @@ typedef struct call {
     long value, *value_p;
     clnorm_cache_stats stats_out, *stats_p;
     double ms, *ms_p;
+    clnorm_kernel_time ktimes[2], *ktimes_p;
     clnorm_featurenorm_info finfo, *finfo_p;
     clnorm_batchnorm_buffers bbufs, *bbufs_p;
     clnorm_featurenorm_buffers fbufs, *fbufs_p;
@@ -195,8 +196,8 @@ typedef enum special {
     S_OTHER_KIND_LAYER,        /* a feature-norm layer of a kind the call does not suit */
     S_LAYERNORM_LAYER,         /* ... a LayerNorm layer */
     S_QUEUE_OF_OTHER_CONTEXT,  /* clnorm_context_wrap with a queue of another cl_context */
-    S_NO_PROFILING,            /* clnorm_last_op_time on a context without profiling */
-    S_NOTHING_RAN,             /* clnorm_last_op_time on a profiling context before any call */
+    S_NO_PROFILING,            /* clnorm_last_op_time/_kernels on a context without profiling */
+    S_NOTHING_RAN,             /* ... on a profiling context before any call */
     S_INSTANCE_EVAL_WITH_STATS,   /* use_input_stats 0 with mean and rstd outputs */
     S_INSTANCE_EVAL_NO_RUNNING,   /* use_input_stats 0 without running statistics */
     S_LONG_PATH,                  /* a path longer than any the library takes */
@@ -347,6 +348,13 @@ static const row rows[] = {
     ROW_SPECIAL(F_LAST_OP_TIME, S_NO_PROFILING, "a context without profiling", UNSUPPORTED,
                 "the queue has no profiling"),
     ROW_SPECIAL(F_LAST_OP_TIME, S_NOTHING_RAN, "a profiling context that ran nothing",
+                INVALID_ARGUMENT, "no operation has run on this context"),
+    NO_CONTEXT(F_LAST_OP_KERNELS),
+    ROW_NULL(F_LAST_OP_KERNELS, count_p, INVALID_ARGUMENT, "count is NULL"),
+    ROW_NULL(F_LAST_OP_KERNELS, ktimes_p, INVALID_ARGUMENT, "kernels is NULL but capacity is 2"),
+    ROW_SPECIAL(F_LAST_OP_KERNELS, S_NO_PROFILING, "a context without profiling", UNSUPPORTED,
+                "the queue has no profiling"),
+    ROW_SPECIAL(F_LAST_OP_KERNELS, S_NOTHING_RAN, "a profiling context that ran nothing",
                 INVALID_ARGUMENT, "no operation has run on this context"),
     NO_CONTEXT(F_CLEAR_DISK_CACHE),
 
@@ -1119,6 +1127,7 @@ static void valid_call(world *w, fn f, call *c)
     c->value_p = &c->value;
     c->stats_p = &c->stats_out;
     c->ms_p = &c->ms;
+    c->ktimes_p = c->ktimes;
     c->finfo_p = &c->finfo;
     c->bbufs_p = &c->bbufs;
     c->fbufs_p = &c->fbufs;
@@ -1145,6 +1154,7 @@ static void valid_call(world *w, fn f, call *c)
     }
     switch (f) {
     case F_LAST_OP_TIME:
+    case F_LAST_OP_KERNELS:
         c->ctx = w->profiling;
         break;
     case F_SAVE_PARAMS:
@@ -1491,6 +1501,7 @@ static clnorm_status invoke(world *w, fn f, call *c)
     case F_SELF_CHECK: return clnorm_self_check(c->ctx);
     case F_CACHE_STATS: return clnorm_get_cache_stats(c->ctx, c->stats_p);
     case F_LAST_OP_TIME: return clnorm_last_op_time(c->ctx, c->ms_p);
+    case F_LAST_OP_KERNELS: return clnorm_last_op_kernels(c->ctx, c->ktimes_p, c->capacity, c->count_p);
     case F_CLEAR_DISK_CACHE: return clnorm_clear_disk_cache(c->ctx);
     case F_BN_TRAIN:
         return clnorm_bn_forward_training(c->ctx, c->shape_p, c->cfg_p, c->bn_p, c->num_wait,

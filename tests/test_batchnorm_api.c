@@ -720,3 +720,71 @@ Test(bn_timing, the_last_operation_time_spans_its_kernels)
     cr_assert(strstr(clnorm_last_error(ctx), "profiling"));
     clnorm_context_release(ctx);
 }
+
+/* The kernels of the last operation: in launch order on the in-order queue, the first starting
+ * at 0 and the last ending where clnorm_last_op_time ends, the gaps between them what is left.
+ * Channels-last training forward and backward: one launch or several, depending on the device. */
+Test(bn_timing, the_last_operation_lists_its_kernels)
+{
+    clnorm_settings settings;
+    clnorm_default_settings(&settings);
+    settings.enable_profiling = 1;
+    clnorm_context *ctx = test_context(&settings);
+    size_t count = 99;
+    cr_assert_eq(clnorm_last_op_kernels(ctx, NULL, 0, &count), CLNORM_INVALID_ARGUMENT,
+                 "nothing ran yet");
+    cr_assert_eq(count, 99, "count written on failure");
+    clnorm_shape s = {16, 24, 2, {16, 16, 0}, CLNORM_CHANNELS_LAST};
+    size_t total = ref_total(&s);
+    float *host = malloc(total * sizeof(float));
+    for (size_t i = 0; i < total; i++)
+        host[i] = (float)(i % 7) - 3.0f;
+    cl_mem x = test_buffer(ctx, total, host), y = test_buffer(ctx, total, NULL);
+    cl_mem dx = test_buffer(ctx, total, NULL), sm = test_buffer(ctx, s.c, NULL);
+    cl_mem si = test_buffer(ctx, s.c, NULL);
+    clnorm_bn_config cfg;
+    clnorm_bn_default_config(&cfg);
+    clnorm_bn_buffers b = {.x = x, .y = y, .save_mean = sm, .save_invstd = si};
+    clnorm_bn_grad_buffers g = {.x = x, .dy = x, .mean = sm, .invstd = si, .dx = dx};
+    for (int op = 0; op < 2; op++) {
+        if (op == 0)
+            CLNORM_OK_(ctx, clnorm_bn_forward_training(ctx, &s, &cfg, &b, 0, NULL, NULL));
+        else
+            CLNORM_OK_(ctx, clnorm_bn_backward(ctx, &s, &cfg, &g, 0, NULL, NULL));
+        double ms = 0;
+        CLNORM_OK_(ctx, clnorm_last_op_time(ctx, &ms));
+        clnorm_kernel_time k[CLNORM_MAX_OP_KERNELS + 1];
+        k[1].name = "untouched";
+        CLNORM_OK_(ctx, clnorm_last_op_kernels(ctx, k, 1, &count));
+        cr_assert(count >= 1 && count <= CLNORM_MAX_OP_KERNELS, "%zu kernels", count);
+        cr_assert_str_eq(k[1].name, "untouched", "capacity 1 wrote a second entry");
+        size_t all = 0;
+        CLNORM_OK_(ctx, clnorm_last_op_kernels(ctx, NULL, 0, &all));
+        cr_assert_eq(all, count);
+        CLNORM_OK_(ctx, clnorm_last_op_kernels(ctx, k, CLNORM_MAX_OP_KERNELS + 1, &count));
+        double busy = 0;
+        for (size_t i = 0; i < count; i++) {
+            cr_assert(k[i].name && strncmp(k[i].name, "bn_", 3) == 0, "kernel %zu: %s", i,
+                      k[i].name ? k[i].name : "(null)");
+            cr_assert(k[i].end_ms >= k[i].start_ms, "kernel %zu ends before it starts", i);
+            cr_assert(i == 0 || k[i].start_ms >= k[i - 1].end_ms,
+                      "kernel %zu (%s) starts at %g ms, before the one before it ends (%g ms)", i,
+                      k[i].name, k[i].start_ms, k[i - 1].end_ms);
+            busy += k[i].end_ms - k[i].start_ms;
+        }
+        cr_assert_eq(k[0].start_ms, 0.0);
+        cr_assert(fabs(k[count - 1].end_ms - ms) <= 1e-9 * (1 + ms), "last end %g ms, op %g ms",
+                  k[count - 1].end_ms, ms);
+        cr_assert(busy <= ms * (1 + 1e-9), "busy %g ms of %g", busy, ms);
+    }
+    cl_mem bufs[] = {x, y, dx, sm, si};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        clReleaseMemObject(bufs[i]);
+    free(host);
+    clnorm_context_release(ctx);
+    /* without profiling: a clear refusal */
+    ctx = test_context(NULL);
+    cr_assert_eq(clnorm_last_op_kernels(ctx, NULL, 0, &count), CLNORM_UNSUPPORTED);
+    cr_assert(strstr(clnorm_last_error(ctx), "profiling"));
+    clnorm_context_release(ctx);
+}

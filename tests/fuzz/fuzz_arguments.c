@@ -840,18 +840,24 @@ static outcome run_op(input *in, int op)
         break;
     }
     default: { /* OP_INFO */
-        const uint8_t which = byte(in) % 5, null = byte(in) == 1;
+        const uint8_t which = byte(in) % 6, null = byte(in) == 1;
         clnorm_featurenorm_info info;
         clnorm_featurenorm_buffers fb;
         clnorm_batchnorm_buffers bb;
         clnorm_cache_stats stats;
         double ms;
+        clnorm_kernel_time kt[2];
+        size_t count = 0;
         switch (which) {
         case 0: o.status = clnorm_featurenorm_get_info(get_fn(1 + byte(in) % 4), null ? NULL : &info); break;
         case 1: o.status = clnorm_featurenorm_get_buffers(get_fn(1 + byte(in) % 4), null ? NULL : &fb); break;
         case 2: o.status = clnorm_batchnorm_get_buffers(get_bn(), null ? NULL : &bb); break;
         case 3: o.status = clnorm_get_cache_stats(ctx, null ? NULL : &stats); break;
-        default: o.status = clnorm_last_op_time(ctx, null ? NULL : &ms); break;
+        case 4: o.status = clnorm_last_op_time(ctx, null ? NULL : &ms); break;
+        default: /* kernels NULL with a capacity, or count NULL */
+            o.status = clnorm_last_op_kernels(ctx, null ? NULL : kt, byte(in) % 3,
+                                              byte(in) == 1 ? NULL : &count);
+            break;
         }
         o.allowed = A_ARG | A_UNSUPPORTED;
         break;
