@@ -261,6 +261,8 @@ typedef struct row {
     summary dev, wall, ab; /* ab: the --ab override's times, interleaved with dev's */
     summary gap;           /* per run: dev less the kernels' own durations (launch gaps) */
     unsigned kernels;      /* kernels the operation launched (clnorm_last_op_kernels) */
+    const char *kernel_names[CLNORM_MAX_OP_KERNELS];
+    double kernel_ms[CLNORM_MAX_OP_KERNELS]; /* each one's median duration */
     double compulsory_bytes, gbps, frac_copy, frac_copy_at_passes;
     double foreign; /* share of the CPUs other processes used during the timed runs (-1: unknown) */
     unsigned attempts;
@@ -270,7 +272,7 @@ typedef struct row {
 struct bench {
     /* options */
     const char *device, *json_path, *ops_filter, *shapes_filter, *commit, *shape_set;
-    int quick, runs, warmup, latency, list, retries, copy_mib, max_wait;
+    int quick, runs, warmup, latency, list, retries, copy_mib, max_wait, show_kernels;
     const char *ab;
     int ab_count;
     char ab_name[5][32];
@@ -1172,7 +1174,8 @@ static clnorm_status apply_ab(bench *b, int which)
  * run is a pair (built-in parameters, then the override) on consecutive sets; the override's
  * times go to dev_ab. */
 static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *dev, double *wall,
-                               double *dev_ab, double *gap, unsigned *kernels)
+                               double *dev_ab, double *gap, double (*kernel_ms)[CLNORM_MAX_OP_KERNELS],
+                               row *r)
 {
     clnorm_status st = CLNORM_OK;
     const int configs = b->ab_count ? 2 : 1;
@@ -1200,7 +1203,11 @@ static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *de
                 dev[i - b->warmup] = ms;
                 wall[i - b->warmup] = w1 - w0;
                 gap[i - b->warmup] = ms - busy;
-                *kernels = (unsigned)n;
+                r->kernels = (unsigned)n;
+                for (size_t j = 0; j < n; j++) {
+                    r->kernel_names[j] = kt[j].name;
+                    kernel_ms[i - b->warmup][j] = kt[j].end_ms - kt[j].start_ms;
+                }
             } else if (i >= b->warmup) {
                 dev_ab[i - b->warmup] = ms;
             }
@@ -1226,12 +1233,13 @@ static void time_row(bench *b, const op_spec *op, row *r)
     if (op->prepare)
         st = op->prepare(b, op, (unsigned)k);
     static double dev[MAX_RUNS], wall[MAX_RUNS], dev_ab[MAX_RUNS], gap[MAX_RUNS];
+    static double kernel_ms[MAX_RUNS][CLNORM_MAX_OP_KERNELS], one_kernel[MAX_RUNS];
     /* other processes on the CPUs: retry the row after they calm down */
     r->foreign = -1;
     for (int attempt = 0; st == CLNORM_OK && attempt <= b->retries; attempt++) {
         cpu_sample c0, c1;
         int sampled = cpu_sample_take(&c0);
-        st = time_runs(b, op, k, dev, wall, dev_ab, gap, &r->kernels);
+        st = time_runs(b, op, k, dev, wall, dev_ab, gap, kernel_ms, r);
         r->attempts = (unsigned)attempt + 1;
         r->foreign = sampled && cpu_sample_take(&c1) ? foreign_share(&c0, &c1) : -1;
         if (st != CLNORM_OK || r->foreign < b->max_foreign)
@@ -1252,6 +1260,11 @@ static void time_row(bench *b, const op_spec *op, row *r)
     r->dev = summarize(dev, (size_t)b->runs);
     r->wall = summarize(wall, (size_t)b->runs);
     r->gap = summarize(gap, (size_t)b->runs);
+    for (unsigned j = 0; j < r->kernels; j++) {
+        for (int i = 0; i < b->runs; i++)
+            one_kernel[i] = kernel_ms[i][j];
+        r->kernel_ms[j] = summarize(one_kernel, (size_t)b->runs).median;
+    }
     if (b->ab_count)
         r->ab = summarize(dev_ab, (size_t)b->runs);
     r->compulsory_bytes = (double)(op->reads + op->writes) * (double)b->tensor_bytes;
@@ -1286,6 +1299,8 @@ static void print_row(const bench *b, const row *r)
            r->shape, (double)r->tensor_bytes / 1e6, r->dev.median, r->gbps, 100.0 * r->frac_copy,
            passes, 100.0 * r->frac_copy_at_passes, r->sets, r->kernels, r->gap.median, ab,
            r->foreign >= b->max_foreign ? "  (other processes were busy)" : "");
+    for (unsigned j = 0; b->show_kernels && j < r->kernels; j++)
+        printf("    %-40s %9.3f ms\n", r->kernel_names[j], r->kernel_ms[j]);
     fflush(stdout);
 }
 
@@ -1446,6 +1461,15 @@ static void write_json(bench *b)
                 fprintf(f, ", \"%s\": ", nums[j].name);
                 json_number(f, nums[j].v);
             }
+            fprintf(f, ", \"kernel_ms\": [");
+            for (unsigned j = 0; j < r->kernels; j++) {
+                fprintf(f, "%s[", j ? ", " : "");
+                json_string(f, r->kernel_names[j]);
+                fprintf(f, ", ");
+                json_number(f, r->kernel_ms[j]);
+                fprintf(f, "]");
+            }
+            fprintf(f, "]");
             if (b->ab_count) {
                 fprintf(f, ", \"ab_params\": ");
                 json_string(f, b->ab);
@@ -1484,6 +1508,7 @@ static void usage(FILE *f)
           "  --commit STR      commit to record (default: git describe of the source tree,\n"
           "                    or CLNORM_BENCH_COMMIT)\n"
           "  --no-latency      skip the first-call latency measurement\n"
+          "  --kernels         under each row, its kernels' median durations\n"
           "  --max-foreign F   retry a row when other processes used more than this share of\n"
           "                    the CPUs during it (default 0.05; 1 disables)\n"
           "  --retries N       retries per row (default 5)\n"
@@ -1550,6 +1575,8 @@ int main(int argc, char **argv)
             b->max_foreign = atof(TAKE());
         else if (!strcmp(a, "--quick"))
             b->quick = 1;
+        else if (!strcmp(a, "--kernels"))
+            b->show_kernels = 1;
         else if (!strcmp(a, "--no-latency"))
             b->latency = 0;
         else if (!strcmp(a, "--list"))
