@@ -767,7 +767,8 @@ Test(bn_timing, the_last_operation_lists_its_kernels)
             cr_assert(k[i].name && strncmp(k[i].name, "bn_", 3) == 0, "kernel %zu: %s", i,
                       k[i].name ? k[i].name : "(null)");
             cr_assert(k[i].end_ms >= k[i].start_ms, "kernel %zu ends before it starts", i);
-            cr_assert(i == 0 || k[i].start_ms >= k[i - 1].end_ms,
+            /* (1 us of slack for how a driver stamps a kernel's end and the next one's start) */
+            cr_assert(i == 0 || k[i].start_ms >= k[i - 1].end_ms - 1e-3,
                       "kernel %zu (%s) starts at %g ms, before the one before it ends (%g ms)", i,
                       k[i].name, k[i].start_ms, k[i - 1].end_ms);
             busy += k[i].end_ms - k[i].start_ms;
@@ -775,7 +776,7 @@ Test(bn_timing, the_last_operation_lists_its_kernels)
         cr_assert_eq(k[0].start_ms, 0.0);
         cr_assert(fabs(k[count - 1].end_ms - ms) <= 1e-9 * (1 + ms), "last end %g ms, op %g ms",
                   k[count - 1].end_ms, ms);
-        cr_assert(busy <= ms * (1 + 1e-9), "busy %g ms of %g", busy, ms);
+        cr_assert(busy <= ms * (1 + 1e-9) + 1e-3 * (double)count, "busy %g ms of %g", busy, ms);
     }
     cl_mem bufs[] = {x, y, dx, sm, si};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
