@@ -180,8 +180,9 @@ clnorm_status clnorm_last_op_kernels(clnorm_context *ctx, clnorm_kernel_time *ke
             break;
         }
         kernels[i].name = ctx->timing_names[i];
-        kernels[i].start_ms = (double)(begin - start) * 1e-6;
-        kernels[i].end_ms = (double)(end - start) * 1e-6;
+        /* (signed: a driver may stamp a kernel a little before the one before it ends) */
+        kernels[i].start_ms = (double)(cl_long)(begin - start) * 1e-6;
+        kernels[i].end_ms = (double)(cl_long)(end - start) * 1e-6;
     }
     if (status == CLNORM_OK)
         *count = ctx->timing_count;

@@ -241,11 +241,13 @@ typedef struct clnorm_kernel_time {
 /* The most kernels of one operation that a context keeps the times of. */
 #define CLNORM_MAX_OP_KERNELS 16
 /* The kernels the last operation on this context launched, in launch order: their number to
- * *count (at most CLNORM_MAX_OP_KERNELS: an operation that launched more keeps its first ones),
- * and the first min(*count, capacity) of them to kernels (which may be NULL when capacity is 0).
- * Where the sum of their durations falls short of clnorm_last_op_time, the rest is the gaps
- * between launches. Needs a profiling queue, as clnorm_last_op_time; blocks until that
- * operation has finished. */
+ * *count (at most CLNORM_MAX_OP_KERNELS: an operation that launched more keeps its first ones;
+ * none does today), and the first min(*count, capacity) of them to kernels (which may be NULL
+ * when capacity is 0). Where the sum of their durations falls short of clnorm_last_op_time, the
+ * rest is the gaps between launches. "The last operation" is the last that launched a kernel, as
+ * for clnorm_last_op_time: one on an empty tensor, or one that failed, leaves the record as it
+ * was. On failure *count is left as it was. Needs a profiling queue, as clnorm_last_op_time;
+ * blocks until that operation has finished. */
 CLNORM_API clnorm_status clnorm_last_op_kernels(clnorm_context *ctx, clnorm_kernel_time *kernels,
                                                 size_t capacity, size_t *count);
 

@@ -160,6 +160,7 @@ typedef struct call {
     clnorm_cache_stats stats_out, *stats_p;
     double ms, *ms_p;
     clnorm_kernel_time ktimes[2], *ktimes_p;
+    size_t kcapacity;
     clnorm_featurenorm_info finfo, *finfo_p;
     clnorm_batchnorm_buffers bbufs, *bbufs_p;
     clnorm_featurenorm_buffers fbufs, *fbufs_p;
@@ -1128,6 +1129,7 @@ static void valid_call(world *w, fn f, call *c)
     c->stats_p = &c->stats_out;
     c->ms_p = &c->ms;
     c->ktimes_p = c->ktimes;
+    c->kcapacity = ARRAY_LEN(c->ktimes);
     c->finfo_p = &c->finfo;
     c->bbufs_p = &c->bbufs;
     c->fbufs_p = &c->fbufs;
@@ -1501,7 +1503,7 @@ static clnorm_status invoke(world *w, fn f, call *c)
     case F_SELF_CHECK: return clnorm_self_check(c->ctx);
     case F_CACHE_STATS: return clnorm_get_cache_stats(c->ctx, c->stats_p);
     case F_LAST_OP_TIME: return clnorm_last_op_time(c->ctx, c->ms_p);
-    case F_LAST_OP_KERNELS: return clnorm_last_op_kernels(c->ctx, c->ktimes_p, c->capacity, c->count_p);
+    case F_LAST_OP_KERNELS: return clnorm_last_op_kernels(c->ctx, c->ktimes_p, c->kcapacity, c->count_p);
     case F_CLEAR_DISK_CACHE: return clnorm_clear_disk_cache(c->ctx);
     case F_BN_TRAIN:
         return clnorm_bn_forward_training(c->ctx, c->shape_p, c->cfg_p, c->bn_p, c->num_wait,

@@ -854,10 +854,13 @@ static outcome run_op(input *in, int op)
         case 2: o.status = clnorm_batchnorm_get_buffers(get_bn(), null ? NULL : &bb); break;
         case 3: o.status = clnorm_get_cache_stats(ctx, null ? NULL : &stats); break;
         case 4: o.status = clnorm_last_op_time(ctx, null ? NULL : &ms); break;
-        default: /* kernels NULL with a capacity, or count NULL */
-            o.status = clnorm_last_op_kernels(ctx, null ? NULL : kt, byte(in) % 3,
-                                              byte(in) == 1 ? NULL : &count);
+        default: { /* kernels NULL with a capacity, or count NULL */
+            const size_t capacity = byte(in) % 3;
+            const int no_count = byte(in) == 1;
+            o.status = clnorm_last_op_kernels(ctx, null ? NULL : kt, capacity,
+                                              no_count ? NULL : &count);
             break;
+        }
         }
         o.allowed = A_ARG | A_UNSUPPORTED;
         break;
