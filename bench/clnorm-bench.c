@@ -1196,18 +1196,21 @@ static clnorm_status time_runs(bench *b, const op_spec *op, size_t k, double *de
             size_t n = 0;
             if (st == CLNORM_OK && cfg == 0)
                 st = clnorm_last_op_kernels(b->ctx, kt, CLNORM_MAX_OP_KERNELS, &n);
+            const int timed = i >= b->warmup && cfg == 0;
             double busy = 0;
-            for (size_t j = 0; j < n; j++)
-                busy += kt[j].end_ms - kt[j].start_ms;
-            if (i >= b->warmup && cfg == 0) {
+            for (size_t j = 0; j < n; j++) {
+                const double d = kt[j].end_ms - kt[j].start_ms;
+                busy += d;
+                if (timed) {
+                    r->kernel_names[j] = kt[j].name;
+                    kernel_ms[i - b->warmup][j] = d;
+                }
+            }
+            if (timed) {
                 dev[i - b->warmup] = ms;
                 wall[i - b->warmup] = w1 - w0;
                 gap[i - b->warmup] = ms - busy;
                 r->kernels = (unsigned)n;
-                for (size_t j = 0; j < n; j++) {
-                    r->kernel_names[j] = kt[j].name;
-                    kernel_ms[i - b->warmup][j] = kt[j].end_ms - kt[j].start_ms;
-                }
             } else if (i >= b->warmup) {
                 dev_ab[i - b->warmup] = ms;
             }

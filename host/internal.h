@@ -38,7 +38,7 @@
                            "written as (work-groups of one): 1, or 2 (its two halves in turn)")   \
     X(flat_planes, "1: channels-first reductions on work-groups of many take a channel's planes " \
                    "as one run of vectors that the partials share evenly (planes of an even "     \
-                   "length, a multiple of vector_width); 0: plane by plane")                                         \
+                   "length, a multiple of vector_width); 0: plane by plane")                      \
     X(row_block, "rows per channels-last statistics block (2, 4, 8; 0: 2 on work-groups of "      \
                  "many, from block_vectors on work-groups of one)")
 

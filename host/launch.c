@@ -113,8 +113,8 @@ void timing_release(clnorm_context *ctx)
     release_kept(ctx->timing_kernels, &ctx->timing_count, &ctx->timing_last);
 }
 
-/* The last operation's first START and its kernels' profiling times (after it has finished);
- * the common checks of clnorm_last_op_time and clnorm_last_op_kernels. */
+/* The START of the last operation's first kernel, after the operation has finished; the common
+ * checks of clnorm_last_op_time and clnorm_last_op_kernels. */
 static clnorm_status last_op_start(clnorm_context *ctx, cl_ulong *start)
 {
     if (!ctx->profiling)

@@ -467,11 +467,11 @@ DEFINE_CACHED_SUM(cached_sum_squares, TERM_SQUARE)
  * out). The channel's work is cut into N * pieces units (a unit is a range of vectors of one
  * plane); partial s takes units [s*U/S, (s+1)*U/S). With pieces 0 (work-groups of many,
  * flat_planes: FLAT_PLANES, HW even and a multiple of VEC) a channel's planes are instead one run
- * of vectors that the partials share in whole steps of the work-group (cf_reduce_flat). A work-item reduces `tile` (<= PLANE_TILE)
- * consecutive channels, plane by plane, so that small planes still make long contiguous runs
- * (a CPU's prefetcher needs them); a work-group serves per_group such tiles (small planes, short
- * rows) with WG_SIZE / per_group work-items each. Work-groups: (S x WG_SIZE) x
- * ceil(C / (per_group * tile)). */
+ * of vectors that the partials share in whole steps of the work-group (cf_reduce_flat). A
+ * work-item reduces `tile` (<= PLANE_TILE) consecutive channels, plane by plane, so that small
+ * planes still make long contiguous runs (a CPU's prefetcher needs them); a work-group serves
+ * per_group such tiles (small planes, short rows) with WG_SIZE / per_group work-items each.
+ * Work-groups: (S x WG_SIZE) x ceil(C / (per_group * tile)). */
 __kernel __attribute__((reqd_work_group_size(WG_SIZE, 1, 1))) void
 bn_reduce_cf(__global const DATA_T *x, __global const DATA_T *addend, __global const DATA_T *dy,
              __global const DATA_T *mask, __global const float *plane_weight,
