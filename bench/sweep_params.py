@@ -32,7 +32,7 @@ DEFAULT_SETS = [
     'block_vectors=1', 'block_vectors=2', 'block_vectors=8',
     'item_tile=1', 'item_tile=4', 'item_tile=16',
     'elementwise_streams=1', 'elementwise_streams=2',
-    'flat_planes=1', 'row_block=4', 'row_block=8',
+    'flat_planes=1', 'row_block=4', 'row_block=8', 'rows_cached_kib=65536',
 ]
 
 

@@ -557,9 +557,30 @@ static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *pr
     return 0;
 }
 
+/* Channel vectors per row of bn_forward_rows_cached (as bn_forward_rows_tile, the rows read again
+ * from the cache), where x is within rows_cached_kib: the most, up to 8, that still leave a
+ * work-group for each compute unit; 0 where even one a work-group leaves compute units idle (a
+ * work-group takes all rows of its channels: few channels, few work-groups). */
+static size_t rows_cached_lanes(const clnorm_context *ctx, const program_entry *prog,
+                                const bn_geometry *g)
+{
+    const size_t vectors = ceil_div(g->c, (size_t)ctx->params.vector_width);
+    const uint64_t bytes = (uint64_t)g->rows * g->c * sizeof(float);
+    if (prog->work_group_size == 1 || g->layout != CLNORM_CHANNELS_LAST ||
+        bytes > (uint64_t)ctx->params.rows_cached_kib * 1024 ||
+        vectors < (size_t)ctx->dev.compute_units)
+        return 0;
+    size_t lanes = 8;
+    while (lanes > 1 && (lanes > (size_t)prog->work_group_size ||
+                         ceil_div(vectors, lanes) < (size_t)ctx->dev.compute_units))
+        lanes /= 2;
+    return lanes;
+}
+
 /* The training forward in one launch: `kernel` (the index) is bn_forward_fused (work-groups of
  * one, `split` channels per work-item), a build of bn_forward_channel (`split` work-items per
- * channel) or bn_forward_rows_tile (`split` channel vectors per row), on `global` work-items. */
+ * channel) or bn_forward_rows_tile or _cached (`split` channel vectors per row), on `global`
+ * work-items. */
 static clnorm_status enqueue_one_launch_forward(clnorm_context *ctx, launch_chain *chain,
                                                 const program_entry *prog, const bn_geometry *g,
                                                 const clnorm_bn_config *config,
@@ -599,20 +620,25 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
     const size_t channel_vectors = ceil_div(g.rows, (size_t)ctx->params.vector_width);
     const size_t width =
         g.layout == CLNORM_CHANNELS_FIRST ? bn_register_width(ctx, prog, channel_vectors) : 0;
-    /* ... or all rows of a tile of channels in the registers of a work-group (channels-last) */
+    /* ... or all rows of a tile of channels in the registers of a work-group (channels-last),
+     * or read again from the cache */
     const size_t lanes = rows_tile_lanes(ctx, prog, &g), wg = (size_t)prog->work_group_size;
-    size_t tile = width || lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
-    if (width || lanes || tile) {
+    const size_t cached_lanes = width || lanes ? 0 : rows_cached_lanes(ctx, prog, &g);
+    size_t tile = width || lanes || cached_lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
+    if (width || lanes || cached_lanes || tile) {
         if (width)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
                 bn_register_kernel(ctx, "bn_forward_channel", width, channel_vectors), width,
                 ceil_div(g.c, wg / width) * wg));
-        else if (lanes)
+        else if (lanes || cached_lanes)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
-                program_kernel_index(FAMILY_NORM, "bn_forward_rows_tile"), lanes,
-                ceil_div(g.c, lanes * (size_t)ctx->params.vector_width) * wg));
+                program_kernel_index(FAMILY_NORM,
+                                     lanes ? "bn_forward_rows_tile" : "bn_forward_rows_cached"),
+                lanes ? lanes : cached_lanes,
+                ceil_div(g.c, (lanes ? lanes : cached_lanes) * (size_t)ctx->params.vector_width) *
+                    wg));
         else
             TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b,
                                            program_kernel_index(FAMILY_NORM, "bn_forward_fused"),

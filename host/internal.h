@@ -40,7 +40,10 @@
                    "as one run of vectors that the partials share evenly (planes of an even "     \
                    "length, a multiple of vector_width); 0: plane by plane")                      \
     X(row_block, "rows per channels-last statistics block (2, 4, 8; 0: 2 on work-groups of "      \
-                 "many, from block_vectors on work-groups of one)")
+                 "many, from block_vectors on work-groups of one)")                                \
+    X(rows_cached_kib, "most KiB of x a channels-last training forward on work-groups of many "    \
+                       "takes in one launch, its rows read again from the cache, where they do "  \
+                       "not fit the registers (0: three launches)")
 
 typedef struct device_params {
 #define PARAM_FIELD_(name, text) long name;

@@ -23,7 +23,8 @@ static const family_desc families[FAMILY_COUNT] = {
                       "gn_forward_sample", "gn_backward_fused",
                       "gn_forward_rows", "gn_forward_rows_short", "bn_forward_channel",
                       "bn_forward_channel_short", "gn_backward_rows", "gn_backward_rows_short",
-                      "bn_forward_rows_tile", "gn_forward_rows_cached", "gn_backward_rows_cached",
+                      "bn_forward_rows_tile", "bn_forward_rows_cached", "gn_forward_rows_cached",
+                      "gn_backward_rows_cached",
                       "in_running"}},
 };
 

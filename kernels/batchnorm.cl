@@ -1951,6 +1951,43 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
     store_lanes(y, o, left, out);
 }
 
+/* Where a work-item of bn_forward_rows_tile or _cached works: row lane `lane` of L, channel
+ * vector j of `lanes` (split), channels c0.. (`left` of them to C's end; <= 0: none), M rows;
+ * k: the pivots (row 0's values of its channels). */
+typedef struct rows_place {
+    ulong M, c0;
+    long left;
+    uint lid, lanes, lane, L;
+    FLOATV k;
+} rows_place;
+
+ALWAYS_INLINE void rows_place_start(__global const DATA_T *x, ulong N, ulong C, ulong HW,
+                                    uint split, rows_place *p)
+{
+    p->M = N * HW;
+    p->lanes = split;
+    p->lid = get_local_id(0);
+    p->lane = p->lid / split;
+    p->L = WG_SIZE / split;
+    p->c0 = (get_group_id(0) * split + p->lid % split) * VEC;
+    p->left = (long)C - (long)p->c0;
+    p->k = p->left > 0 ? load_lanes(x, p->c0, p->left) : (FLOATV)0.0f;
+}
+
+/* The statistics of a place's channels from the sums of its row lanes (sum_k: of x - k; m2n:
+ * of the squared deviations from mean_k, scaled as bn_forward_channel's), finalized as
+ * bn_channel does (row lane 0 writes them): the mean, scale and shift of the apply. */
+ALWAYS_INLINE void rows_place_finish(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum,
+                                     const rows_place *p, FLOATV mean_k, FLOATV m2n,
+                                     FLOATV *mean, FLOATV *scale, FLOATV *shift)
+{
+    *mean = mean_k + p->k;
+    finalize_lanes(p->c0, p->left, C, (float)p->M, *mean,
+                   tree_sum_lanes(m2n, l_sum, p->lid, p->lanes, WG_SIZE), eps, momentum,
+                   p->lane == 0, gamma, beta, running_mean, running_var, save_mean, save_invstd,
+                   scale, shift);
+}
+
 /* Training forward of channels-last in one launch for work-groups of many (GPUs), where a tile
  * of `lanes` (split) x VEC channels over all M rows fits in the registers of the work-group:
  * work-item (row lane l, channel vector j) = local id l * lanes + j holds vectors j of rows l,
@@ -1964,38 +2001,31 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
 ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
-    const ulong M = N * HW;
-    const uint lanes = split;
-    const uint lid = get_local_id(0), j = lid % lanes, lane = lid / lanes, L = WG_SIZE / lanes;
-    /* channels c0.. of this work-item, `left` of them to C's end (<= 0: none) */
-    const ulong c0 = (get_group_id(0) * lanes + j) * VEC;
-    const long left = (long)C - (long)c0;
-    const FLOATV k = left > 0 ? load_lanes(x, c0, left) : (FLOATV)0.0f;
+    rows_place p;
+    rows_place_start(x, N, C, HW, split, &p);
+    const ulong M = p.M, c0 = p.c0;
+    const long left = p.left;
     FLOATV v[ROW_UNITS], acc = 0.0f;
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
-        const ulong r = (ulong)u * L + lane;
+        const ulong r = (ulong)u * p.L + p.lane;
         v[u] = r < M && left > 0 ? load_lanes(x, r * C + c0, left) : (FLOATV)0.0f;
-        acc += r < M ? v[u] - k : (FLOATV)0.0f;
+        acc += r < M ? v[u] - p.k : (FLOATV)0.0f;
     }
-    const float total = (float)M;
-    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE) / total;
-    const float inv_p = 1.0f / pow2_floor(total);
+    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, p.lid, p.lanes, WG_SIZE) / (float)M;
+    const float inv_p = 1.0f / pow2_floor((float)M);
     acc = 0.0f;
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
-        const FLOATV d = (v[u] - k) - mean_k;
-        acc += (ulong)u * L + lane < M ? d * inv_p * d : (FLOATV)0.0f;
+        const FLOATV d = (v[u] - p.k) - mean_k;
+        acc += (ulong)u * p.L + p.lane < M ? d * inv_p * d : (FLOATV)0.0f;
     }
-    const FLOATV mean = mean_k + k;
-    FLOATV scale, shift;
-    finalize_lanes(c0, left, C, total, mean, tree_sum_lanes(acc, l_sum, lid, lanes, WG_SIZE), eps,
-                   momentum, lane == 0, gamma, beta, running_mean, running_var, save_mean,
-                   save_invstd, &scale, &shift);
+    FLOATV mean, scale, shift;
+    rows_place_finish(BN_ONE_LAUNCH_ARGS(l_sum), &p, mean_k, acc, &mean, &scale, &shift);
     barrier(CLK_GLOBAL_MEM_FENCE);
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
-        const ulong r = (ulong)u * L + lane;
+        const ulong r = (ulong)u * p.L + p.lane;
         if (r < M && left > 0)
             rows_apply(residual, y, r * C + c0, left, v[u], mean, scale, shift, flags);
     }
@@ -2005,6 +2035,43 @@ BN_ONE_LAUNCH_KERNEL(bn_forward_rows_tile)
 {
     __local FLOATV l_sum[WG_SIZE];
     forward_rows_tile(BN_ONE_LAUNCH_ARGS(l_sum));
+}
+
+/* bn_forward_rows_tile where the rows do not fit the registers (the host's rows_cached_kib): the
+ * same work-items, rows and sums in the same order (so the same results), but each pass reads
+ * the rows again instead of holding them, the second and third from the cache: x read from
+ * memory once, y written once, one launch instead of three. Work-groups: ceil(C / (lanes *
+ * VEC)). */
+ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
+{
+#if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
+    rows_place p;
+    rows_place_start(x, N, C, HW, split, &p);
+    const ulong c0 = p.c0, rows = p.left > 0 ? p.M : 0; /* (past C: no rows, but every barrier) */
+    const long left = p.left;
+    FLOATV acc = 0.0f;
+    for (ulong r = p.lane; r < rows; r += p.L)
+        acc += load_lanes(x, r * C + c0, left) - p.k;
+    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, p.lid, p.lanes, WG_SIZE) / (float)p.M;
+    const float inv_p = 1.0f / pow2_floor((float)p.M);
+    acc = 0.0f;
+    for (ulong r = p.lane; r < rows; r += p.L) {
+        const FLOATV d = (load_lanes(x, r * C + c0, left) - p.k) - mean_k;
+        acc += d * inv_p * d;
+    }
+    FLOATV mean, scale, shift;
+    rows_place_finish(BN_ONE_LAUNCH_ARGS(l_sum), &p, mean_k, acc, &mean, &scale, &shift);
+    /* every pivot read of x (row 0) before the first write of y (which may be x) */
+    barrier(CLK_GLOBAL_MEM_FENCE);
+    for (ulong r = p.lane; r < rows; r += p.L)
+        rows_apply(residual, y, r * C + c0, left, load_lanes(x, r * C + c0, left), mean, scale,
+                   shift, flags);
+#endif
+}
+BN_ONE_LAUNCH_KERNEL(bn_forward_rows_cached)
+{
+    __local FLOATV l_sum[WG_SIZE];
+    forward_rows_cached(BN_ONE_LAUNCH_ARGS(l_sum));
 }
 
 /* Backward of channels-first in one launch, as bn_forward_fused: each work-item takes the sums of
