@@ -560,6 +560,7 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     static const long tiles[] = {1, 2, 4, 8, 16, 32, 64};
     static const long item_tile[] = {1, 2, 4, 8, 16};
     static const long kib[] = {0, 16, 32, 64, 128, 256};
+    static const long tensor_kib[] = {0, 16384, 65536, 262144}; /* 16, 64, 256 MiB */
     static const long streams[] = {1, 2};
     static const long generic[] = {0, 1, 2, 4, 8, 16, 32};
     const long *list = generic;
@@ -578,6 +579,8 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
         USE_LIST_(item_tile);
     else if (!strcmp(name, "cached_kib"))
         USE_LIST_(kib);
+    else if (!strcmp(name, "rows_cached_kib"))
+        USE_LIST_(tensor_kib);
     else if (!strcmp(name, "elementwise_streams"))
         USE_LIST_(streams);
 #undef USE_LIST_
@@ -670,13 +673,14 @@ static double try_values(tuner *t, search *s, size_t p, const long *values, resu
 
 /* Whether parameter p can change anything at the current values: the register kernels'
  * parameters (register_units, register_short_units, register_backward), the strided passes'
- * gather_units, cached_kib and flat_planes serve only work-groups of many, elementwise_streams
- * only work-groups of one. */
+ * gather_units, cached_kib, flat_planes and rows_cached_kib serve only work-groups of many,
+ * elementwise_streams only work-groups of one. */
 static int parameter_matters(const tuner *t, const search *s, size_t p)
 {
     const int many_only = !strncmp(t->names[p], "register_", 9) ||
                           !strcmp(t->names[p], "gather_units") || !strcmp(t->names[p], "cached_kib") ||
-                          !strcmp(t->names[p], "flat_planes");
+                          !strcmp(t->names[p], "flat_planes") ||
+                          !strcmp(t->names[p], "rows_cached_kib");
     const int one_only = !strcmp(t->names[p], "elementwise_streams");
     if (!many_only && !one_only)
         return 1;
