@@ -571,7 +571,7 @@ static size_t rows_cached_lanes(const clnorm_context *ctx, const program_entry *
         vectors < (size_t)ctx->dev.compute_units)
         return 0;
     size_t lanes = 8;
-    while (lanes > 1 && (lanes > (size_t)prog->work_group_size ||
+    while (lanes > 1 && (lanes > (size_t)prog->work_group_size || lanes > vectors ||
                          ceil_div(vectors, lanes) < (size_t)ctx->dev.compute_units))
         lanes /= 2;
     return lanes;

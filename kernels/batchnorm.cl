@@ -2038,10 +2038,10 @@ BN_ONE_LAUNCH_KERNEL(bn_forward_rows_tile)
 }
 
 /* bn_forward_rows_tile where the rows do not fit the registers (the host's rows_cached_kib): the
- * same work-items, rows and sums in the same order (so the same results), but each pass reads
- * the rows again instead of holding them, the second and third from the cache: x read from
- * memory once, y written once, one launch instead of three. Work-groups: ceil(C / (lanes *
- * VEC)). */
+ * same work-items, rows and sums in the same order (with the same lanes, the same results where
+ * the compiler rounds both alike: bit for bit on PoCL), but each pass reads the rows again
+ * instead of holding them, the second and third from the cache: x read from memory once, y
+ * written once, one launch instead of three. Work-groups: ceil(C / (lanes * VEC)). */
 ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum)
 {
 #if WG_SIZE > 1 /* (work-groups of one never launch it: not compiled for them) */
@@ -2057,7 +2057,10 @@ ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_s
     acc = 0.0f;
     for (ulong r = p.lane; r < rows; r += p.L) {
         const FLOATV d = (load_lanes(x, r * C + c0, left) - p.k) - mean_k;
-        acc += d * inv_p * d;
+        /* (a statement of its own, as in bn_forward_rows_tile, so that no compiler fuses the
+         * product into the sum there and not here: a fused one rounds once, not twice) */
+        const FLOATV square = d * inv_p * d;
+        acc += square;
     }
     FLOATV mean, scale, shift;
     rows_place_finish(BN_ONE_LAUNCH_ARGS(l_sum), &p, mean_k, acc, &mean, &scale, &shift);

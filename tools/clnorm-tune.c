@@ -584,7 +584,8 @@ static size_t candidates_for(const tuner *t, size_t p, long *out, int *exhaustiv
     else if (!strcmp(name, "elementwise_streams"))
         USE_LIST_(streams);
 #undef USE_LIST_
-    *exhaustive = !strcmp(name, "partials_per_channel");
+    /* (rows_cached_kib: no program build per value, and its small values may change nothing) */
+    *exhaustive = !strcmp(name, "partials_per_channel") || !strcmp(name, "rows_cached_kib");
     /* the list, the table's value, each within the parameter's range for this device */
     size_t count = 0;
     for (size_t i = 0; i <= n && count < MAX_CANDIDATES; i++) {

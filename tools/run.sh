@@ -113,12 +113,10 @@ oclgrind_clean() {
     local log=build/oclgrind.log params
     : >"$log"
     # (the third set: the GPU-shaped one with the parameters no table row uses yet, so that the
-    # next GPU sweep can time them: flat channels-first reductions, channels-last blocks of 4 rows,
-    # and the channels-last training forward in one launch from the cache, for rows past the
-    # registers of 2 vectors a work-item)
+    # next GPU sweep can time them: flat channels-first reductions, channels-last blocks of 4 rows)
     for params in "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64" \
         "work_group_size=1,vector_width=8,block_vectors=4,item_tile=8,partials_per_channel=3,elementwise_streams=1" \
-        "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64,flat_planes=1,row_block=4,register_units=2,rows_cached_kib=65536"; do
+        "work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64,flat_planes=1,row_block=4"; do
         for program in test_batchnorm test_featurenorm; do
             echo "--- $program under Oclgrind, CLNORM_PARAMS=\"$params\""
             CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
@@ -144,6 +142,23 @@ oclgrind_clean() {
         CLNORM_DEVICE=oclgrind CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
             oclgrind --build-options -cl-opt-disable --data-races --uninitialized --check-api \
             ./build/tests/test_bad_input --filter 'subbuffers/*' --jobs=2 >>"$log" 2>&1 || {
+            cat "$log"
+            return 1
+        }
+        tail -n 1 "$log"
+    done
+    # the channels-last training forward in one launch from the cache (rows_cached_kib, which no
+    # table row uses yet), for rows past the registers of 2 vectors a work-item; and the in-place
+    # forward (y = x: the barrier after the pivots' reads) with it and with the register kernels
+    local gpu="work_group_size=16,vector_width=4,items_per_thread=2,block_vectors=2,item_tile=1,channel_tile=4,plane_tile=1,gather_units=2,register_short_units=4,register_backward=1,cached_kib=64"
+    for run in "$gpu,register_units=2,rows_cached_kib=65536 test_batchnorm */*" \
+        "$gpu,register_units=2,rows_cached_kib=65536 test_batchnorm_api bn_in_place/*" \
+        "$gpu test_batchnorm_api bn_in_place/*"; do
+        read -r params program filter <<<"$run"
+        echo "--- $program --filter '$filter' under Oclgrind, CLNORM_PARAMS=\"$params\""
+        CLNORM_DEVICE=oclgrind CLNORM_TEST_SMALL=1 CLNORM_CACHE_DIR=off CLNORM_PARAMS=$params \
+            oclgrind --build-options -cl-opt-disable --data-races --uninitialized --check-api \
+            "./build/tests/$program" --filter "$filter" --jobs=2 >>"$log" 2>&1 || {
             cat "$log"
             return 1
         }
@@ -260,18 +275,25 @@ run_tests() {
         CLNORM_PARAMS=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4 \
         bash -c './build/tests/test_batchnorm --jobs=2 && ./build/tests/test_featurenorm --jobs=2'
     # the same with what the next GPU sweep times against the table: channels-first reductions
-    # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block),
-    # the channels-last training forward in one launch from the cache (rows_cached_kib);
+    # over a channel's planes as one run (flat_planes), channels-last blocks of 4 rows (row_block);
     # then with scalar loads (blocks of 4 values that must not split the exact data's pairs), and
-    # with blocks of 7 float2 (a count whose reciprocal rounds: the exact data's mean must not)
-    step "GPU-shaped parameters as above, flat_planes=1, row_block=4, rows_cached_kib=65536; scalars, row_block=8; blocks of 7 float2: the kernel tests" \
+    # with blocks of 7 float2 (a count whose reciprocal rounds: the exact data's mean must not);
+    # then, on its own, the channels-last training forward in one launch from the cache
+    # (rows_cached_kib), also in place
+    step "GPU-shaped parameters as above, flat_planes=1, row_block=4; scalars, row_block=8; blocks of 7 float2; rows_cached_kib=65536: the kernel tests" \
         env POCL_MAX_WORK_GROUP_SIZE=64 CLNORM_CACHE_DIR=build/tests/program-cache bash -c '
-        for p in work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4,rows_cached_kib=65536 \
+        for p in work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,flat_planes=1,row_block=4 \
             work_group_size=64,vector_width=1,block_vectors=3,items_per_thread=4,channel_tile=16,register_units=8,flat_planes=1,row_block=8 \
             work_group_size=64,vector_width=2,block_vectors=7,register_units=0,flat_planes=1; do
             CLNORM_PARAMS=$p ./build/tests/test_batchnorm --jobs=2 &&
                 CLNORM_PARAMS=$p ./build/tests/test_featurenorm --jobs=2 || exit 1
-        done'
+        done
+        # (rows_cached_kib takes only channels of at least one vector per compute unit: PoCL
+        # reports a unit per thread, so the thread count is pinned for the test shapes)
+        p=work_group_size=64,vector_width=4,items_per_thread=4,channel_tile=16,register_units=8,gather_units=4,register_short_units=4,register_backward=1,cached_kib=64,block_vectors=4,rows_cached_kib=65536
+        POCL_MAX_PTHREAD_COUNT=2 CLNORM_PARAMS=$p ./build/tests/test_batchnorm --jobs=2 &&
+            POCL_MAX_PTHREAD_COUNT=2 CLNORM_PARAMS=$p ./build/tests/test_batchnorm_api \
+                --filter "bn_in_place/*"'
     # (each elementwise_streams value in one of the next two steps, whatever the table's row)
     step "POCL_MAX_WORK_GROUP_SIZE=1, 7 partials per channel, elementwise_streams=2" \
         env POCL_MAX_WORK_GROUP_SIZE=1 \
