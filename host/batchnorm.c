@@ -559,7 +559,7 @@ static size_t rows_tile_lanes(const clnorm_context *ctx, const program_entry *pr
 
 /* Channel vectors per row of bn_forward_rows_cached (as bn_forward_rows_tile, the rows read again
  * from the cache), where x is within rows_cached_kib: the most, up to 8, that still leave a
- * work-group for each compute unit; 0 where even one a work-group leaves compute units idle (a
+ * work-group for each compute unit; 0 where even 1 would leave compute units without one (a
  * work-group takes all rows of its channels: few channels, few work-groups). */
 static size_t rows_cached_lanes(const clnorm_context *ctx, const program_entry *prog,
                                 const bn_geometry *g)

@@ -1952,8 +1952,8 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
 }
 
 /* Where a work-item of bn_forward_rows_tile or _cached works: row lane `lane` of L, channel
- * vector j of `lanes` (split), channels c0.. (`left` of them to C's end; <= 0: none), M rows;
- * k: the pivots (row 0's values of its channels). */
+ * vector lid % lanes of its work-group's `lanes` (split), channels c0.. (`left` of them to C's
+ * end; <= 0: none), M rows; k: the pivots (row 0's values of its channels). */
 typedef struct rows_place {
     ulong M, c0;
     long left;
@@ -1974,9 +1974,10 @@ ALWAYS_INLINE void rows_place_start(__global const DATA_T *x, ulong N, ulong C, 
     p->k = p->left > 0 ? load_lanes(x, p->c0, p->left) : (FLOATV)0.0f;
 }
 
-/* The statistics of a place's channels from the sums of its row lanes (sum_k: of x - k; m2n:
- * of the squared deviations from mean_k, scaled as bn_forward_channel's), finalized as
- * bn_channel does (row lane 0 writes them): the mean, scale and shift of the apply. */
+/* The statistics of a place's channels, finalized as bn_channel does (row lane 0 writes them):
+ * the mean, scale and shift of the apply, from mean_k (the mean of x - k) and m2n (this
+ * work-item's sum of the squared deviations from it, scaled as bn_forward_channel's; summed over
+ * the row lanes here). */
 ALWAYS_INLINE void rows_place_finish(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum,
                                      const rows_place *p, FLOATV mean_k, FLOATV m2n,
                                      FLOATV *mean, FLOATV *scale, FLOATV *shift)
