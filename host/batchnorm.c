@@ -624,21 +624,20 @@ static clnorm_status forward_training(clnorm_context *ctx, const clnorm_shape *s
      * or read again from the cache */
     const size_t lanes = rows_tile_lanes(ctx, prog, &g), wg = (size_t)prog->work_group_size;
     const size_t cached_lanes = width || lanes ? 0 : rows_cached_lanes(ctx, prog, &g);
-    size_t tile = width || lanes || cached_lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
-    if (width || lanes || cached_lanes || tile) {
+    const size_t row_lanes = lanes ? lanes : cached_lanes;
+    size_t tile = width || row_lanes ? 0 : bn_fused_tile(ctx, prog, &g, 1);
+    if (width || row_lanes || tile) {
         if (width)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
                 bn_register_kernel(ctx, "bn_forward_channel", width, channel_vectors), width,
                 ceil_div(g.c, wg / width) * wg));
-        else if (lanes || cached_lanes)
+        else if (row_lanes)
             TRY(enqueue_one_launch_forward(
                 ctx, &chain, prog, &g, config, b,
                 program_kernel_index(FAMILY_NORM,
                                      lanes ? "bn_forward_rows_tile" : "bn_forward_rows_cached"),
-                lanes ? lanes : cached_lanes,
-                ceil_div(g.c, (lanes ? lanes : cached_lanes) * (size_t)ctx->params.vector_width) *
-                    wg));
+                row_lanes, ceil_div(g.c, row_lanes * (size_t)ctx->params.vector_width) * wg));
         else
             TRY(enqueue_one_launch_forward(ctx, &chain, prog, &g, config, b,
                                            program_kernel_index(FAMILY_NORM, "bn_forward_fused"),

@@ -1953,12 +1953,14 @@ ALWAYS_INLINE void rows_apply(__global const DATA_T *residual, __global DATA_T *
 
 /* Where a work-item of bn_forward_rows_tile or _cached works: row lane `lane` of L, channel
  * vector lid % lanes of its work-group's `lanes` (split), channels c0.. (`left` of them to C's
- * end; <= 0: none), M rows; k: the pivots (row 0's values of its channels). */
+ * end; <= 0: none), M rows; k: the pivots (row 0's values of its channels); inv_p: the squared
+ * deviations' scale (bn_forward_channel's: no overflow at 1e18). */
 typedef struct rows_place {
     ulong M, c0;
     long left;
     uint lid, lanes, lane, L;
     FLOATV k;
+    float inv_p;
 } rows_place;
 
 ALWAYS_INLINE void rows_place_start(__global const DATA_T *x, ulong N, ulong C, ulong HW,
@@ -1972,6 +1974,13 @@ ALWAYS_INLINE void rows_place_start(__global const DATA_T *x, ulong N, ulong C, 
     p->c0 = (get_group_id(0) * split + p->lid % split) * VEC;
     p->left = (long)C - (long)p->c0;
     p->k = p->left > 0 ? load_lanes(x, p->c0, p->left) : (FLOATV)0.0f;
+    p->inv_p = 1.0f / pow2_floor((float)p->M);
+}
+
+/* The mean of x - k over the place's channels, from each row lane's sum (sum_k) */
+ALWAYS_INLINE FLOATV rows_place_mean_k(const rows_place *p, FLOATV sum_k, __local FLOATV *l_sum)
+{
+    return tree_sum_lanes(sum_k, l_sum, p->lid, p->lanes, WG_SIZE) / (float)p->M;
 }
 
 /* The statistics of a place's channels, finalized as bn_channel does (row lane 0 writes them):
@@ -2013,13 +2022,12 @@ ALWAYS_INLINE void forward_rows_tile(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_sum
         v[u] = r < M && left > 0 ? load_lanes(x, r * C + c0, left) : (FLOATV)0.0f;
         acc += r < M ? v[u] - p.k : (FLOATV)0.0f;
     }
-    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, p.lid, p.lanes, WG_SIZE) / (float)M;
-    const float inv_p = 1.0f / pow2_floor((float)M);
+    const FLOATV mean_k = rows_place_mean_k(&p, acc, l_sum);
     acc = 0.0f;
 #pragma unroll
     for (uint u = 0; u < ROW_UNITS; u++) {
         const FLOATV d = (v[u] - p.k) - mean_k;
-        acc += (ulong)u * p.L + p.lane < M ? d * inv_p * d : (FLOATV)0.0f;
+        acc += (ulong)u * p.L + p.lane < M ? d * p.inv_p * d : (FLOATV)0.0f;
     }
     FLOATV mean, scale, shift;
     rows_place_finish(BN_ONE_LAUNCH_ARGS(l_sum), &p, mean_k, acc, &mean, &scale, &shift);
@@ -2053,14 +2061,13 @@ ALWAYS_INLINE void forward_rows_cached(BN_ONE_LAUNCH_PARAMS, __local FLOATV *l_s
     FLOATV acc = 0.0f;
     for (ulong r = p.lane; r < rows; r += p.L)
         acc += load_lanes(x, r * C + c0, left) - p.k;
-    const FLOATV mean_k = tree_sum_lanes(acc, l_sum, p.lid, p.lanes, WG_SIZE) / (float)p.M;
-    const float inv_p = 1.0f / pow2_floor((float)p.M);
+    const FLOATV mean_k = rows_place_mean_k(&p, acc, l_sum);
     acc = 0.0f;
     for (ulong r = p.lane; r < rows; r += p.L) {
         const FLOATV d = (load_lanes(x, r * C + c0, left) - p.k) - mean_k;
         /* (a statement of its own, as in bn_forward_rows_tile, so that no compiler fuses the
          * product into the sum there and not here: a fused one rounds once, not twice) */
-        const FLOATV square = d * inv_p * d;
+        const FLOATV square = d * p.inv_p * d;
         acc += square;
     }
     FLOATV mean, scale, shift;
